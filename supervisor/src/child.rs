@@ -1,0 +1,157 @@
+//! Starting, signalling, killing and reaping the child.
+//!
+//! The child gets its own process group (so a terminal's Ctrl-C reaches steward only, and
+//! the group can be killed as one), a parent-death signal (so it cannot outlive a steward
+//! that was SIGKILLed), and a clean environment (no `NOTIFY_SOCKET`: only steward talks to
+//! systemd). steward marks itself child subreaper, so grandchildren that lose their parent
+//! are re-parented to steward, and killed and reaped with the rest of the tree.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::ChildConfig;
+use crate::lifecycle::ChildStatus;
+use crate::procfs;
+
+/// Variables that belong to steward's relation with systemd, not the child's.
+const PRIVATE_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// Makes orphaned descendants steward's children instead of init's.
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Spawns the child with `-c <effective conf>` appended. Must be called from the thread
+/// that lives as long as steward: the parent-death signal fires when the forking *thread*
+/// exits, which is why steward runs a current-thread runtime.
+pub fn spawn(cfg: &ChildConfig, effective_conf: &Path) -> io::Result<Pid> {
+    let mut cmd = Command::new(&cfg.program);
+    cmd.args(&cfg.args)
+        .arg("-c")
+        .arg(effective_conf)
+        .current_dir(&cfg.working_directory)
+        .envs(&cfg.env)
+        .stdin(Stdio::null())
+        .process_group(0);
+    for var in PRIVATE_ENV {
+        cmd.env_remove(var);
+    }
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec in the child; it only makes
+    // async-signal-safe syscalls (prctl, getppid) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            // If steward died between fork and prctl, the signal will never come.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other("steward exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // The Child handle is dropped on purpose: steward reaps with waitpid(-1) (it is a
+    // subreaper and must collect every orphan), so std must not wait on it.
+    let pid = Pid::from_raw(child.id() as i32);
+    drop(child);
+    Ok(pid)
+}
+
+pub fn signal(pid: Pid, sig: Signal) -> nix::Result<()> {
+    match kill(pid, sig) {
+        Err(Errno::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+/// SIGKILL to the child's process group and to every descendant of steward, repeated
+/// until none is left, so a process that forks while being killed is caught too.
+/// Returns how many processes were signalled.
+pub fn kill_tree(pgid: Pid) -> usize {
+    let me = nix::unistd::getpid().as_raw();
+    let mut signalled = 0;
+    for _ in 0..50 {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let procs = procfs::all_processes();
+        let mut targets = procfs::descendants(&procs, me);
+        targets.extend(procfs::group_members(&procs, pgid.as_raw()));
+        targets.sort_unstable();
+        targets.dedup();
+        // Zombies are already dead; only living ones need another signal.
+        let living: Vec<i32> = targets.into_iter().filter(|&p| !is_zombie(p)).collect();
+        if living.is_empty() {
+            break;
+        }
+        for p in &living {
+            if kill(Pid::from_raw(*p), Signal::SIGKILL).is_ok() {
+                signalled += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    signalled
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = &s[s.rfind(')')? + 1..];
+            after
+                .split_whitespace()
+                .next()
+                .map(|st| st == "Z" || st == "X")
+        })
+        .unwrap_or(true)
+}
+
+/// Collects every child that has exited, without blocking.
+pub fn reap_exited() -> Vec<(Pid, ChildStatus)> {
+    let mut out = vec![];
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid, ChildStatus::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                out.push((pid, ChildStatus::Signal(sig as i32)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    out
+}
+
+/// Waits (briefly) until steward has no child left, killing stragglers; used on the way out.
+pub fn reap_all(timeout: std::time::Duration) -> Vec<(Pid, ChildStatus)> {
+    let end = std::time::Instant::now() + timeout;
+    let mut out = vec![];
+    loop {
+        out.extend(reap_exited());
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Err(Errno::ECHILD) => return out,
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid, ChildStatus::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                out.push((pid, ChildStatus::Signal(sig as i32)))
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() >= end {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}

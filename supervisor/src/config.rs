@@ -1,0 +1,647 @@
+//! Steward's own configuration: the TOML file named by `--config`.
+//!
+//! Every key is optional except `child.command`; unknown keys are an error, because a
+//! misspelt `deadlin = "10s"` that silently falls back to the default is exactly the kind
+//! of surprise that makes a stop hang. Errors carry the file, the line and a fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::{parse_span, Span};
+
+/// Where `steward run` looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/steward/steward.toml";
+
+/// The stop deadline used outside systemd when `deadline = "auto"`.
+pub const DEFAULT_FALLBACK_DEADLINE: Duration = Duration::from_secs(25);
+const DEFAULT_MARGIN: Duration = Duration::from_secs(5);
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(20);
+const DEFAULT_DRAIN_POLL: Duration = Duration::from_millis(20);
+const DEFAULT_DRAIN_QUIET: Duration = Duration::from_millis(50);
+
+/// Durations beyond these are almost certainly a unit mistake ("300" meant as ms, a year
+/// typed as seconds); refusing them is kinder than a stop that waits for a day.
+const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+const MAX_MARGIN: Duration = Duration::from_secs(3600);
+
+/// A configuration problem: which file, where, what, and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(fix) = &self.fix {
+            write!(f, " (fix: {fix})")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    pub fn at_line(mut self, line: Option<usize>) -> Self {
+        self.line = line;
+        self
+    }
+
+    pub fn with_fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    child: RawChild,
+    #[serde(default)]
+    ready: RawReady,
+    #[serde(default)]
+    stop: RawStop,
+    runtime_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChild {
+    command: Vec<String>,
+    pingora_conf: Option<PathBuf>,
+    working_directory: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReady {
+    tcp: Option<String>,
+    http: Option<String>,
+    timeout: Option<String>,
+    interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStop {
+    deadline: Option<String>,
+    margin: Option<String>,
+    fallback_deadline: Option<String>,
+    drain: Option<String>,
+    drain_poll: Option<String>,
+    drain_quiet: Option<String>,
+}
+
+/// How steward learns that the child has served its last request after SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainMode {
+    /// Watch the child's downstream TCP connections on its listening ports; once none has
+    /// remained for `drain_quiet`, the child has nothing left to do and steward ends it.
+    Connections,
+    /// Wait for the child to exit by itself, up to the deadline.
+    Exit,
+}
+
+/// What tells steward the child really serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connect to this address succeeds.
+    Tcp(String),
+    /// `GET` of this URL answers 200.
+    Http(HttpUrl),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub authority: String,
+    pub path: String,
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.path)
+    }
+}
+
+/// The stop deadline as configured; resolved against systemd by [`crate::deadline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineSetting {
+    Auto,
+    Fixed(Duration),
+    Infinity,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub child: ChildConfig,
+    pub ready: ReadyConfig,
+    pub stop: StopConfig,
+    pub runtime_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChildConfig {
+    /// Absolute path of the program and its arguments (without the `-c` steward adds).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub pingora_conf: Option<PathBuf>,
+    pub working_directory: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadyConfig {
+    pub probe: Probe,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StopConfig {
+    pub deadline: DeadlineSetting,
+    pub margin: Duration,
+    pub fallback_deadline: Duration,
+    pub drain: DrainMode,
+    pub drain_poll: Duration,
+    pub drain_quiet: Duration,
+}
+
+impl Config {
+    /// Reads and validates the file. Every failure is a [`ConfigError`] (exit 78).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path, format!("cannot read the configuration: {e}"))
+                .with_fix("check the path given to --config and that the service user can read it")
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigError::new(path, e.message().trim().to_string())
+                .at_line(line)
+                .with_fix("see the README's configuration reference for the accepted keys")
+        })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let line_for = |key: &str| find_key_line(text, key);
+        let err = |key: &str, msg: String| ConfigError::new(path, msg).at_line(line_for(key));
+
+        let child = build_child(path, &dir, raw.child, &err)?;
+        let ready = build_ready(raw.ready, &err)?;
+        let stop = build_stop(raw.stop, &err)?;
+        let runtime_dir = raw.runtime_dir.map(|p| absolutize(&dir, &p));
+        Ok(Config {
+            path: path.to_path_buf(),
+            child,
+            ready,
+            stop,
+            runtime_dir,
+        })
+    }
+}
+
+type KeyErr<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn build_child(
+    path: &Path,
+    dir: &Path,
+    raw: RawChild,
+    err: &KeyErr<'_>,
+) -> Result<ChildConfig, ConfigError> {
+    let mut command = raw.command.into_iter();
+    let Some(program) = command.next().filter(|p| !p.trim().is_empty()) else {
+        return Err(err("command", "child.command is empty".into())
+            .with_fix("command = [\"/usr/local/bin/steward-proxy\"]"));
+    };
+    let args: Vec<String> = command.collect();
+    if let Some(flag) = args
+        .iter()
+        .find(|a| *a == "-c" || *a == "--conf" || a.starts_with("--conf=") || a.starts_with("-c"))
+    {
+        return Err(err(
+            "command",
+            format!("child.command passes its own Pingora conf ({flag}); steward passes `-c` with its effective copy"),
+        )
+        .with_fix("remove the flag and set child.pingora_conf to the file instead"));
+    }
+    if let Some(flag) = args
+        .iter()
+        .find(|a| *a == "-d" || *a == "--daemon" || *a == "-u" || *a == "--upgrade")
+    {
+        return Err(err(
+            "command",
+            format!("child.command has {flag}; a supervised child must stay in the foreground and start fresh"),
+        )
+        .with_fix(format!("remove {flag} from child.command")));
+    }
+    let working_directory = raw
+        .working_directory
+        .map(|p| absolutize(dir, &p))
+        .unwrap_or_else(|| absolutize(&std::env::current_dir().unwrap_or_default(), dir));
+    let program = resolve_program(&program, &working_directory).map_err(|msg| {
+        err("command", msg).with_fix(
+            "give an absolute path, or install the program where the service's PATH finds it",
+        )
+    })?;
+    let pingora_conf = raw.pingora_conf.map(|p| absolutize(dir, &p));
+    if let Some(conf) = &pingora_conf {
+        if let Err(e) = std::fs::metadata(conf) {
+            return Err(ConfigError::new(
+                path,
+                format!("child.pingora_conf {}: {e}", conf.display()),
+            )
+            .at_line(find_key_line_in(path, "pingora_conf"))
+            .with_fix("point child.pingora_conf at the Pingora YAML the child should use"));
+        }
+    }
+    for key in raw.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(err(
+                "env",
+                format!("child.env has an invalid variable name {key:?}"),
+            ));
+        }
+    }
+    Ok(ChildConfig {
+        program,
+        args,
+        pingora_conf,
+        working_directory,
+        env: raw.env,
+    })
+}
+
+fn build_ready(raw: RawReady, err: &KeyErr<'_>) -> Result<ReadyConfig, ConfigError> {
+    let probe = match (raw.tcp, raw.http) {
+        (Some(_), Some(_)) => {
+            return Err(err("http", "ready.tcp and ready.http are both set".into())
+                .with_fix("keep one readiness probe"))
+        }
+        (Some(addr), None) => {
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(err("tcp", format!("ready.tcp {addr:?} is not host:port"))
+                    .with_fix("tcp = \"127.0.0.1:6188\""));
+            }
+            Probe::Tcp(addr)
+        }
+        (None, Some(url)) => Probe::Http(
+            parse_http_url(&url)
+                .map_err(|m| err("http", m).with_fix("http = \"http://127.0.0.1:6190/health\""))?,
+        ),
+        (None, None) => {
+            return Err(err(
+                "ready",
+                "no readiness probe: set ready.tcp or ready.http".into(),
+            )
+            .with_fix("[ready] http = \"http://127.0.0.1:6190/health\""))
+        }
+    };
+    let timeout = duration_key(raw.timeout, "timeout", DEFAULT_START_TIMEOUT, err)?;
+    let interval = duration_key(raw.interval, "interval", DEFAULT_PROBE_INTERVAL, err)?;
+    Ok(ReadyConfig {
+        probe,
+        timeout,
+        interval,
+    })
+}
+
+fn build_stop(raw: RawStop, err: &KeyErr<'_>) -> Result<StopConfig, ConfigError> {
+    let deadline = match raw.deadline.as_deref().map(str::trim) {
+        None | Some("auto") => DeadlineSetting::Auto,
+        Some(s) => match parse_span(s) {
+            Ok(Span::Infinity) => DeadlineSetting::Infinity,
+            Ok(Span::Finite(d)) => DeadlineSetting::Fixed(d),
+            Err(e) => {
+                return Err(err("deadline", format!("stop.deadline: {e}"))
+                    .with_fix("deadline = \"auto\", a duration such as \"25s\", or \"infinity\""))
+            }
+        },
+    };
+    if let DeadlineSetting::Fixed(d) = deadline {
+        check_range("deadline", d, MAX_DEADLINE, err)?;
+    }
+    let margin = duration_key(raw.margin, "margin", DEFAULT_MARGIN, err)?;
+    if margin > MAX_MARGIN {
+        return Err(err(
+            "margin",
+            format!("stop.margin {} is absurdly large", fmt_duration(margin)),
+        )
+        .with_fix("a few seconds is enough: margin = \"5s\""));
+    }
+    let fallback_deadline = duration_key(
+        raw.fallback_deadline,
+        "fallback_deadline",
+        DEFAULT_FALLBACK_DEADLINE,
+        err,
+    )?;
+    check_range("fallback_deadline", fallback_deadline, MAX_DEADLINE, err)?;
+    let drain = match raw.drain.as_deref() {
+        None | Some("connections") => DrainMode::Connections,
+        Some("exit") => DrainMode::Exit,
+        Some(other) => {
+            return Err(
+                err("drain", format!("stop.drain {other:?} is not a drain mode"))
+                    .with_fix("drain = \"connections\" or drain = \"exit\""),
+            )
+        }
+    };
+    let drain_poll = duration_key(raw.drain_poll, "drain_poll", DEFAULT_DRAIN_POLL, err)?;
+    let drain_quiet = duration_key(raw.drain_quiet, "drain_quiet", DEFAULT_DRAIN_QUIET, err)?;
+    Ok(StopConfig {
+        deadline,
+        margin,
+        fallback_deadline,
+        drain,
+        drain_poll,
+        drain_quiet,
+    })
+}
+
+fn check_range(key: &str, d: Duration, max: Duration, err: &KeyErr<'_>) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(err(key, format!("stop.{key} is zero")).with_fix(format!(
+            "give stop.{key} a positive duration such as \"25s\""
+        )));
+    }
+    if d > max {
+        return Err(err(
+            key,
+            format!(
+                "stop.{key} {} is longer than the {} steward accepts",
+                fmt_duration(d),
+                fmt_duration(max)
+            ),
+        )
+        .with_fix(format!(
+            "use a duration in seconds or minutes, or stop.{key} = \"infinity\""
+        )));
+    }
+    Ok(())
+}
+
+/// A positive, finite duration key with a default.
+fn duration_key(
+    value: Option<String>,
+    key: &str,
+    default: Duration,
+    err: &KeyErr<'_>,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    match parse_span(&text) {
+        Ok(Span::Finite(d)) if !d.is_zero() || key == "margin" => Ok(d),
+        Ok(Span::Finite(_)) => Err(err(key, format!("{key} is zero"))
+            .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
+        Ok(Span::Infinity) => Err(err(key, format!("{key} cannot be infinity"))
+            .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
+        Err(e) => Err(err(key, format!("{key}: {e}"))
+            .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
+    }
+}
+
+/// Formats a duration the way the logs and messages show it: "85 s", "250 ms", "1.5 s".
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("ready.http {url:?} must start with http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
+        return Err(format!("ready.http {url:?} needs host:port"));
+    }
+    Ok(HttpUrl {
+        authority: authority.to_string(),
+        path: path.to_string(),
+    })
+}
+
+fn absolutize(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Resolves the child's program the way a shell would, but up front, so a typo is a
+/// configuration error at start rather than a child that "exits" with ENOENT.
+fn resolve_program(program: &str, cwd: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let check = |p: &Path| -> Result<PathBuf, String> {
+        let meta =
+            std::fs::metadata(p).map_err(|e| format!("child program {}: {e}", p.display()))?;
+        if !meta.is_file() {
+            return Err(format!("child program {} is not a file", p.display()));
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(format!("child program {} is not executable", p.display()));
+        }
+        Ok(p.to_path_buf())
+    };
+    if program.contains('/') {
+        return check(&absolutize(cwd, Path::new(program)));
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path_var) {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return check(&absolutize(cwd, &candidate));
+        }
+    }
+    Err(format!("child program {program:?} was not found in PATH"))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The first line that assigns `key`, for errors raised after parsing.
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .map(|rest| rest.trim_start().starts_with('=') || key.starts_with('['))
+                .unwrap_or(false)
+                || l == format!("[{key}]")
+        })
+        .map(|i| i + 1)
+}
+
+fn find_key_line_in(path: &Path, key: &str) -> Option<usize> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| find_key_line(&t, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/steward/steward.toml"), text)
+    }
+
+    const MINIMAL: &str = "[child]\ncommand = [\"/bin/sh\"]\n[ready]\ntcp = \"127.0.0.1:1\"\n";
+
+    #[test]
+    fn minimal_config_takes_documented_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.stop.deadline, DeadlineSetting::Auto);
+        assert_eq!(c.stop.margin, Duration::from_secs(5));
+        assert_eq!(c.stop.drain, DrainMode::Connections);
+        assert_eq!(c.ready.timeout, Duration::from_secs(60));
+        assert_eq!(c.child.program, PathBuf::from("/bin/sh"));
+    }
+
+    #[test]
+    fn unknown_key_names_the_line() {
+        let e = parse(&format!("{MINIMAL}[stop]\ndeadlin = \"3s\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert!(e.message.contains("deadlin"), "{e}");
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let e = parse("[child]\ncommand = [\"/bin/sh\"\n").unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn zero_deadline_is_refused() {
+        let e = parse(&format!("{MINIMAL}[stop]\ndeadline = \"0s\"\n")).unwrap_err();
+        assert!(e.message.contains("zero"), "{e}");
+        assert_eq!(e.line, Some(6));
+    }
+
+    #[test]
+    fn absurd_deadline_is_refused() {
+        let e = parse(&format!("{MINIMAL}[stop]\ndeadline = \"400days\"\n")).unwrap_err();
+        assert!(e.message.contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn infinity_deadline_is_accepted() {
+        let c = parse(&format!("{MINIMAL}[stop]\ndeadline = \"infinity\"\n")).expect("valid");
+        assert_eq!(c.stop.deadline, DeadlineSetting::Infinity);
+    }
+
+    #[test]
+    fn missing_program_is_a_config_error() {
+        let e = parse(
+            "[child]\ncommand = [\"/nonexistent/pingora\"]\n[ready]\ntcp = \"127.0.0.1:1\"\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("/nonexistent/pingora"), "{e}");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn non_executable_program_is_a_config_error() {
+        let file = std::env::temp_dir().join(format!("steward-noexec-{}", std::process::id()));
+        std::fs::write(&file, "#!/bin/sh\n").expect("write");
+        let e = parse(&format!(
+            "[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"127.0.0.1:1\"\n",
+            file.display()
+        ))
+        .unwrap_err();
+        std::fs::remove_file(&file).ok();
+        assert!(e.message.contains("not executable"), "{e}");
+    }
+
+    #[test]
+    fn own_conf_flag_is_refused() {
+        let e = parse(
+            "[child]\ncommand = [\"/bin/sh\", \"-c\", \"x\"]\n[ready]\ntcp = \"127.0.0.1:1\"\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("-c"), "{e}");
+    }
+
+    #[test]
+    fn probe_is_required() {
+        let e = parse("[child]\ncommand = [\"/bin/sh\"]\n").unwrap_err();
+        assert!(e.message.contains("readiness"), "{e}");
+    }
+
+    #[test]
+    fn http_probe_is_parsed() {
+        let c = parse(
+            "[child]\ncommand = [\"/bin/sh\"]\n[ready]\nhttp = \"http://127.0.0.1:9/health\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.ready.probe,
+            Probe::Http(HttpUrl {
+                authority: "127.0.0.1:9".into(),
+                path: "/health".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_drain_mode_is_refused() {
+        let e = parse(&format!("{MINIMAL}[stop]\ndrain = \"sometimes\"\n")).unwrap_err();
+        assert!(e.message.contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let c = parse(&format!("runtime_dir = \"run\"\n{MINIMAL}")).expect("valid");
+        assert_eq!(c.runtime_dir, Some(PathBuf::from("/etc/steward/run")));
+    }
+}

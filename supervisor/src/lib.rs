@@ -1,0 +1,53 @@
+//! # Steward: a supervisor that makes a Pingora server's stop fast, bounded and visible
+//!
+//! ## Theory of operation
+//!
+//! steward runs as a systemd service's main process (`Type=notify`, `KillMode=mixed`) and
+//! starts one Pingora server as its child. Everything it does follows from one rule:
+//! **systemd must never have to kill anything.** Pingora 0.9.1 answers SIGTERM by closing
+//! its listeners and then sleeping `grace_period_seconds` (300 s by default) whatever is
+//! left to do, so under a stock unit `systemctl stop` hangs until systemd's own
+//! `TimeoutStopSec` (90 s) fires and SIGKILLs the lot at a random moment.
+//!
+//! 1. **Start.** [`config`] reads the TOML. [`systemd`] asks systemd for the unit's
+//!    `TimeoutStopUSec` and [`deadline`] turns it into steward's own stop deadline
+//!    (timeout minus a margin), logged with its provenance. [`pingora_conf`] writes an
+//!    effective copy of the operator's Pingora YAML into the private [`runtime_dir`], with
+//!    the grace period clamped to fit the deadline and the upgrade socket moved out of
+//!    /tmp. [`child`] spawns the server in its own process group with a parent-death
+//!    signal; steward is a child subreaper, so no descendant can escape as an orphan.
+//! 2. **Ready.** [`probe`] polls the child's listener (TCP connect or a health URL that
+//!    must answer 200) and checks the port is the child's own; only then [`notify`] sends
+//!    `READY=1`. `STATUS=` tracks every phase.
+//! 3. **Stop.** On SIGTERM or SIGINT steward sends `STOPPING=1`, forwards SIGTERM, and
+//!    watches the drain: [`procfs`] counts the child's downstream TCP connections on the
+//!    listening ports it had when the stop began. When none has remained for
+//!    `drain_quiet`, the child has nothing left to do: if it has not exited by itself
+//!    (steward-proxy does; a stock Pingora sleeps), steward ends it. At the deadline it
+//!    SIGKILLs the child's process group and every descendant, reaps them and exits, all
+//!    before systemd's timer.
+//! 4. **Exit.** 0 after a stop; the child's own code (128+N for signal N) when it exits on
+//!    its own, so `Restart=on-failure` works; 78 for configuration errors, which the unit
+//!    lists in `RestartPreventExitStatus=` ([`exit`]).
+//!
+//! The lifecycle itself is [`lifecycle::Lifecycle`]: a state machine with no I/O whose
+//! transitions are plain functions of (state, event, now). [`run`] is the thin driver
+//! that owns the processes, signals, sockets and timers, feeds events in and carries
+//! actions out. Logs go through `tracing`, to journald with `STEWARD_*` fields under
+//! systemd ([`logging`]).
+
+pub mod child;
+pub mod config;
+pub mod deadline;
+pub mod duration;
+pub mod exit;
+pub mod lifecycle;
+pub mod logging;
+pub mod notify;
+pub mod pingora_conf;
+pub mod probe;
+pub mod procfs;
+pub mod run;
+pub mod runtime_dir;
+pub mod signals;
+pub mod systemd;

@@ -1,0 +1,50 @@
+//! Where steward's records go: journald with structured fields under systemd, stderr
+//! otherwise.
+//!
+//! Fields are named `steward_*` in the code; journald sees them upper-cased
+//! (`STEWARD_PHASE`, `STEWARD_CHILD_PID`, `STEWARD_DEADLINE_MS`, ...), so
+//! `journalctl -o json -u steward-proxy` can be filtered on them.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogTarget {
+    /// journald when systemd connected stderr to the journal, else stderr.
+    Auto,
+    Journald,
+    Stderr,
+}
+
+pub fn init(target: LogTarget) {
+    let filter = EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let want_journal = match target {
+        LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+        LogTarget::Journald => true,
+        LogTarget::Stderr => false,
+    };
+    if want_journal {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("steward".into());
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("steward: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .init();
+}
