@@ -133,9 +133,13 @@ _sd_clean_run_dirs() {
     _sd_clean_run_parents
 }
 
-# Only empty dirs go: another run's live machine dir keeps its parents.
+# Only empty dirs go: another run's live machine dir keeps its parents. Image lock files are left behind
+# when nspawn is SIGKILLed; one nobody holds is garbage (flock -n fails while nspawn holds it).
 _sd_clean_run_parents() {
-    local d
+    local d f
+    for f in /run/systemd/nspawn/locks/inode-*; do
+        [[ -f $f ]] && { flock -xn "$f" rm -f -- "$f" 2>/dev/null || true; }
+    done
     for d in /run/systemd/nspawn/*/ /run/systemd/nspawn/; do
         [[ -d $d ]] && { rmdir "$d" 2>/dev/null || true; }
     done
@@ -182,7 +186,7 @@ sd_can_run() {
         echo "needs root (EUID=$EUID)"
         return 1
     fi
-    for c in systemd-nspawn setpriv unshare nsenter systemd-id128 find stat; do
+    for c in systemd-nspawn setpriv unshare nsenter systemd-id128 flock find stat awk; do
         if ! command -v "$c" >/dev/null 2>&1; then
             echo "$c not found (apt-get install -y systemd-container util-linux)"
             return 1
@@ -327,6 +331,8 @@ mount -t tmpfs -o mode=0755 steward-sd "$work/tmp"
 mkdir "$work/tmp/upper" "$work/tmp/work"
 mount -t overlay -o "lowerdir=/,upperdir=$work/tmp/upper,workdir=$work/tmp/work" steward-sd "$root"
 systemd-id128 new >"$root/etc/machine-id"
+# systemd sets the hostname from /etc/hostname (the host'"'"'s) and would override --hostname.
+printf "%s\n" "$hostname" >"$root/etc/hostname"
 mkdir -p "$root/etc/systemd/system" "$root/etc/systemd/journald.conf.d"
 # Only what tests need: basic early boot, sockets (dbus.socket: units ask systemd over D-Bus).
 cat >"$root/etc/systemd/system/harness.target" <<EOF
@@ -343,7 +349,7 @@ cat >"$root/etc/systemd/journald.conf.d/harness.conf" <<EOF
 Storage=volatile
 RateLimitBurst=0
 EOF
-exec systemd-nspawn --quiet --directory="$root" --machine="$machine" --hostname="$hostname" \
+SYSTEMD_COLORS=0 SYSTEMD_LOG_COLOR=0 exec systemd-nspawn --quiet --directory="$root" --machine="$machine" --hostname="$hostname" \
     --register=no --keep-unit --private-network --link-journal=no --resolv-conf=off --timezone=off \
     --console=read-only "$@" \
     --boot systemd.unit=harness.target systemd.firstboot=no systemd.show_status=false
