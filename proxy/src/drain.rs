@@ -88,7 +88,10 @@ impl ShutdownSignalWatch for Signals {
 /// Exits the process once no request has been in flight for two polls in a row, or at
 /// once on SIGINT (Pingora no longer listens for signals after the first one).
 fn watch_drain(state: Arc<State>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("drain watcher: {e}; Pingora's grace period applies");

@@ -25,7 +25,11 @@ use pingora::services::listening::Service;
 const EX_CONFIG: i32 = 78;
 
 #[derive(Debug, Parser)]
-#[command(name = "steward-proxy", version, about = "A Pingora reverse proxy that drains and exits as soon as its last request is done.")]
+#[command(
+    name = "steward-proxy",
+    version,
+    about = "A Pingora reverse proxy that drains and exits as soon as its last request is done."
+)]
 struct Cli {
     /// steward-proxy's own settings: listeners, upstreams, health endpoint, demo origin.
     #[arg(long, default_value = settings::DEFAULT_PATH)]
@@ -61,10 +65,14 @@ fn main() {
     server.bootstrap();
 
     let state = Arc::new(drain::State::default());
-    let upstreams = match LoadBalancer::try_from_iter(settings.upstreams.iter().map(String::as_str)) {
+    let upstreams = match LoadBalancer::try_from_iter(settings.upstreams.iter().map(String::as_str))
+    {
         Ok(lb) => Arc::new(lb),
         Err(e) => {
-            tracing::error!("configuration error: upstreams {:?}: {e}", settings.upstreams);
+            tracing::error!(
+                "configuration error: upstreams {:?}: {e}",
+                settings.upstreams
+            );
             std::process::exit(EX_CONFIG);
         }
     };

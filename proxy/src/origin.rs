@@ -35,7 +35,13 @@ impl ServeHttp for Origin {
 
 async fn route(path: &str) -> (u16, String) {
     if path == "/" {
-        return (200, format!("hello from steward-proxy's demo origin (pid {})\n", std::process::id()));
+        return (
+            200,
+            format!(
+                "hello from steward-proxy's demo origin (pid {})\n",
+                std::process::id()
+            ),
+        );
     }
     if let Some(ms) = path.strip_prefix("/delay/") {
         return match ms.parse::<u64>() {

@@ -64,13 +64,19 @@ impl Settings {
             let line = e
                 .span()
                 .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
-            err(line, e.message().trim().to_string())
+            err(line, e.message().trim().replace('\n', "; "))
         })?;
         if s.listen.is_empty() {
-            return Err(err(None, "listen is empty: give at least one address such as \"127.0.0.1:6188\"".into()));
+            return Err(err(
+                None,
+                "listen is empty: give at least one address such as \"127.0.0.1:6188\"".into(),
+            ));
         }
         if s.upstreams.is_empty() {
-            return Err(err(None, "upstreams is empty: give at least one host:port".into()));
+            return Err(err(
+                None,
+                "upstreams is empty: give at least one host:port".into(),
+            ));
         }
         let all = s
             .listen

@@ -202,9 +202,13 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            ConfigError::new(path, e.message().trim().to_string())
-                .at_line(line)
-                .with_fix("see the README's configuration reference for the accepted keys")
+            let message = e.message().trim().replace('\n', "; ");
+            let fix = if message.contains("unknown field") {
+                "remove or correct the key; the README lists every accepted key"
+            } else {
+                "correct the TOML syntax on that line"
+            };
+            ConfigError::new(path, message).at_line(line).with_fix(fix)
         })?;
         let dir = path
             .parent()

@@ -102,9 +102,10 @@ pub fn effective(
     })
 }
 
-/// Fits the child's own shutdown (grace + runtime shutdown timeout) inside the deadline,
-/// one second short of it, so a stock Pingora child cuts and exits by itself just before
-/// steward would have to kill it.
+/// Fits the child's own shutdown (grace + runtime shutdown timeout) inside the deadline.
+/// The grace period keeps as much of the deadline as it can: a stock Pingora child cuts
+/// its requests when its grace ends, and that must not be earlier than steward's deadline.
+/// The runtime shutdown only waits for tasks tokio has already dropped, so it gives way.
 fn clamp(
     grace: u64,
     timeout: u64,
@@ -115,13 +116,12 @@ fn clamp(
     let Some(deadline) = deadline else {
         return (grace, timeout);
     };
-    let budget = deadline.as_secs().saturating_sub(1);
+    let budget = deadline.as_secs();
     if grace + timeout <= budget {
         return (grace, timeout);
     }
-    // The runtime shutdown only waits for tasks tokio already dropped; one second is plenty.
-    let new_timeout = timeout.min(1).min(budget);
-    let new_grace = budget - new_timeout;
+    let new_grace = grace.min(budget);
+    let new_timeout = timeout.min(budget - new_grace);
     let what = if grace_was_default {
         format!("{GRACE} (absent: Pingora's default {grace})")
     } else {
@@ -129,7 +129,7 @@ fn clamp(
     };
     changes.push(format!(
         "{what} + {SHUTDOWN_TIMEOUT} {timeout} exceed the stop deadline {} s: clamped to {GRACE} {new_grace} + {SHUTDOWN_TIMEOUT} {new_timeout} in the effective copy",
-        deadline.as_secs()
+        budget
     ));
     (new_grace, new_timeout)
 }
@@ -201,15 +201,15 @@ mod tests {
     #[test]
     fn grace_longer_than_the_deadline_is_clamped_with_a_note() {
         let e = eff("version: 1\ngrace_period_seconds: 300\n", Some(25)).expect("ok");
-        assert_eq!((e.grace, e.shutdown_timeout), (23, 1));
+        assert_eq!((e.grace, e.shutdown_timeout), (25, 0));
         assert!(e.changes[0].contains("300"), "{:?}", e.changes);
-        assert!(e.yaml.contains("grace_period_seconds: 23"));
+        assert!(e.yaml.contains("grace_period_seconds: 25"));
     }
 
     #[test]
     fn absent_grace_is_pingoras_300_and_is_clamped() {
         let e = eff("version: 1\n", Some(25)).expect("ok");
-        assert_eq!(e.grace, 23);
+        assert_eq!(e.grace, 25);
         assert!(e.changes[0].contains("default 300"));
     }
 
@@ -266,8 +266,12 @@ mod tests {
     }
 
     #[test]
-    fn tiny_deadline_leaves_zero_grace() {
-        let e = eff("grace_period_seconds: 30\n", Some(1)).expect("ok");
-        assert_eq!((e.grace, e.shutdown_timeout), (0, 0));
+    fn shutdown_timeout_gives_way_before_the_grace_period() {
+        let e = eff(
+            "grace_period_seconds: 20\ngraceful_shutdown_timeout_seconds: 10\n",
+            Some(25),
+        )
+        .expect("ok");
+        assert_eq!((e.grace, e.shutdown_timeout), (20, 5));
     }
 }

@@ -1,1 +1,325 @@
+//! Shared pieces of the end-to-end tests: the real binaries, free loopback ports, a
+//! scratch directory, a fake `NOTIFY_SOCKET`, a small origin server with slow responses,
+//! and a raw HTTP client. Nothing here stands in for steward or Pingora.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A binary of this workspace, built in the same profile as the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo build --release --workspace`, or `make test`)",
+        p.display()
+    );
+    p
+}
+
+/// Path of the workspace's `etc/` directory.
+pub fn etc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .join("etc")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A scratch directory, removed on drop.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "steward-e2e-{}-{}-{name}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("scratch dir");
+        Scratch { path }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, text).expect("write scratch file");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A fake systemd notify socket: records every datagram steward sends.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: UnixDatagram,
+    seen: Vec<(Instant, String)>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        sock.set_nonblocking(true).expect("nonblocking");
+        NotifySocket {
+            path,
+            sock,
+            seen: vec![],
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            self.seen.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
+        }
+    }
+
+    /// Waits for a datagram containing `needle`; returns when it arrived.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<Instant> {
+        let end = Instant::now() + timeout;
+        loop {
+            self.drain();
+            if let Some((t, _)) = self.seen.iter().find(|(_, m)| m.contains(needle)) {
+                return Some(*t);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn messages(&mut self) -> Vec<String> {
+        self.drain();
+        self.seen.iter().map(|(_, m)| m.clone()).collect()
+    }
+}
+
+/// A tiny HTTP/1.1 origin on loopback: `GET /delay/<ms>` answers after that long,
+/// anything else at once. One thread per connection, `Connection: close`.
+pub struct Origin {
+    pub addr: String,
+}
+
+impl Origin {
+    pub fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("origin listen");
+        let addr = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || serve_origin(conn));
+            }
+        });
+        Origin { addr }
+    }
+}
+
+fn serve_origin(mut conn: TcpStream) {
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+        match conn.read(&mut buf[len..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => len += n,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..len]).into_owned();
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    if let Some(ms) = path
+        .strip_prefix("/delay/")
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let body = format!("origin saw {path}\n");
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// `GET path` on `addr`; the status code and body, or why it failed.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP response (got {} bytes)", out.len()))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Polls until `addr` accepts a TCP connection.
+pub fn wait_accepting(addr: &str, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string));
+            !matches!(state.as_deref(), Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// A running `steward run`, killed (with its tree) if the test ends early.
+pub struct Steward {
+    pub child: Child,
+    pub log: PathBuf,
+    pub started: Instant,
+}
+
+impl Steward {
+    /// Starts `steward run --config <config>` with stderr in `<dir>/steward.log`.
+    pub fn start(dir: &Path, config: &Path, env: &[(&str, String)]) -> Steward {
+        let log = dir.join("steward.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin("steward"));
+        cmd.args(["run", "--log-target", "stderr", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .env_remove("INVOCATION_ID")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let child = cmd.spawn().expect("spawn steward");
+        Steward {
+            child,
+            log,
+            started,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("signal steward");
+    }
+
+    /// Waits for steward to exit; `None` on timeout.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The child pid steward logged at start.
+    pub fn child_pid(&self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(pid) = text
+                .split("started child pid ")
+                .nth(1)
+                .and_then(|s| s.split(':').next())
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return Some(pid);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Steward {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Writes steward-proxy's settings on fresh ports; returns (settings path, proxy address,
+/// health address).
+pub fn proxy_settings(scratch: &Scratch) -> (PathBuf, String, String) {
+    let (p, h, o) = (free_port(), free_port(), free_port());
+    let proxy = format!("127.0.0.1:{p}");
+    let health = format!("127.0.0.1:{h}");
+    let path = scratch.write(
+        "proxy.toml",
+        &format!(
+            "listen = [\"{proxy}\"]\nupstreams = [\"127.0.0.1:{o}\"]\n[health]\nlisten = \"{health}\"\n[origin]\nlisten = \"127.0.0.1:{o}\"\n"
+        ),
+    );
+    (path, proxy, health)
+}

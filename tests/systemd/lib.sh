@@ -2,7 +2,7 @@
 # shellcheck disable=SC2034 # SD_* state variables are read by the sourcing test scripts
 #
 # Boot a real systemd inside systemd-nspawn on a throw-away copy-on-write root, for end-to-end tests.
-# Source it; see tests/systemd/README.md for usage and tests/systemd/selftest.sh for an example.
+# Source it; usage and traps: tests/systemd/README.md; a complete example: tests/systemd/selftest.sh.
 # Background and measurements: /work/shared/systemd-in-ci.md.
 #
 # Safety rules this file relies on (do not "simplify" them away):
@@ -133,16 +133,22 @@ _sd_clean_run_dirs() {
     _sd_clean_run_parents
 }
 
-# Only empty dirs go: another run's live machine dir keeps its parents. Image lock files are left behind
-# when nspawn is SIGKILLed; one nobody holds is garbage (flock -n fails while nspawn holds it).
+# Every harness nspawn holds a shared flock on $SD_WORK_BASE for its whole life (see sd_boot), so the
+# exclusive lock means no harness container is starting or running: removing the shared parents cannot
+# race with a concurrent nspawn's mkdir. Image lock files are left behind when nspawn is SIGKILLed; one
+# nobody holds is garbage (flock -n fails while an nspawn holds it).
 _sd_clean_run_parents() {
-    local d f
-    for f in /run/systemd/nspawn/locks/inode-*; do
-        [[ -f $f ]] && { flock -xn "$f" rm -f -- "$f" 2>/dev/null || true; }
-    done
-    for d in /run/systemd/nspawn/*/ /run/systemd/nspawn/; do
-        [[ -d $d ]] && { rmdir "$d" 2>/dev/null || true; }
-    done
+    local d f fd
+    exec {fd}<"$SD_WORK_BASE" || return 0
+    if flock -xn "$fd"; then
+        for f in /run/systemd/nspawn/locks/inode-*; do
+            [[ -f $f ]] && { flock -xn "$f" rm -f -- "$f" 2>/dev/null || true; }
+        done
+        for d in /run/systemd/nspawn/*/ /run/systemd/nspawn/; do
+            [[ -d $d ]] && { rmdir "$d" 2>/dev/null || true; }
+        done
+    fi
+    exec {fd}<&-
     return 0
 }
 
@@ -169,7 +175,7 @@ _sd_reap_stale() {
         _sd_cgroup_destroy "${cgs[@]}"
         if [[ -d $SD_WORK_BASE/$tag ]]; then
             # Mounts only ever existed in the dead namespace; --one-file-system is a second guard.
-            rm -rf --one-file-system "${SD_WORK_BASE:?}/$tag"
+            rm -rf --one-file-system "${SD_WORK_BASE:?}/$tag" || _sd_err "could not remove $SD_WORK_BASE/$tag"
         fi
     done
     for d in /run/systemd/nspawn/*/*; do
@@ -359,6 +365,9 @@ SYSTEMD_COLORS=0 SYSTEMD_LOG_COLOR=0 exec systemd-nspawn --quiet --directory="$r
         for cg in "${SD_CGROUPS[@]}"; do
             echo "$BASHPID" >"$cg/cgroup.procs" || exit 1
         done
+        # Shared lock inherited by nspawn (it keeps stray fds, marked CLOEXEC, away from the container):
+        # held while it lives, so teardowns of concurrent runs leave /run/systemd/nspawn alone.
+        exec 9<"$SD_WORK_BASE" && flock -s 9 || exit 1
         # pdeathsig: if the owner shell is SIGKILLed, nspawn gets SIGTERM and halts the container.
         exec setpriv --pdeathsig TERM -- unshare --mount --propagation private -- \
             bash -c "$script" steward-sd-boot "$SD_WORK" "$SD_NAME" "$SD_MACHINE" "${args[@]}"
@@ -502,7 +511,7 @@ sd_teardown() {
     if [[ -n ${SD_KEEP_LOG:-} && -f $SD_LOG ]]; then
         cp "$SD_LOG" "$SD_KEEP_LOG" || true
     fi
-    rm -rf --one-file-system "${SD_WORK:?}"
+    rm -rf --one-file-system "${SD_WORK:?}" || _sd_err "could not remove $SD_WORK"
     _sd_clean_run_dirs "$SD_MACHINE"
     SD_TEARDOWN_SECONDS=$(_sd_seconds_since "$t0")
     SD_WORK='' SD_LOG='' SD_NSPAWN_PID='' SD_PID1='' SD_CGROUPS=() SD_MACHINE='' SD_NAME='' SD_TAG=''

@@ -1,0 +1,115 @@
+//! Set-ups shared by the end-to-end tests: steward supervising a real child.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use steward_e2e::*;
+
+/// The user's YAML from the bug report: a grace period far beyond any stop timeout.
+pub const USER_YAML: &str =
+    "---\nversion: 1\nthreads: 2\npid_file: /tmp/pingora.pid\nupgrade_sock: /tmp/pingora_upgrade.sock\nerror_log: /tmp/pingora_err.log\ngrace_period_seconds: 300\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Our proxy: exits by itself once drained.
+    StewardProxy,
+    /// Pingora as its users write it: sleeps out its grace period.
+    StockPingora,
+}
+
+pub struct Setup {
+    pub scratch: Scratch,
+    pub steward: Steward,
+    pub notify: NotifySocket,
+    /// Where clients connect.
+    pub proxy: String,
+    pub origin: Option<Origin>,
+}
+
+impl Setup {
+    /// steward supervising `kind` with this Pingora YAML and these `[stop]` lines.
+    pub fn start(kind: Kind, yaml: &str, stop: &str) -> Setup {
+        let scratch = Scratch::new("setup");
+        let notify = NotifySocket::bind(&scratch.path);
+        let yaml_path = scratch.write("pingora.yaml", yaml);
+        let mut env = vec![("NOTIFY_SOCKET", notify.path.display().to_string())];
+        let (command, ready, proxy, origin) = match kind {
+            Kind::StewardProxy => {
+                let (settings, proxy, health) = proxy_settings(&scratch);
+                (
+                    format!(
+                        "[\"{}\", \"--proxy-config\", \"{}\"]",
+                        bin("steward-proxy").display(),
+                        settings.display()
+                    ),
+                    format!("http = \"http://{health}/health\""),
+                    proxy,
+                    None,
+                )
+            }
+            Kind::StockPingora => {
+                let origin = Origin::start();
+                let proxy = format!("127.0.0.1:{}", free_port());
+                env.push(("STOCK_LISTEN", proxy.clone()));
+                env.push(("STOCK_UPSTREAM", origin.addr.clone()));
+                (
+                    format!("[\"{}\"]", bin("stock-pingora").display()),
+                    format!("tcp = \"{proxy}\""),
+                    proxy,
+                    Some(origin),
+                )
+            }
+        };
+        let config = scratch.write(
+            "steward.toml",
+            &format!(
+                "runtime_dir = \"{}/run\"\n[child]\ncommand = {command}\npingora_conf = \"{}\"\n[ready]\n{ready}\ntimeout = \"20s\"\n[stop]\n{stop}\n",
+                scratch.path.display(),
+                yaml_path.display()
+            ),
+        );
+        let steward = Steward::start(&scratch.path, &config, &env);
+        Setup {
+            scratch,
+            steward,
+            notify,
+            proxy,
+            origin,
+        }
+    }
+
+    /// Waits for READY=1, failing the test with steward's log if it does not come.
+    pub fn wait_ready(&mut self) {
+        if self
+            .notify
+            .wait_for("READY=1", Duration::from_secs(20))
+            .is_none()
+        {
+            panic!("no READY=1 within 20 s; log:\n{}", self.steward.log_text());
+        }
+    }
+
+    /// Starts `GET /delay/<ms>` through the proxy in a thread; returns its join handle.
+    pub fn slow_request(
+        &self,
+        ms: u64,
+    ) -> std::thread::JoinHandle<(Result<(u16, String), String>, std::time::Instant)> {
+        let proxy = self.proxy.clone();
+        std::thread::spawn(move || {
+            let r = http_get(&proxy, &format!("/delay/{ms}"), Duration::from_secs(60));
+            (r, std::time::Instant::now())
+        })
+    }
+
+    /// Steward's exit status, failing with its log on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        match self.steward.wait(timeout) {
+            Some(s) => s,
+            None => panic!(
+                "steward did not exit within {timeout:?}; log:\n{}",
+                self.steward.log_text()
+            ),
+        }
+    }
+}

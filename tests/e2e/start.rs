@@ -1,0 +1,157 @@
+//! Start-up: READY=1 only when the child really serves; STATUS along the way.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Kind, Setup, USER_YAML};
+use nix::sys::signal::Signal;
+use steward_e2e::*;
+
+#[test]
+fn ready_arrives_only_after_the_port_accepts() {
+    let scratch = Scratch::new("late-bind");
+    let mut notify = NotifySocket::bind(&scratch.path);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
+            scratch.path.display(),
+            bin("stubborn-child").display()
+        ),
+    );
+    let steward = Steward::start(
+        &scratch.path,
+        &config,
+        &[
+            ("NOTIFY_SOCKET", notify.path.display().to_string()),
+            ("STUBBORN_LISTEN", listen.clone()),
+            ("STUBBORN_BIND_DELAY_MS", "700".into()),
+        ],
+    );
+    let ready = notify
+        .wait_for("READY=1", Duration::from_secs(10))
+        .expect("READY=1");
+    assert!(
+        ready.duration_since(steward.started) >= Duration::from_millis(700),
+        "READY after {:?}, before the child listened",
+        ready.duration_since(steward.started)
+    );
+    assert!(std::net::TcpStream::connect(&listen).is_ok());
+    let msgs = notify.messages();
+    let starting = msgs.iter().position(|m| m.contains("STATUS=starting"));
+    let ready_at = msgs.iter().position(|m| m.contains("READY=1"));
+    assert!(starting < ready_at && starting.is_some(), "{msgs:?}");
+}
+
+#[test]
+fn proxy_serves_the_moment_ready_is_sent() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "");
+    s.wait_ready();
+    let (code, body) = http_get(&s.proxy, "/", Duration::from_secs(2)).expect("served");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("demo origin"), "{body}");
+    assert!(
+        s.notify
+            .wait_for("STATUS=serving: child pid", Duration::ZERO)
+            .is_some(),
+        "{:?}",
+        s.notify.messages()
+    );
+    s.steward.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(5)).code(), Some(0));
+}
+
+#[test]
+fn stock_pingora_serves_the_moment_ready_is_sent() {
+    let mut s = Setup::start(Kind::StockPingora, USER_YAML, "");
+    s.wait_ready();
+    let (code, body) = http_get(&s.proxy, "/hello", Duration::from_secs(2)).expect("served");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("origin saw /hello"), "{body}");
+}
+
+#[test]
+fn effective_conf_is_clamped_and_private_and_the_users_file_untouched() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "deadline = \"10s\"");
+    s.wait_ready();
+    let user = std::fs::read_to_string(s.scratch.path.join("pingora.yaml")).expect("user yaml");
+    assert_eq!(user, USER_YAML);
+    let eff_path = s.scratch.path.join("run/pingora.yaml");
+    let eff = std::fs::read_to_string(&eff_path).expect("effective yaml");
+    assert!(eff.contains("grace_period_seconds: 10"), "{eff}");
+    assert!(
+        eff.contains("graceful_shutdown_timeout_seconds: 0"),
+        "{eff}"
+    );
+    let sock = format!(
+        "upgrade_sock: {}/run/upgrade.sock",
+        s.scratch.path.display()
+    );
+    assert!(eff.contains(&sock), "{eff}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.scratch.path.join("run"))
+        .expect("run dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let log = s.steward.log_text();
+    assert!(
+        log.contains("grace_period_seconds 300")
+            && log.contains("clamped to grace_period_seconds 10"),
+        "the clamp warning names both numbers; log:\n{log}"
+    );
+}
+
+#[test]
+fn deadline_outside_systemd_is_the_documented_fallback_with_a_warning() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "");
+    s.wait_ready();
+    let log = s.steward.log_text();
+    assert!(
+        log.contains("stop deadline 25 s (stop.fallback_deadline: not running under systemd)"),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains("WARN") && log.contains("not running under systemd"),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn explicit_deadline_is_logged_as_configured() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "deadline = \"7s\"");
+    s.wait_ready();
+    let log = s.steward.log_text();
+    assert!(
+        log.contains("stop deadline 7 s (stop.deadline in steward's config)"),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn child_that_never_serves_fails_the_start_within_the_timeout() {
+    let scratch = Scratch::new("never-ready");
+    let (settings, _, _) = proxy_settings(&scratch);
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"--proxy-config\", \"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n",
+            scratch.path.display(),
+            bin("steward-proxy").display(),
+            settings.display(),
+            free_port()
+        ),
+    );
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let child = steward.child_pid(Duration::from_secs(5)).expect("child");
+    let t = Instant::now();
+    let status = steward.wait(Duration::from_secs(5)).expect("exits");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(status.code(), Some(69), "log:\n{}", steward.log_text());
+    assert!(!process_alive(child));
+    assert!(steward
+        .log_text()
+        .contains("did not serve within ready.timeout 1 s"));
+}

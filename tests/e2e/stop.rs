@@ -1,0 +1,249 @@
+//! Stopping: fast when idle, complete for requests in flight, bounded by the deadline.
+//! Each behaviour runs against steward-proxy and against a stock Pingora binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Kind, Setup, USER_YAML};
+use nix::sys::signal::Signal;
+use steward_e2e::*;
+
+fn idle_stop_ends_well_under_a_second(kind: Kind) {
+    let mut s = Setup::start(kind, USER_YAML, "");
+    s.wait_ready();
+    assert_eq!(
+        http_get(&s.proxy, "/", Duration::from_secs(5)).map(|r| r.0),
+        Ok(200)
+    );
+    let t = Instant::now();
+    s.steward.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(10));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.steward.log_text());
+    assert!(
+        took < Duration::from_millis(800),
+        "idle stop took {took:?} with grace_period_seconds: 300; log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(
+        s.notify.wait_for("STOPPING=1", Duration::ZERO).is_some(),
+        "no STOPPING=1: {:?}",
+        s.notify.messages()
+    );
+}
+
+#[test]
+fn idle_stop_with_grace_300_ends_well_under_a_second_steward_proxy() {
+    idle_stop_ends_well_under_a_second(Kind::StewardProxy);
+}
+
+#[test]
+fn idle_stop_with_grace_300_ends_well_under_a_second_stock_pingora() {
+    idle_stop_ends_well_under_a_second(Kind::StockPingora);
+}
+
+fn request_in_flight_completes_and_stop_ends_right_after(kind: Kind) {
+    let mut s = Setup::start(kind, USER_YAML, "");
+    s.wait_ready();
+    let req = s.slow_request(2000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.steward.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(10));
+    let exited = Instant::now();
+    let (result, done) = req.join().expect("request thread");
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.steward.log_text());
+    let (code, body) = result.expect("the in-flight request completes");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("2000"), "{body}");
+    let after = exited.saturating_duration_since(done);
+    assert!(
+        after < Duration::from_millis(500),
+        "steward exited {after:?} after the last response; log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(
+        s.notify
+            .wait_for("requests in flight", Duration::ZERO)
+            .is_some()
+            || s.notify
+                .wait_for("request in flight", Duration::ZERO)
+                .is_some(),
+        "STATUS never showed the requests in flight: {:?}",
+        s.notify.messages()
+    );
+}
+
+#[test]
+fn request_in_flight_during_stop_completes_with_200_steward_proxy() {
+    request_in_flight_completes_and_stop_ends_right_after(Kind::StewardProxy);
+}
+
+#[test]
+fn request_in_flight_during_stop_completes_with_200_stock_pingora() {
+    request_in_flight_completes_and_stop_ends_right_after(Kind::StockPingora);
+}
+
+fn request_longer_than_the_deadline_is_cut_at_the_deadline(kind: Kind) {
+    let mut s = Setup::start(kind, USER_YAML, "deadline = \"2s\"");
+    s.wait_ready();
+    let req = s.slow_request(10_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    s.steward.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(10));
+    let took = t.elapsed();
+    let log = s.steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2200),
+        "stop took {took:?}, deadline 2 s; log:\n{log}"
+    );
+    assert!(log.contains("stop deadline reached"), "log:\n{log}");
+    let (result, _) = req.join().expect("request thread");
+    assert!(
+        result.as_ref().map(|r| r.0 != 200).unwrap_or(true),
+        "the 10 s request should have been cut: {result:?}"
+    );
+}
+
+#[test]
+fn request_longer_than_the_deadline_is_cut_at_the_deadline_steward_proxy() {
+    request_longer_than_the_deadline_is_cut_at_the_deadline(Kind::StewardProxy);
+}
+
+#[test]
+fn request_longer_than_the_deadline_is_cut_at_the_deadline_stock_pingora() {
+    request_longer_than_the_deadline_is_cut_at_the_deadline(Kind::StockPingora);
+}
+
+#[test]
+fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
+    let scratch = Scratch::new("stubborn");
+    let notify = NotifySocket::bind(&scratch.path);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let pidfile = scratch.path.join("pids");
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
+            scratch.path.display(),
+            bin("stubborn-child").display()
+        ),
+    );
+    let mut notify = notify;
+    let mut steward = Steward::start(
+        &scratch.path,
+        &config,
+        &[
+            ("NOTIFY_SOCKET", notify.path.display().to_string()),
+            ("STUBBORN_LISTEN", listen.clone()),
+            ("STUBBORN_PIDFILE", pidfile.display().to_string()),
+        ],
+    );
+    assert!(notify
+        .wait_for("READY=1", Duration::from_secs(10))
+        .is_some());
+    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .lines()
+        .map(|l| l.parse().expect("pid"))
+        .collect();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.iter().all(|&p| process_alive(p)));
+    let t = Instant::now();
+    steward.signal(Signal::SIGTERM);
+    let status = steward.wait(Duration::from_secs(5)).expect("steward exits");
+    let took = t.elapsed();
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1200),
+        "took {took:?}; log:\n{log}"
+    );
+    for p in pids {
+        assert!(!process_alive(p), "pid {p} survived; log:\n{log}");
+    }
+    assert!(log.contains("stop deadline reached"), "log:\n{log}");
+    assert!(
+        notify
+            .wait_for("killing: stop deadline reached", Duration::ZERO)
+            .is_some(),
+        "{:?}",
+        notify.messages()
+    );
+}
+
+#[test]
+fn second_sigint_kills_at_once() {
+    let mut s = Setup::start(Kind::StockPingora, USER_YAML, "");
+    s.wait_ready();
+    let _req = s.slow_request(10_000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.steward.signal(Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        s.steward.wait(Duration::ZERO).is_none(),
+        "first SIGINT drains"
+    );
+    let t = Instant::now();
+    s.steward.signal(Signal::SIGINT);
+    let status = s.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_before_ready_stops_cleanly() {
+    let scratch = Scratch::new("early-term");
+    let mut notify = NotifySocket::bind(&scratch.path);
+    let (settings, _proxy, _health) = proxy_settings(&scratch);
+    // A probe that never passes keeps steward in "starting".
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"--proxy-config\", \"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\n",
+            scratch.path.display(),
+            bin("steward-proxy").display(),
+            settings.display(),
+            free_port()
+        ),
+    );
+    let mut steward = Steward::start(
+        &scratch.path,
+        &config,
+        &[("NOTIFY_SOCKET", notify.path.display().to_string())],
+    );
+    let child = steward
+        .child_pid(Duration::from_secs(5))
+        .expect("child started");
+    std::thread::sleep(Duration::from_millis(300));
+    steward.signal(Signal::SIGTERM);
+    let status = steward.wait(Duration::from_secs(3)).expect("exits");
+    assert_eq!(status.code(), Some(0), "log:\n{}", steward.log_text());
+    assert!(!process_alive(child));
+    let msgs = notify.messages();
+    assert!(!msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
+}
+
+#[test]
+fn steward_killed_with_sigkill_takes_its_child_along() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "");
+    s.wait_ready();
+    let child = s
+        .steward
+        .child_pid(Duration::from_secs(1))
+        .expect("child pid");
+    s.steward.signal(Signal::SIGKILL);
+    s.wait_exit(Duration::from_secs(2));
+    let end = Instant::now() + Duration::from_secs(2);
+    while process_alive(child) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!process_alive(child), "child {child} outlived steward");
+}
