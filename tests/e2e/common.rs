@@ -18,6 +18,9 @@ pub enum Kind {
     StockPingora,
 }
 
+/// A request's outcome and when it ended.
+pub type Finished = (Result<(u16, String), String>, std::time::Instant);
+
 pub struct Setup {
     pub scratch: Scratch,
     pub steward: Steward,
@@ -91,10 +94,7 @@ impl Setup {
     }
 
     /// Starts `GET /delay/<ms>` through the proxy in a thread; returns its join handle.
-    pub fn slow_request(
-        &self,
-        ms: u64,
-    ) -> std::thread::JoinHandle<(Result<(u16, String), String>, std::time::Instant)> {
+    pub fn slow_request(&self, ms: u64) -> std::thread::JoinHandle<Finished> {
         let proxy = self.proxy.clone();
         std::thread::spawn(move || {
             let r = http_get(&proxy, &format!("/delay/{ms}"), Duration::from_secs(60));

@@ -17,6 +17,8 @@ fn ignore_term() {
     unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.expect("ignore SIGTERM");
 }
 
+// The grandchildren are meant to be left unreaped: steward must find and kill them.
+#[allow(clippy::zombie_processes)]
 fn main() {
     ignore_term();
     let role = std::env::args().nth(1).unwrap_or_default();

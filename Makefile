@@ -1,0 +1,40 @@
+# Steward: `make run` (install what is missing, build, run the demo in the foreground)
+# and `make test` (install what is missing, then every check and test).
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+RELEASE := target/release
+
+.PHONY: setup build run test lint unit e2e systemd-test bench clean
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(CARGO) build --release --workspace --all-targets --locked
+
+# steward supervising steward-proxy on 127.0.0.1:6188 (health on :6190, demo origin on
+# :6189), with the shipped configuration. Ctrl-C stops it gracefully; twice, at once.
+run: build
+	PATH="$(CURDIR)/$(RELEASE):$$PATH" $(RELEASE)/steward run --config etc/steward/steward.toml
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# Unit tests and end-to-end tests against the release binaries built above.
+unit e2e: build
+	$(CARGO) test --release --workspace --locked -- --test-threads=4
+
+# The shipped unit under a real systemd 252 in a throw-away container.
+systemd-test: build
+	bash tests/systemd/run.sh
+
+test: lint e2e systemd-test
+
+bench: build
+	bash bench/stop.sh
+
+clean:
+	$(CARGO) clean
