@@ -90,9 +90,9 @@ _sd_cgroup_pids() {
     done < <(find "$1" -name cgroup.procs 2>/dev/null)
 }
 
-# Kills every process in the cgroup subtrees and removes them. cgroup.kill (v2, kernel 5.14+) is atomic
-# against forks; the v1 fallback repeats SIGKILL until the tree is empty.
-_sd_cgroup_destroy() {
+# Kills every process in the cgroup subtrees and waits until they are gone. cgroup.kill (v2, kernel 5.14+)
+# is atomic against forks; the v1 fallback repeats SIGKILL until the tree is empty.
+_sd_cgroup_kill() {
     local cg pids i
     for cg in "$@"; do
         [[ -d $cg ]] || continue
@@ -110,6 +110,12 @@ _sd_cgroup_destroy() {
         kill -KILL $pids 2>/dev/null || true
         sleep 0.02
     done
+    return 0
+}
+
+_sd_cgroup_destroy() {
+    local cg i
+    _sd_cgroup_kill "$@"
     for cg in "$@"; do
         [[ -d $cg ]] || continue
         # Depth first: a cgroup dir can only be removed once its children are gone. Exiting tasks may
@@ -322,7 +328,8 @@ sd_boot() {
     local root
     SD_CGROUPS=()
     while IFS= read -r root; do
-        mkdir -p "$root/$SD_TAG"
+        # sd-run: for sd_run's nsenter processes, so that teardown's cgroup kill reaches them too.
+        mkdir -p "$root/$SD_TAG/sd-run"
         SD_CGROUPS+=("$root/$SD_TAG")
     done < <(_sd_cgroup_roots)
 
@@ -358,7 +365,7 @@ EOF
 SYSTEMD_COLORS=0 SYSTEMD_LOG_COLOR=0 exec systemd-nspawn --quiet --directory="$root" --machine="$machine" --hostname="$hostname" \
     --register=no --keep-unit --private-network --link-journal=no --resolv-conf=off --timezone=off \
     --console=read-only "$@" \
-    --boot systemd.unit=harness.target systemd.firstboot=no systemd.show_status=false
+    --boot systemd.unit=harness.target systemd.firstboot=no systemd.show_status=false systemd.log_color=0
 '
     local cg
     (
@@ -424,15 +431,24 @@ SYSTEMD_COLORS=0 SYSTEMD_LOG_COLOR=0 exec systemd-nspawn --quiet --directory="$r
     return 0
 }
 
-# sd_run <cmd...>: runs a short command inside the container; exit code, stdout and stderr pass through.
-# Stdin passes through too. The process stays in the host's cgroup: long-lived things must be units.
+# sd_run <cmd...>: runs a short command inside the container; exit code, stdin, stdout and stderr pass
+# through. Long-lived things should be units: the command is not supervised by the container's systemd.
 sd_run() {
     if [[ -z $SD_PID1 ]]; then
         _sd_err "sd_run: no container (call sd_boot)"
         return 1
     fi
-    nsenter --target "$SD_PID1" --mount --uts --ipc --net --pid --cgroup -- \
-        env -i PATH="$SD_PATH" SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 LANG=C.UTF-8 "$@"
+    (
+        # Into the harness cgroup, because at halt systemd-shutdown SIGSTOPs every process in the
+        # container; nsenter (outside, waiting for its child) then SIGSTOPs itself and would stay stopped
+        # on the host forever. The cgroup kill in teardown reaches it there. Best effort: nspawn may
+        # already have trimmed the dir during teardown.
+        for cg in "${SD_CGROUPS[@]}"; do
+            echo "$BASHPID" 2>/dev/null >"$cg/sd-run/cgroup.procs" || true
+        done
+        exec nsenter --target "$SD_PID1" --mount --uts --ipc --net --pid --cgroup -- \
+            env -i PATH="$SD_PATH" SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 LANG=C.UTF-8 "$@"
+    )
 }
 
 # sd_systemctl <args...>
@@ -487,6 +503,36 @@ sd_install_unit() {
 # sd_log: what systemd-nspawn and the container console printed so far.
 sd_log() { [[ -n $SD_LOG ]] && cat "$SD_LOG"; }
 
+# sd_run commands still running at teardown (e.g. started with &) must go before the container halts.
+# Otherwise systemd-shutdown SIGSTOPs them, their nsenter (outside, waiting) SIGSTOPs itself and never
+# reaps them. Order matters too: kill nsenter first and its child is reparented to the *host's* PID 1
+# (the reaper of nsenter's PID namespace), which may be slow to reap, while systemd-shutdown waits for the
+# zombie. So: SIGKILL the processes inside the container's PID namespace, let each nsenter reap and exit,
+# and only then SIGKILL whatever is left.
+_sd_stop_sd_runs() {
+    local cg runs=() pidns pid inner i pids
+    for cg in "${SD_CGROUPS[@]}"; do
+        runs+=("$cg/sd-run")
+    done
+    pidns=$(readlink "/proc/$SD_PID1/ns/pid" 2>/dev/null) || pidns=''
+    if [[ -n $pidns && -d ${runs[0]:-} ]]; then
+        for ((i = 0; i < 50; i++)); do
+            inner=() pids=$(_sd_cgroup_pids "${runs[0]}")
+            [[ -z $pids ]] && break
+            for pid in $pids; do
+                [[ $(readlink "/proc/$pid/ns/pid" 2>/dev/null) == "$pidns" ]] && inner+=("$pid")
+            done
+            if ((${#inner[@]})); then
+                kill -KILL "${inner[@]}" 2>/dev/null || true
+            fi
+            # shellcheck disable=SC2086
+            kill -CONT $pids 2>/dev/null || true
+            sleep 0.01
+        done
+    fi
+    _sd_cgroup_kill "${runs[@]}"
+}
+
 # sd_teardown: stops and removes everything sd_boot made. Idempotent; installed on EXIT/INT/TERM.
 sd_teardown() {
     [[ -n $SD_WORK ]] || return 0
@@ -496,6 +542,7 @@ sd_teardown() {
     t0=$(_sd_now_us)
     # A second Ctrl-C must not abort a half-done teardown (the handler re-raises after we return).
     trap '' INT TERM
+    _sd_stop_sd_runs
     if [[ -n $SD_NSPAWN_PID ]]; then
         # SIGTERM makes nspawn ask PID 1 for an orderly halt (~0.2 s); the cgroup kill is the backstop.
         kill -TERM "$SD_NSPAWN_PID" 2>/dev/null || true
