@@ -71,8 +71,11 @@ pub fn descendants(procs: &[ProcStat], root: i32) -> Vec<i32> {
 }
 
 /// One row of `/proc/<pid>/net/tcp{,6}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpRow {
+    /// The kernel's hex `address:port` strings, compared as they are.
+    pub local: String,
+    pub remote: String,
     pub local_port: u16,
     pub state: u8,
     pub inode: u64,
@@ -89,10 +92,13 @@ pub fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             let local = f.get(1)?;
+            let remote = f.get(2)?;
             let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
             let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
             let inode = f.get(9)?.parse().ok()?;
             Some(TcpRow {
+                local: local.to_string(),
+                remote: remote.to_string(),
                 local_port: port,
                 state,
                 inode,
@@ -139,13 +145,23 @@ pub fn listening_ports(pgid: i32) -> HashSet<u16> {
 }
 
 /// Downstream connections the group still holds on `ports`: requests in flight, or about
-/// to be closed. Upstream connections have ephemeral local ports and are not counted.
+/// to be closed. Upstream connections have ephemeral local ports and are not counted, nor
+/// are connections the group made to itself (a proxy and its built-in origin, whose pooled
+/// keep-alive connection would otherwise look like a client forever).
 pub fn downstream_connections(pgid: i32, ports: &HashSet<u16>) -> usize {
-    group_sockets(pgid)
-        .into_iter()
+    count_downstream(&group_sockets(pgid), ports)
+}
+
+fn count_downstream(rows: &[TcpRow], ports: &HashSet<u16>) -> usize {
+    let own: HashSet<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.local.as_str(), r.remote.as_str()))
+        .collect();
+    rows.iter()
         .filter(|r| {
             (r.state == TCP_ESTABLISHED || r.state == TCP_CLOSE_WAIT)
                 && ports.contains(&r.local_port)
+                && !own.contains(&(r.remote.as_str(), r.local.as_str()))
         })
         .count()
 }
@@ -188,16 +204,56 @@ mod tests {
             rows,
             vec![
                 TcpRow {
+                    local: "0100007F:1A0B".into(),
+                    remote: "00000000:0000".into(),
                     local_port: 0x1A0B,
                     state: TCP_LISTEN,
                     inode: 55123
                 },
                 TcpRow {
+                    local: "0100007F:1A0B".into(),
+                    remote: "0100007F:D431".into(),
                     local_port: 0x1A0B,
                     state: TCP_ESTABLISHED,
                     inode: 55124
                 }
             ]
         );
+    }
+
+    fn row(local: &str, remote: &str, state: u8) -> TcpRow {
+        TcpRow {
+            local: local.into(),
+            remote: remote.into(),
+            local_port: u16::from_str_radix(local.rsplit(':').next().unwrap_or("0"), 16)
+                .unwrap_or(0),
+            state,
+            inode: 1,
+        }
+    }
+
+    #[test]
+    fn client_connections_on_listening_ports_are_counted() {
+        let ports = HashSet::from([0x1A0B]);
+        let rows = [
+            row("0100007F:1A0B", "00000000:0000", TCP_LISTEN),
+            row("0100007F:1A0B", "0100007F:D431", TCP_ESTABLISHED),
+            row("0100007F:1A0B", "0100007F:D432", TCP_CLOSE_WAIT),
+            // An upstream connection: ephemeral local port.
+            row("0100007F:C000", "0100007F:0050", TCP_ESTABLISHED),
+        ];
+        assert_eq!(count_downstream(&rows, &ports), 2);
+    }
+
+    #[test]
+    fn connections_to_itself_are_not_downstream() {
+        // The proxy (ephemeral port D500) pools a keep-alive connection to its own origin
+        // listening on 1A0C: both ends belong to the group.
+        let ports = HashSet::from([0x1A0B, 0x1A0C]);
+        let rows = [
+            row("0100007F:D500", "0100007F:1A0C", TCP_ESTABLISHED),
+            row("0100007F:1A0C", "0100007F:D500", TCP_ESTABLISHED),
+        ];
+        assert_eq!(count_downstream(&rows, &ports), 0);
     }
 }

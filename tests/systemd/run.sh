@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# The shipped unit under a real systemd 252: started, stopped, restarted and killed by
+# systemd itself, with the verdict read from systemd (Result, ExecMainCode, ExecMainStatus,
+# MainPID, StatusText, the journal), never from the exit code of `systemctl stop`.
+#
+# One container boot serves every scenario. Needs root and systemd-nspawn; elsewhere each
+# scenario is reported SKIPPED with the reason (under CI=true that is a failure, since CI
+# runs as root and the suite must run there).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+release=$repo/target/release
+# shellcheck source=tests/systemd/lib.sh
+source "$repo/tests/systemd/lib.sh"
+
+UNIT=steward-proxy.service
+PROXY=127.0.0.1:6188
+SCENARIOS=(
+  "1 start returns after READY, request succeeds"
+  "2 idle stop with grace_period_seconds 300"
+  "3 stop with a 3 s request in flight"
+  "4 child ignoring SIGTERM, TimeoutStopSec=6"
+  "5 deadline follows the live unit"
+  "6 structured journal fields"
+  "7 restart and SIGKILL of steward"
+  "8 bad configuration: 78, no restart loop"
+)
+
+if ! reason=$(sd_can_run); then
+  for s in "${SCENARIOS[@]}"; do
+    echo "SKIPPED: systemd scenario $s: $reason"
+  done
+  if [[ ${CI:-} == true ]]; then
+    echo "FAILED: the real-systemd suite must run on CI (root) but cannot: $reason"
+    exit 1
+  fi
+  exit 0
+fi
+for b in steward steward-proxy stubborn-child stock-pingora; do
+  [[ -x $release/$b ]] || { echo "FAILED: $release/$b is missing: run 'make build' first"; exit 1; }
+done
+
+failures=0
+summary=()
+current=""
+scenario_failed=0
+
+fail() {
+  echo "  FAIL [$current]: $*"
+  scenario_failed=1
+}
+ok() { echo "  ok   $*"; }
+
+# expect_eq WHAT ACTUAL EXPECTED
+expect_eq() {
+  if [[ $2 == "$3" ]]; then ok "$1 = $2"; else fail "$1 = '$2', expected '$3'"; fi
+}
+# expect_match WHAT TEXT REGEX
+expect_match() {
+  if [[ $2 =~ $3 ]]; then ok "$1 ~ /$3/"; else fail "$1 does not match /$3/: '$2'"; fi
+}
+# expect_lt WHAT SECONDS LIMIT
+expect_lt() {
+  if awk -v a="$2" -v b="$3" 'BEGIN { exit !(a < b) }'; then ok "$1 = ${2}s < ${3}s"; else fail "$1 = ${2}s, not < ${3}s"; fi
+}
+expect_between() {
+  if awk -v a="$2" -v lo="$3" -v hi="$4" 'BEGIN { exit !(a >= lo && a < hi) }'; then
+    ok "$1 = ${2}s in [$3, $4)"
+  else
+    fail "$1 = ${2}s, not in [$3, $4)"
+  fi
+}
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+
+# The journal cursor now, so a scenario reads only its own records.
+cursor() { sd_journal -n 1 --show-cursor -o cat | sed -n 's/^-- cursor: //p'; }
+journal_since() { sd_journal --after-cursor="$1" "${@:2}"; }
+
+# systemd's own signs that it had to kill: none of these may appear in a scenario.
+expect_no_systemd_kill() {
+  local log
+  log=$(journal_since "$1" -o short)
+  if grep -Eq "stop-sigterm' timed out|Killing process [0-9]+ .* with signal SIGKILL|Failed with result 'timeout'" <<<"$log"; then
+    fail "systemd had to kill: $(grep -E "timed out|SIGKILL|timeout" <<<"$log" | head -3)"
+  else
+    ok "journal: systemd sent no SIGKILL and no stop timeout"
+  fi
+}
+
+show() { sd_show "$UNIT" "$1"; }
+
+begin() {
+  current=$1
+  scenario_failed=0
+  scenario_t0=$(now)
+  echo "== scenario $current"
+}
+end() {
+  local result=${1:-$(show Result)}
+  local secs
+  secs=$(since "$scenario_t0")
+  if ((scenario_failed)); then
+    failures=$((failures + 1))
+    summary+=("$(printf '| %-45s | %6s | %-10s | FAIL |' "$current" "$secs" "$result")")
+    echo "  -- journal of $UNIT (last 40 lines):"
+    sd_journal -u "$UNIT" -n 40 -o short-monotonic | sed 's/^/     /'
+  else
+    summary+=("$(printf '| %-45s | %6s | %-10s | pass |' "$current" "$secs" "$result")")
+  fi
+}
+
+# Back to the shipped state: unit as shipped, shipped /etc/steward, stopped, no failure.
+reset_unit() {
+  sd_systemctl stop "$UNIT" >/dev/null 2>&1 || true
+  sd_run rm -rf "/etc/systemd/system/$UNIT.d"
+  sd_systemctl daemon-reload
+  sd_systemctl reset-failed "$UNIT" >/dev/null 2>&1 || true
+  for f in steward.toml pingora.yaml proxy.toml; do
+    sd_write_file "/etc/steward/$f" - <"$repo/etc/steward/$f"
+  done
+}
+
+wait_active() {
+  local i
+  for i in $(seq 1 100); do
+    [[ $(show ActiveState) == active ]] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+http_code() { sd_run curl -s -o /dev/null -m 10 -w '%{http_code}' "http://$PROXY$1" || true; }
+
+# ---------------------------------------------------------------------------------------
+sd_boot steward \
+  "$release/steward:/usr/local/bin/steward" \
+  "$release/steward-proxy:/usr/local/bin/steward-proxy" \
+  "$release/stubborn-child:/opt/steward-test/bin/stubborn-child" \
+  "$release/stock-pingora:/opt/steward-test/bin/stock-pingora"
+echo "container booted in ${SD_BOOT_SECONDS}s (systemd $(sd_run systemctl --version | head -1 | awk '{print $2}'))"
+
+sd_install_unit "$repo/etc/systemd/steward-proxy.service"
+# What `systemctl enable` does, for the harness's target: an inactive unit nobody wants is
+# unloaded at once, and with it the ExecMain*/Result properties the scenarios assert.
+sd_dropin harness.target 50-keep-loaded "[Unit]"$'\n'"Wants=$UNIT"$'\n'
+reset_unit
+if out=$(sd_run systemd-analyze verify "/etc/systemd/system/$UNIT" 2>&1); then
+  echo "  ok   systemd-analyze verify accepts the shipped unit"
+else
+  echo "  FAIL systemd-analyze verify: $out"
+  failures=$((failures + 1))
+fi
+
+# 1 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[0]}"
+c=$(cursor)
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+expect_eq "request right after start returns" "$(http_code /)" 200
+expect_eq ActiveState "$(show ActiveState)" active
+main=$(show MainPID)
+expect_eq "MainPID's program" "$(sd_run cat "/proc/$main/comm")" steward
+expect_match StatusText "$(show StatusText)" '^serving: child pid [0-9]+$'
+expect_match "systemctl status" "$(sd_systemctl status "$UNIT" || true)" 'Status: "serving: child pid'
+expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'passed [0-9]+ ms after spawn\); READY=1'
+end
+
+# 2 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[1]}"
+reset_unit
+sd_write_file /etc/steward/pingora.yaml $'---\nversion: 1\nthreads: 2\npid_file: /run/pingora.pid\nupgrade_sock: /tmp/pingora_upgrade.sock\nerror_log: /var/log/pingora_err.log\ngrace_period_seconds: 300\n'
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+c=$(cursor)
+expect_eq "request" "$(http_code /)" 200
+t=$(now)
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_lt "systemctl stop (idle)" "$(since "$t")" 1
+expect_eq Result "$(show Result)" success
+expect_eq ExecMainCode "$(show ExecMainCode)" 1
+expect_eq ExecMainStatus "$(show ExecMainStatus)" 0
+expect_no_systemd_kill "$c"
+expect_match "deadline record" "$(sd_journal -u "$UNIT" -o cat)" 'stop deadline 25 s = TimeoutStopSec 30 s - margin 5 s \(systemd\)'
+expect_match "clamp warning" "$(sd_journal -u "$UNIT" -o cat)" 'grace_period_seconds 300 .* clamped to grace_period_seconds 25'
+end
+
+# 3 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[2]}"
+reset_unit
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+c=$(cursor)
+slow=$(mktemp)
+sd_run curl -s -o /dev/null -m 20 -w '%{http_code}' "http://$PROXY/delay/3000" >"$slow" 2>&1 &
+curl_pid=$!
+sleep 0.3
+t=$(now)
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+stop_secs=$(since "$t")
+wait "$curl_pid" || true
+expect_eq "slow request" "$(cat "$slow")" 200
+rm -f "$slow"
+expect_between "systemctl stop with 3 s request (0.3 s in)" "$stop_secs" 2.5 3.7
+expect_eq Result "$(show Result)" success
+expect_no_systemd_kill "$c"
+expect_match "draining status" "$(journal_since "$c" -u "$UNIT" -o cat)" 'draining: [0-9]+ requests? in flight'
+end
+
+# 4 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[3]}"
+reset_unit
+sd_write_file /etc/steward/stubborn.toml $'[child]\ncommand = ["/opt/steward-test/bin/stubborn-child"]\nenv = { STUBBORN_LISTEN = "127.0.0.1:6388", STUBBORN_PIDFILE = "/run/steward/stubborn.pids" }\n[ready]\ntcp = "127.0.0.1:6388"\n[stop]\ndrain = "exit"\n'
+sd_dropin "$UNIT" 50-stubborn $'[Service]\nTimeoutStopSec=6\nExecStart=\nExecStart=/usr/local/bin/steward run --config /etc/steward/stubborn.toml\n'
+stubborn_cursor=$(cursor)
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+pids=$(sd_run cat /run/steward/stubborn.pids | tr '\n' ' ')
+expect_match "stubborn child and grandchildren" "$pids" '^[0-9]+ [0-9]+ [0-9]+ $'
+t=$(now)
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_lt "systemctl stop (child ignores SIGTERM, TimeoutStopSec=6)" "$(since "$t")" 6
+expect_eq Result "$(show Result)" success
+expect_eq ExecMainStatus "$(show ExecMainStatus)" 0
+expect_no_systemd_kill "$stubborn_cursor"
+for p in $pids; do
+  if sd_run test -d "/proc/$p"; then fail "pid $p survived the stop"; else ok "pid $p is gone"; fi
+done
+log=$(journal_since "$stubborn_cursor" -u "$UNIT" -o cat)
+expect_match "escalation record" "$log" 'stop deadline reached after [0-9]+ ms: SIGKILL to child pid [0-9]+.*stop deadline 1 s = TimeoutStopSec 6 s - margin 5 s \(systemd\)'
+end
+
+# 6 (reads scenario 4's journal: start, stop and escalation records) -------------------
+begin "${SCENARIOS[5]}"
+json=$(journal_since "$stubborn_cursor" -u "$UNIT" -o json)
+if verdict=$(python3 - "$json" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+def has(pred, what):
+    if not any(pred(r) for r in recs):
+        print(f"no record with {what}")
+        return False
+    return True
+ok = all([
+    has(lambda r: r.get("STEWARD_PHASE") == "starting" and r.get("STEWARD_CHILD_PID"), "STEWARD_PHASE=starting and STEWARD_CHILD_PID"),
+    has(lambda r: r.get("STEWARD_PHASE") == "serving" and r.get("STEWARD_CHILD_PID"), "STEWARD_PHASE=serving and STEWARD_CHILD_PID"),
+    has(lambda r: r.get("STEWARD_DEADLINE_MS") == "1000" and r.get("STEWARD_DEADLINE_SOURCE") == "systemd", "the deadline record (STEWARD_DEADLINE_MS=1000, source systemd)"),
+    has(lambda r: r.get("STEWARD_PHASE") == "stopping" and r.get("STEWARD_SIGNAL") == "SIGTERM" and r.get("STEWARD_DEADLINE_MS") == "1000" and r.get("STEWARD_CHILD_PID"), "the stop record (phase, signal, deadline, child pid)"),
+    has(lambda r: r.get("STEWARD_ESCALATION") == "deadline" and r.get("STEWARD_PHASE") == "killing" and r.get("STEWARD_DEADLINE_MS") == "1000" and r.get("STEWARD_CHILD_PID") and r.get("STEWARD_ELAPSED_MS"), "the escalation record (phase, deadline, child pid, elapsed)"),
+    has(lambda r: r.get("STEWARD_PHASE") == "exited" and r.get("STEWARD_EXIT_CODE") == "0", "the exit record"),
+])
+print("all structured records present" if ok else "")
+sys.exit(0 if ok else 1)
+EOF
+); then ok "$verdict"; else fail "$verdict"; fi
+end "n/a"
+
+# 5 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[4]}"
+reset_unit
+for t in 20 45; do
+  sd_dropin "$UNIT" 50-timeout "[Service]"$'\n'"TimeoutStopSec=$t"$'\n'
+  c=$(cursor)
+  sd_systemctl restart "$UNIT" || fail "systemctl restart failed"
+  expect_match "deadline after TimeoutStopSec=$t" "$(journal_since "$c" -u "$UNIT" -o cat)" "stop deadline $((t - 5)) s = TimeoutStopSec $t s - margin 5 s \\(systemd\\)"
+done
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+end
+
+# 7 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[6]}"
+reset_unit
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+old_main=$(show MainPID)
+old_child=$(show StatusText | sed -n 's/^serving: child pid \([0-9]*\)$/\1/p')
+c=$(cursor)
+sd_systemctl restart "$UNIT" || fail "systemctl restart failed"
+new_main=$(show MainPID)
+[[ $new_main != "$old_main" ]] && ok "restart: new MainPID $new_main" || fail "restart kept MainPID $old_main"
+if sd_run test -d "/proc/$old_child"; then fail "old child $old_child survived the restart"; else ok "old child $old_child is gone"; fi
+expect_eq "request after restart" "$(http_code /)" 200
+expect_no_systemd_kill "$c"
+child=$(show StatusText | sed -n 's/^serving: child pid \([0-9]*\)$/\1/p')
+sd_systemctl kill --kill-whom=main --signal=SIGKILL "$UNIT"
+sleep 0.3
+if sd_run test -d "/proc/$child"; then fail "child $child survived steward's SIGKILL"; else ok "child $child died with steward"; fi
+wait_active || fail "not restarted by Restart=on-failure"
+sleep 0.2
+[[ $(show MainPID) != "$new_main" ]] && ok "restarted with MainPID $(show MainPID)" || fail "MainPID unchanged"
+expect_match NRestarts "$(show NRestarts)" '^[1-9]'
+expect_eq "request after the crash restart" "$(http_code /)" 200
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+end
+
+# 8 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[7]}"
+reset_unit
+sd_write_file /etc/steward/bad.toml $'[child]\ncommand = ["steward-proxy", "--proxy-config", "proxy.toml"]\npingora_conf = "pingora.yaml"\n[ready]\nhttp = "http://127.0.0.1:6190/health"\n[stop]\ndeadlin = "5s"\n'
+sd_dropin "$UNIT" 50-bad $'[Service]\nExecStart=\nExecStart=/usr/local/bin/steward run --config /etc/steward/bad.toml\n'
+c=$(cursor)
+if sd_systemctl start "$UNIT" 2>/dev/null; then fail "start succeeded with a bad configuration"; else ok "systemctl start failed"; fi
+expect_eq ExecMainStatus "$(show ExecMainStatus)" 78
+expect_eq Result "$(show Result)" exit-code
+expect_match "journal reason" "$(journal_since "$c" -u "$UNIT" -o cat)" 'configuration error: /etc/steward/bad.toml:7: unknown field `deadlin`'
+sleep 2.5
+expect_eq "ActiveState 2.5 s later" "$(show ActiveState)" failed
+expect_eq NRestarts "$(show NRestarts)" 0
+end
+
+# ---------------------------------------------------------------------------------------
+echo
+echo "| scenario                                      | seconds | Result     |      |"
+echo "|-----------------------------------------------|---------|------------|------|"
+printf '%s\n' "${summary[@]}"
+total=${#summary[@]}
+echo
+echo "systemd: $((total - failures)) passed, $failures failed"
+((failures == 0))
