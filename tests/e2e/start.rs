@@ -155,3 +155,18 @@ fn child_that_never_serves_fails_the_start_within_the_timeout() {
         .log_text()
         .contains("did not serve within ready.timeout 1 s"));
 }
+
+#[test]
+fn infinite_deadline_keeps_the_operators_grace_and_says_so() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "deadline = \"infinity\"");
+    s.wait_ready();
+    let log = s.steward.log_text();
+    assert!(
+        log.contains("stop deadline none: stop.deadline = \"infinity\""),
+        "log:\n{log}"
+    );
+    let eff = std::fs::read_to_string(s.scratch.path.join("run/pingora.yaml")).expect("eff");
+    assert!(eff.contains("grace_period_seconds: 300"), "{eff}");
+    s.steward.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(5)).code(), Some(0));
+}

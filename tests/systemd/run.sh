@@ -302,6 +302,13 @@ expect_match "journal reason" "$(journal_since "$c" -u "$UNIT" -o cat)" 'configu
 sleep 2.5
 expect_eq "ActiveState 2.5 s later" "$(show ActiveState)" failed
 expect_eq NRestarts "$(show NRestarts)" 0
+# The shipped configuration with a unit whose stop timeout leaves no room for the margin.
+reset_unit
+sd_dropin "$UNIT" 50-short $'[Service]\nTimeoutStopSec=4\n'
+c=$(cursor)
+if sd_systemctl start "$UNIT" 2>/dev/null; then fail "start succeeded with margin > TimeoutStopSec"; else ok "systemctl start failed (margin 5 s, TimeoutStopSec=4)"; fi
+expect_eq "ExecMainStatus (margin)" "$(show ExecMainStatus)" 78
+expect_match "journal reason (margin)" "$(journal_since "$c" -u "$UNIT" -o cat)" 'stop.margin 5 s is not smaller than the unit.s TimeoutStopSec 4 s'
 end
 
 # ---------------------------------------------------------------------------------------
