@@ -30,6 +30,11 @@ const PRIVATE_ENV: &[&str] = &[
     "LISTEN_FDNAMES",
 ];
 
+pub enum SpawnMode<'a> {
+    Serve { upgrade: bool },
+    Test { output: &'a Path },
+}
+
 /// Makes orphaned descendants steward's children instead of init's.
 pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
@@ -38,10 +43,24 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// Spawns the child with `-c <effective conf>` appended. Must be called from the thread
 /// that lives as long as steward: the parent-death signal fires when the forking *thread*
 /// exits, which is why steward runs a current-thread runtime.
-pub fn spawn(cfg: &ChildConfig, effective_conf: &Path) -> io::Result<Pid> {
+/// With `upgrade`, the child is started with Pingora's `-u` and waits for its listeners
+/// on its upgrade socket. With `test`, it is started with `-t` (check the configuration
+/// and exit) and its output goes to `output`.
+pub fn spawn(cfg: &ChildConfig, effective_conf: &Path, mode: SpawnMode) -> io::Result<Pid> {
     let mut cmd = Command::new(&cfg.program);
-    cmd.args(&cfg.args)
-        .arg("-c")
+    cmd.args(&cfg.args);
+    match &mode {
+        SpawnMode::Serve { upgrade: true } => {
+            cmd.arg("-u");
+        }
+        SpawnMode::Serve { upgrade: false } => {}
+        SpawnMode::Test { output } => {
+            cmd.arg("-t");
+            let f = std::fs::File::create(output)?;
+            cmd.stdout(f.try_clone()?).stderr(f);
+        }
+    }
+    cmd.arg("-c")
         .arg(effective_conf)
         .current_dir(&cfg.working_directory)
         .envs(&cfg.env)
@@ -78,17 +97,31 @@ pub fn signal(pid: Pid, sig: Signal) -> nix::Result<()> {
     }
 }
 
-/// SIGKILL to the child's process group and to every descendant of steward, repeated
+/// SIGKILL to a generation's process group and every descendant of its child, repeated
 /// until none is left, so a process that forks while being killed is caught too.
 /// Returns how many processes were signalled.
 pub fn kill_tree(pgid: Pid) -> usize {
-    let me = nix::unistd::getpid().as_raw();
+    kill_until_gone(Some(pgid), pgid.as_raw())
+}
+
+/// SIGKILL to every descendant of steward: on the way out, orphans a generation left
+/// behind were re-parented to steward and cannot be told apart.
+pub fn kill_descendants() -> usize {
+    kill_until_gone(None, nix::unistd::getpid().as_raw())
+}
+
+fn kill_until_gone(pgid: Option<Pid>, root: i32) -> usize {
     let mut signalled = 0;
     for _ in 0..50 {
-        let _ = killpg(pgid, Signal::SIGKILL);
+        if let Some(g) = pgid {
+            let _ = killpg(g, Signal::SIGKILL);
+        }
         let procs = procfs::all_processes();
-        let mut targets = procfs::descendants(&procs, me);
-        targets.extend(procfs::group_members(&procs, pgid.as_raw()));
+        let mut targets = procfs::descendants(&procs, root);
+        if let Some(g) = pgid {
+            targets.extend(procfs::group_members(&procs, g.as_raw()));
+            targets.push(g.as_raw());
+        }
         targets.sort_unstable();
         targets.dedup();
         // Zombies are already dead; only living ones need another signal.

@@ -23,6 +23,14 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(20);
 const DEFAULT_DRAIN_POLL: Duration = Duration::from_millis(20);
 const DEFAULT_DRAIN_QUIET: Duration = Duration::from_millis(50);
+const DEFAULT_MAX_CRASHES: u32 = 5;
+const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(300);
+const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(60);
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_HEALTH_FAILURES: u32 = 3;
 
 /// Durations beyond these are almost certainly a unit mistake ("300" meant as ms, a year
 /// typed as seconds); refusing them is kinder than a stop that waits for a day.
@@ -81,7 +89,38 @@ struct RawConfig {
     ready: RawReady,
     #[serde(default)]
     stop: RawStop,
+    #[serde(default)]
+    sockets: RawSockets,
+    #[serde(default)]
+    restart: RawRestart,
+    #[serde(default)]
+    health: RawHealth,
     runtime_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSockets {
+    #[serde(default)]
+    listen: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    max_crashes: Option<u32>,
+    window: Option<String>,
+    backoff_min: Option<String>,
+    backoff_max: Option<String>,
+    stable_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<String>,
+    timeout: Option<String>,
+    failures: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +198,29 @@ pub struct Config {
     pub child: ChildConfig,
     pub ready: ReadyConfig,
     pub stop: StopConfig,
+    /// Listeners steward binds once and hands to every generation (Pingora's `-u`).
+    pub sockets: Vec<String>,
+    pub restart: RestartConfig,
+    pub health: HealthConfig,
     pub runtime_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestartConfig {
+    /// Crashes tolerated within `window` before steward gives up; 0 disables restarts.
+    pub max_crashes: u32,
+    pub window: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub stable_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failed probes in a row before the child is replaced; 0 disables the replacement.
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -226,11 +287,43 @@ impl Config {
         let ready = build_ready(raw.ready, &err)?;
         let stop = build_stop(raw.stop, &err)?;
         let runtime_dir = raw.runtime_dir.map(|p| absolutize(&dir, &p));
+        for addr in &raw.sockets.listen {
+            if addr.contains(char::is_whitespace)
+                || std::net::ToSocketAddrs::to_socket_addrs(addr.as_str()).is_err()
+            {
+                return Err(err("listen", format!("sockets.listen {addr:?} is not a host:port address"))
+                    .with_fix("write each listener exactly as the child's config does, e.g. \"127.0.0.1:6188\""));
+            }
+        }
+        let r = raw.restart;
+        let restart = RestartConfig {
+            max_crashes: r.max_crashes.unwrap_or(DEFAULT_MAX_CRASHES),
+            window: duration_key(r.window, "window", DEFAULT_CRASH_WINDOW, &err)?,
+            backoff_min: duration_key(r.backoff_min, "backoff_min", DEFAULT_BACKOFF_MIN, &err)?,
+            backoff_max: duration_key(r.backoff_max, "backoff_max", DEFAULT_BACKOFF_MAX, &err)?,
+            stable_after: duration_key(r.stable_after, "stable_after", DEFAULT_STABLE_AFTER, &err)?,
+        };
+        if restart.backoff_min > restart.backoff_max {
+            return Err(err(
+                "backoff_min",
+                "restart.backoff_min is larger than restart.backoff_max".into(),
+            )
+            .with_fix("backoff_min = \"100ms\", backoff_max = \"10s\""));
+        }
+        let h = raw.health;
+        let health = HealthConfig {
+            interval: duration_key(h.interval, "interval", DEFAULT_HEALTH_INTERVAL, &err)?,
+            timeout: duration_key(h.timeout, "timeout", DEFAULT_HEALTH_TIMEOUT, &err)?,
+            failures: h.failures.unwrap_or(DEFAULT_HEALTH_FAILURES),
+        };
         Ok(Config {
             path: path.to_path_buf(),
             child,
             ready,
             stop,
+            sockets: raw.sockets.listen,
+            restart,
+            health,
             runtime_dir,
         })
     }
@@ -550,6 +643,30 @@ mod tests {
         assert_eq!(c.stop.drain, DrainMode::Connections);
         assert_eq!(c.ready.timeout, Duration::from_secs(60));
         assert_eq!(c.child.program, PathBuf::from("/bin/sh"));
+        assert!(c.sockets.is_empty());
+        assert_eq!(c.restart.max_crashes, 5);
+        assert_eq!(c.restart.backoff_min, Duration::from_millis(100));
+        assert_eq!(c.health.failures, 3);
+    }
+
+    #[test]
+    fn socket_addresses_are_checked() {
+        let e = parse(&format!("{MINIMAL}[sockets]\nlisten = [\"nowhere\"]\n")).unwrap_err();
+        assert!(e.message.contains("nowhere"), "{e}");
+        let c = parse(&format!(
+            "{MINIMAL}[sockets]\nlisten = [\"127.0.0.1:6188\"]\n"
+        ))
+        .expect("ok");
+        assert_eq!(c.sockets, vec!["127.0.0.1:6188".to_string()]);
+    }
+
+    #[test]
+    fn backoff_bounds_must_be_ordered() {
+        let e = parse(&format!(
+            "{MINIMAL}[restart]\nbackoff_min = \"20s\"\nbackoff_max = \"1s\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("backoff_min"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,7 @@
 
 pub mod child;
 pub mod config;
+pub mod control;
 pub mod deadline;
 pub mod duration;
 pub mod exit;
@@ -50,4 +51,6 @@ pub mod procfs;
 pub mod run;
 pub mod runtime_dir;
 pub mod signals;
+pub mod sockets;
 pub mod systemd;
+pub mod upgrade;

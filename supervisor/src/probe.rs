@@ -1,8 +1,7 @@
 //! Readiness: does the child really serve?
 //!
-//! A TCP connect that succeeds, or a `GET` that answers 200. Either can be answered by
-//! someone else holding the port (a leftover process, another service), so where `/proc`
-//! tells, the port must also be one the child's own process group listens on.
+//! A TCP connect that succeeds, or a `GET` that answers 200, on a connection the child's
+//! own process group accepted (see [`attempt_owned`]).
 
 use std::time::Duration;
 
@@ -10,8 +9,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{HttpUrl, Probe};
+use crate::procfs;
 
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an accepted probe connection may take to show up in the child's `/proc`.
+const OWNER_WAIT: Duration = Duration::from_millis(200);
+const OWNER_POLL: Duration = Duration::from_millis(2);
 
 impl Probe {
     pub fn describe(&self) -> String {
@@ -31,21 +34,53 @@ impl Probe {
     }
 }
 
-/// One attempt. `Err` says why it failed, for the start-timeout message.
+/// One attempt that counts only if the child's own process group accepted the probe's
+/// connection. A TCP connect alone proves little: when steward holds the listening socket
+/// the kernel completes the handshake into the backlog whoever accepts, and during a reload
+/// the old generation may answer. `Err` says why it failed.
+pub async fn attempt_owned(probe: &Probe, pgid: i32, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, attempt_inner(probe, Some(pgid))).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// One attempt, whoever answers.
 pub async fn attempt(probe: &Probe) -> Result<(), String> {
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt_inner(probe)).await {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt_inner(probe, None)).await {
         Ok(r) => r,
         Err(_) => Err("no answer within 1 s".into()),
     }
 }
 
-async fn attempt_inner(probe: &Probe) -> Result<(), String> {
+async fn attempt_inner(probe: &Probe, owner: Option<i32>) -> Result<(), String> {
+    let authority = match probe {
+        Probe::Tcp(a) => a.as_str(),
+        Probe::Http(u) => u.authority.as_str(),
+    };
+    let mut s = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connect {authority}: {e}"))?;
+    if let (Some(pgid), Some(port)) = (owner, probe.port()) {
+        let client_port = s
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())?;
+        let mut waited = Duration::ZERO;
+        while !procfs::accepted_by(pgid, port, client_port) {
+            if waited >= OWNER_WAIT {
+                return Err(format!(
+                    "{authority} took the connection, but child pid {pgid} did not accept it within {} ms",
+                    OWNER_WAIT.as_millis()
+                ));
+            }
+            tokio::time::sleep(OWNER_POLL).await;
+            waited += OWNER_POLL;
+        }
+    }
     match probe {
-        Probe::Tcp(addr) => TcpStream::connect(addr.as_str())
-            .await
-            .map(drop)
-            .map_err(|e| format!("connect {addr}: {e}")),
-        Probe::Http(url) => http_get_status(url).await.and_then(|code| {
+        Probe::Tcp(_) => Ok(()),
+        Probe::Http(url) => http_get_status(&mut s, url).await.and_then(|code| {
             if code == 200 {
                 Ok(())
             } else {
@@ -55,10 +90,7 @@ async fn attempt_inner(probe: &Probe) -> Result<(), String> {
     }
 }
 
-async fn http_get_status(url: &HttpUrl) -> Result<u16, String> {
-    let mut s = TcpStream::connect(url.authority.as_str())
-        .await
-        .map_err(|e| format!("connect {}: {e}", url.authority))?;
+async fn http_get_status(s: &mut TcpStream, url: &HttpUrl) -> Result<u16, String> {
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: steward-probe\r\nConnection: close\r\n\r\n",
         url.path, url.authority
@@ -99,6 +131,15 @@ mod tests {
         assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
         assert_eq!(parse_status(b"HTTP/1.0 503 Service"), Some(503));
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
+    }
+
+    #[tokio::test]
+    async fn owned_probe_fails_when_someone_else_accepts() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        // This test process holds the listener; pid 1's group does not.
+        let r = attempt_owned(&Probe::Tcp(addr), 1, Duration::from_secs(1)).await;
+        assert!(r.is_err(), "{r:?}");
     }
 
     #[tokio::test]

@@ -135,6 +135,28 @@ fn group_sockets(pgid: i32) -> Vec<TcpRow> {
         .collect()
 }
 
+/// Whether the group holds the server side of the connection from client port
+/// `client_port` to `port`: that is, one of its processes accepted it.
+pub fn accepted_by(pgid: i32, port: u16, client_port: u16) -> bool {
+    group_sockets(pgid).into_iter().any(|r| {
+        r.local_port == port
+            && r.state == TCP_ESTABLISHED
+            && r.remote
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                == Some(client_port)
+    })
+}
+
+/// Socket inodes any process of the group holds.
+pub fn group_socket_inodes(pgid: i32) -> HashSet<u64> {
+    group_members(&all_processes(), pgid)
+        .into_iter()
+        .flat_map(socket_inodes)
+        .collect()
+}
+
 /// Ports the group listens on.
 pub fn listening_ports(pgid: i32) -> HashSet<u16> {
     group_sockets(pgid)

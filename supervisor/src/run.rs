@@ -1,36 +1,56 @@
 //! `steward run`: the thin driver around [`crate::lifecycle`].
 //!
-//! It owns everything the state machine must not touch: the child process, signals,
-//! the readiness probe, the drain poll, timers, sd_notify and the log. One loop waits on
-//! all of them at once and feeds what happened to the machine as an [`Event`]; the
-//! machine's [`Action`]s come back and are carried out here.
+//! It owns everything the state machine must not touch: child processes, the listening
+//! sockets, signals, probes, the drain poll, the control socket, timers, sd_notify and the
+//! log. One loop waits on all of them at once and feeds what happened to the machine as an
+//! [`Event`]; the machine's [`Action`]s come back and are carried out here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant as StdInstant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval};
 use tracing::{error, info, warn};
 
-use crate::config::{fmt_duration, Config, DrainMode, Probe};
+use crate::config::{fmt_duration, Config, DrainMode};
+use crate::control::{self, Command, GenStatus, Reply, Request, Status, TimelineEntry};
 use crate::deadline::{self, Deadline, Outer};
-use crate::lifecycle::{Action, Event, KillReason, Lifecycle, Phase, StopSignal, Timing};
-use crate::notify::Notifier;
+use crate::lifecycle::{
+    Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, Policy, StopSignal, Why,
+};
+use crate::notify::{self, Notifier};
 use crate::signals::{Received, Signals};
-use crate::{child, exit, pingora_conf, probe, procfs, runtime_dir, systemd};
+use crate::sockets::{Origin, Sockets};
+use crate::{child, exit, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade};
 
-/// Name of the effective Pingora conf and the upgrade socket in the runtime directory.
+/// Names in the runtime directory.
 const EFFECTIVE_CONF: &str = "pingora.yaml";
+const NEXT_CONF: &str = "pingora.next.yaml";
 const UPGRADE_SOCK: &str = "upgrade.sock";
+const CHECK_OUTPUT: &str = "check.log";
 /// How long steward waits on the way out for killed descendants to be reaped.
 const FINAL_REAP: Duration = Duration::from_secs(2);
+/// How long a child may take to open its upgrade socket (Pingora itself gives up after ~6 s).
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long `child -t` may take during a reload.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// One readiness attempt; short, so a connection the old generation took costs little.
+const READY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How many timeline entries `steward status` keeps.
+const TIMELINE_MAX: usize = 64;
 
-/// Runs the supervisor until the child is gone; returns steward's exit code.
+/// Runs the supervisor until the last child is gone; returns steward's exit code.
 pub async fn run(config: Config) -> i32 {
+    let local = tokio::task::LocalSet::new();
+    local.run_until(run_inner(config)).await
+}
+
+async fn run_inner(config: Config) -> i32 {
     let notifier = Notifier::from_env();
     let mut signals = match Signals::install() {
         Ok(s) => s,
@@ -62,7 +82,7 @@ pub async fn run(config: Config) -> i32 {
                 "{}: {e} (fix: lower stop.margin or raise TimeoutStopSec)",
                 config.path.display()
             );
-            error!(steward_phase = "config", "{msg}");
+            error!(steward_phase = "config", "configuration error: {msg}");
             notifier.status(&format!("configuration error: {msg}"));
             return exit::CONFIG;
         }
@@ -78,14 +98,44 @@ pub async fn run(config: Config) -> i32 {
         warn!(steward_deadline_source = deadline.source_tag(), "{w}");
     }
 
-    let conf_path = match prepare_child_conf(&config, &deadline) {
-        Ok(p) => p,
-        Err((code, msg)) => {
-            error!(steward_phase = "config", "{msg}");
-            notifier.status(&format!("failed: {msg}"));
-            return code;
+    let dir = runtime_dir::choose(config.runtime_dir.as_deref());
+    if let Err(e) = runtime_dir::prepare(&dir) {
+        error!(steward_phase = "config", "{e}");
+        notifier.status(&format!("failed: {e}"));
+        return exit::CANTCREAT;
+    }
+    if let Err((code, msg)) = write_effective(&config, &deadline, &dir, EFFECTIVE_CONF) {
+        error!(steward_phase = "config", "{msg}");
+        notifier.status(&format!("failed: {msg}"));
+        return code;
+    }
+    let sockets = match Sockets::open(&config.sockets) {
+        Ok((s, origins)) => {
+            for (addr, origin) in origins {
+                info!(
+                    "listener {addr} {}; handed to every generation",
+                    match origin {
+                        Origin::Bound => "bound by steward",
+                        Origin::Activated => "taken from systemd socket activation",
+                    }
+                );
+            }
+            s
+        }
+        Err(e) => {
+            error!(steward_phase = "starting", "cannot open {e}");
+            notifier.status(&format!("failed: cannot open {e}"));
+            return exit::OSERR;
         }
     };
+    let (control_tx, control_rx) = mpsc::channel(16);
+    match control::bind(&dir) {
+        Ok((listener, path)) => {
+            info!("control socket {}", path.display());
+            tokio::task::spawn_local(control::serve(listener, control_tx));
+        }
+        Err(e) => warn!("no control socket ({e}); steward status/reload/restart unavailable, SIGHUP still reloads"),
+    }
 
     if let Some(Received::Term | Received::Int) = signals.pending().await {
         info!(
@@ -97,59 +147,63 @@ pub async fn run(config: Config) -> i32 {
     if let Err(e) = child::become_subreaper() {
         warn!(error = %e, "cannot become child subreaper; orphaned grandchildren would escape");
     }
-    let spawned_at = StdInstant::now();
-    let pid = match child::spawn(&config.child, &conf_path) {
-        Ok(pid) => pid,
-        Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => exit::CONFIG,
-                _ => exit::OSERR,
-            };
-            let msg = format!(
-                "cannot start {}: {e} (fix: child.command in {})",
-                config.child.program.display(),
-                config.path.display()
-            );
-            error!(steward_phase = "starting", "{msg}");
-            notifier.status(&format!("failed: {msg}"));
-            return code;
-        }
-    };
-    let command_line = std::iter::once(config.child.program.display().to_string())
-        .chain(config.child.args.iter().cloned())
-        .chain(["-c".into(), conf_path.display().to_string()])
-        .collect::<Vec<_>>()
-        .join(" ");
-    info!(
-        steward_phase = "starting",
-        steward_child_pid = pid.as_raw(),
-        "started child pid {pid}: {command_line}; waiting until it serves ({})",
-        config.ready.probe.describe()
-    );
-    notifier.status(&format!(
-        "starting: child pid {pid}, waiting until it serves ({})",
-        config.ready.probe.describe()
-    ));
 
-    let driver = Driver {
-        config: &config,
+    let watchdog = notify::watchdog_interval();
+    if let Some(w) = watchdog {
+        info!(
+            "systemd watchdog every {}: WATCHDOG=1 only while the child passes its probe",
+            fmt_duration(w)
+        );
+    }
+    let policy = Policy {
+        deadline: deadline.value,
+        start_timeout: config.ready.timeout,
+        drain_quiet: match config.stop.drain {
+            DrainMode::Connections => Some(config.stop.drain_quiet),
+            DrainMode::Exit => None,
+        },
+        max_crashes: config.restart.max_crashes,
+        crash_window: config.restart.window,
+        backoff_min: config.restart.backoff_min,
+        backoff_max: config.restart.backoff_max,
+        stable_after: config.restart.stable_after,
+        health_failures: config.health.failures,
+    };
+    let (machine, first) = Lifecycle::start(policy, Instant::now());
+    let mut driver = Driver {
+        config,
+        next_config: None,
         notifier,
         deadline,
-        pid,
-        spawned_at,
-        ports: HashSet::new(),
+        dir,
+        sockets,
+        machine,
+        gens: HashMap::new(),
+        started: StdInstant::now(),
+        handoff: None,
+        probe: None,
+        health_probe: None,
+        check: None,
+        drain_poll: None,
+        waiters: HashMap::new(),
+        next_waiter: 1,
+        timeline: VecDeque::new(),
+        timeline_origin: None,
+        last_event: None,
+        watchdog,
+        queue: VecDeque::new(),
     };
-    driver.run_loop(signals).await
+    driver.run_loop(signals, control_rx, first).await
 }
 
-/// Reads the operator's Pingora YAML and writes the effective copy; on failure the exit
-/// code and the one-line reason.
-fn prepare_child_conf(
+/// Reads the operator's Pingora YAML and writes the effective copy as `name`; on failure
+/// the exit code and the one-line reason.
+fn write_effective(
     config: &Config,
     deadline: &Deadline,
-) -> Result<std::path::PathBuf, (i32, String)> {
-    let dir = runtime_dir::choose(config.runtime_dir.as_deref());
-    runtime_dir::prepare(&dir).map_err(|e| (exit::CANTCREAT, e.to_string()))?;
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<PathBuf, (i32, String)> {
     let text = match &config.child.pingora_conf {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
             (
@@ -163,18 +217,13 @@ fn prepare_child_conf(
         })?),
         None => None,
     };
-    let source = config
-        .child
-        .pingora_conf
-        .as_deref()
-        .zip(text.as_deref())
-        .map(|(p, t): (&Path, &str)| (p, t));
+    let source = config.child.pingora_conf.as_deref().zip(text.as_deref());
     let eff = pingora_conf::effective(source, deadline.value, &dir.join(UPGRADE_SOCK))
-        .map_err(|e| (exit::CONFIG, e.to_string()))?;
+        .map_err(|e| (exit::CONFIG, format!("configuration error: {e}")))?;
     for change in &eff.changes {
         warn!(steward_phase = "config", "effective Pingora conf: {change}");
     }
-    let path = runtime_dir::write_file(&dir, EFFECTIVE_CONF, &eff.yaml)
+    let path = runtime_dir::write_file(dir, name, &eff.yaml)
         .map_err(|e| (exit::CANTCREAT, e.to_string()))?;
     info!(
         "effective Pingora conf {} (grace_period_seconds {}, graceful_shutdown_timeout_seconds {})",
@@ -185,125 +234,478 @@ fn prepare_child_conf(
     Ok(path)
 }
 
-struct Driver<'a> {
-    config: &'a Config,
-    notifier: Notifier,
-    deadline: Deadline,
+/// What the driver knows about a running generation.
+struct GenRt {
     pid: Pid,
-    spawned_at: StdInstant,
-    /// The child's listening ports, captured when the stop begins (Pingora closes them at
-    /// SIGTERM); downstream connections on them are the requests still in flight.
+    /// Ports whose downstream connections are this generation's requests in flight.
     ports: HashSet<u16>,
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = ()>>>;
+/// A `child -t` run checking a reload's configuration.
+struct CheckRun {
+    pid: Pid,
+    output: PathBuf,
+    started: Instant,
+}
 
-impl Driver<'_> {
-    async fn run_loop(mut self, mut signals: Signals) -> i32 {
-        let timing = Timing {
-            deadline: self.deadline.value,
-            start_timeout: self.config.ready.timeout,
-            drain_quiet: match self.config.stop.drain {
-                DrainMode::Connections => Some(self.config.stop.drain_quiet),
-                DrainMode::Exit => None,
-            },
-        };
-        let mut machine = Lifecycle::new(self.pid.as_raw() as u32, timing, Instant::now());
-        let last_probe_error = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
-        let mut probe: Option<ProbeFuture> = Some(Box::pin(wait_ready(
-            self.config.ready.probe.clone(),
-            self.config.ready.interval,
-            self.pid.as_raw(),
-            last_probe_error.clone(),
-        )));
-        let mut drain_poll: Option<Interval> = None;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
+struct Driver {
+    config: Config,
+    /// The configuration a reload is checking; adopted when its generation spawns.
+    next_config: Option<Config>,
+    notifier: Notifier,
+    deadline: Deadline,
+    dir: PathBuf,
+    sockets: Sockets,
+    machine: Lifecycle,
+    gens: HashMap<GenId, GenRt>,
+    started: StdInstant,
+    handoff: Option<(GenId, BoxFuture<Result<(), upgrade::HandoffError>>)>,
+    probe: Option<(GenId, BoxFuture<()>)>,
+    health_probe: Option<BoxFuture<bool>>,
+    check: Option<CheckRun>,
+    drain_poll: Option<Interval>,
+    waiters: HashMap<u64, oneshot::Sender<Reply>>,
+    next_waiter: u64,
+    timeline: VecDeque<(Instant, String)>,
+    timeline_origin: Option<Instant>,
+    last_event: Option<String>,
+    watchdog: Option<Duration>,
+    /// Events produced while carrying out actions, fed back before waiting again.
+    queue: VecDeque<Event>,
+}
+
+impl Driver {
+    async fn run_loop(
+        &mut self,
+        mut signals: Signals,
+        mut control: mpsc::Receiver<Request>,
+        first: Vec<Action>,
+    ) -> i32 {
+        if let Some(code) = self.carry_out(first) {
+            return code;
+        }
+        let mut health_tick = self.health_interval().map(|d| {
+            let mut i = tokio::time::interval(d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         loop {
-            let wake = machine.next_wakeup();
+            while let Some(ev) = self.queue.pop_front() {
+                let actions = self.machine.handle(ev, Instant::now());
+                if let Some(code) = self.carry_out(actions) {
+                    return code;
+                }
+            }
+            let wake = self.machine.next_wakeup();
+            let check_deadline = self.check.as_ref().map(|c| c.started + CHECK_TIMEOUT);
             let event = tokio::select! {
                 sig = signals.next() => match sig {
                     Received::Term => Event::Stop(StopSignal::Term),
                     Received::Int => Event::Stop(StopSignal::Int),
                     Received::Hup => {
-                        warn!(steward_signal = "SIGHUP", "SIGHUP ignored: reload is not supported by this version of steward");
+                        info!(steward_signal = "SIGHUP", "SIGHUP: reload requested");
+                        Event::Reload { waiter: None }
+                    }
+                    Received::Child => {
+                        self.reap();
                         continue;
                     }
-                    Received::Child => match self.reap() {
-                        Some(status) => Event::ChildExited(status),
+                },
+                r = poll_opt(&mut self.handoff) => {
+                    let (gen, result) = r;
+                    self.handoff = None;
+                    match result {
+                        Ok(()) => {
+                            info!(steward_generation = gen, "generation {gen}: listeners handed over ({})", self.sockets.keys().join(" "));
+                            continue;
+                        }
+                        Err(e) => self.spawn_failed(gen, format!("socket hand-off failed: {e}"), exit::CONFIG),
+                    }
+                }
+                (gen, ()) = poll_opt(&mut self.probe) => {
+                    self.probe = None;
+                    match self.unclaimed_listeners(gen) {
+                        None => Event::Ready { gen },
+                        Some(msg) => self.spawn_failed(gen, msg, exit::CONFIG),
+                    }
+                }
+                ok = poll_opt_val(&mut self.health_probe) => {
+                    self.health_probe = None;
+                    Event::Health { ok }
+                }
+                _ = tick_opt(&mut self.drain_poll) => {
+                    let draining: Vec<GenId> = self.machine.draining().collect();
+                    if draining.is_empty() {
+                        self.drain_poll = None;
+                        continue;
+                    }
+                    for gen in draining {
+                        if let Some(rt) = self.gens.get(&gen) {
+                            let n = procfs::downstream_connections(rt.pid.as_raw(), &rt.ports);
+                            self.queue.push_back(Event::Drain { gen, in_flight: n });
+                        }
+                    }
+                    continue;
+                }
+                _ = tick_opt(&mut health_tick) => {
+                    self.start_health_probe();
+                    continue;
+                }
+                _ = sleep_opt(check_deadline) => {
+                    if let Some(c) = self.check.take() {
+                        let _ = child::kill_tree(c.pid);
+                        Event::ConfigChecked(Err(format!("`{} -t` did not finish within {} s", self.program_name(), CHECK_TIMEOUT.as_secs())))
+                    } else {
+                        continue;
+                    }
+                }
+                req = control.recv() => match req {
+                    Some(req) => match self.control_request(req) {
+                        Some(ev) => ev,
                         None => continue,
                     },
-                },
-                _ = poll_opt(&mut probe) => {
-                    probe = None;
-                    Event::Ready
-                }
-                _ = tick_opt(&mut drain_poll) => Event::Drain {
-                    in_flight: procfs::downstream_connections(self.pid.as_raw(), &self.ports),
+                    None => continue,
                 },
                 _ = sleep_opt(wake) => Event::Tick,
             };
-            let before = machine.phase();
-            let actions = machine.handle(event, Instant::now());
-            if before == Phase::Starting && machine.phase() != Phase::Starting {
-                probe = None;
+            self.queue.push_back(event);
+        }
+    }
+
+    fn program_name(&self) -> String {
+        self.config.child.program.display().to_string()
+    }
+
+    fn health_interval(&self) -> Option<Duration> {
+        let base = self.config.health.interval;
+        match self.watchdog {
+            Some(w) => Some(base.min(w / 2)),
+            None if self.config.health.failures > 0 => Some(base),
+            None => None,
+        }
+    }
+
+    fn start_health_probe(&mut self) {
+        if self.health_probe.is_some() {
+            return;
+        }
+        let serving = matches!(self.machine.mode(), Mode::Serving | Mode::Reloading);
+        let current = self.machine.current().and_then(|g| g.pid);
+        match (serving, current) {
+            (true, Some(pid)) => {
+                let probe = self.config.ready.probe.clone();
+                let timeout = self.config.health.timeout;
+                self.health_probe = Some(Box::pin(async move {
+                    probe::attempt_owned(&probe, pid as i32, timeout)
+                        .await
+                        .map_err(|e| warn!(steward_phase = "serving", "health probe: {e}"))
+                        .is_ok()
+                }));
             }
-            for action in actions {
-                match action {
-                    Action::NotifyReady(status) => {
-                        let ms = self.spawned_at.elapsed().as_millis() as u64;
-                        info!(
-                            steward_phase = "serving",
-                            steward_child_pid = self.pid.as_raw(),
-                            steward_elapsed_ms = ms,
-                            "{status} ({} passed {ms} ms after spawn); READY=1",
-                            self.config.ready.probe.describe()
-                        );
-                        self.notifier.ready(&status);
-                    }
-                    Action::NotifyStopping(status) => {
-                        self.ports = procfs::listening_ports(self.pid.as_raw());
-                        self.ports.extend(self.config.ready.probe.port());
-                        info!(
-                            steward_phase = "stopping",
-                            steward_child_pid = self.pid.as_raw(),
-                            steward_signal =
-                                machine.stop_signal().map(StopSignal::as_str).unwrap_or(""),
-                            steward_deadline_ms = self.deadline_ms(),
-                            steward_deadline_source = self.deadline.source_tag(),
-                            "{status}; STOPPING=1; {}",
-                            self.deadline.describe()
-                        );
-                        self.notifier.stopping(&status);
-                        if self.config.stop.drain == DrainMode::Connections {
-                            let mut i = tokio::time::interval(self.config.stop.drain_poll);
-                            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            drain_poll = Some(i);
-                        }
-                    }
-                    Action::Status(status) => {
-                        info!(
-                            steward_phase = machine.phase().as_str(),
-                            steward_child_pid = self.pid.as_raw(),
-                            "{status}"
-                        );
-                        self.notifier.status(&status);
-                    }
-                    Action::ForwardTerm => {
-                        if let Err(e) = child::signal(self.pid, Signal::SIGTERM) {
-                            warn!(error = %e, "cannot forward SIGTERM to child pid {}", self.pid);
-                        }
-                    }
-                    Action::KillTree(reason) => {
-                        drain_poll = None;
-                        self.kill_tree(reason, &machine, &last_probe_error.borrow());
-                    }
-                    Action::Ignored(what) => {
-                        info!(steward_phase = machine.phase().as_str(), "{what}")
-                    }
-                    Action::Exit(code) => return self.finish(code, &machine),
-                }
+            // Not serving: the machine keeps the watchdog fed while it makes progress.
+            _ => self.queue.push_back(Event::Health { ok: true }),
+        }
+    }
+
+    fn control_request(&mut self, req: Request) -> Option<Event> {
+        match req.command {
+            Command::Status => {
+                let _ = req.reply.send(Reply {
+                    ok: true,
+                    error: None,
+                    message: None,
+                    status: Some(self.status()),
+                });
+                None
+            }
+            Command::Reload => {
+                let id = self.next_waiter;
+                self.next_waiter += 1;
+                self.waiters.insert(id, req.reply);
+                info!("reload requested on the control socket");
+                Some(Event::Reload { waiter: Some(id) })
+            }
+            Command::Restart => {
+                let mode = self.machine.mode();
+                let reply = if matches!(mode, Mode::Serving | Mode::Starting) {
+                    Reply::ok("restarting: a new generation starts, the old one drains")
+                } else {
+                    Reply::err(format!("cannot restart while {}", mode.as_str()))
+                };
+                let _ = req.reply.send(reply);
+                info!("restart requested on the control socket");
+                Some(Event::Restart)
             }
         }
+    }
+
+    fn status(&self) -> Status {
+        let now = Instant::now();
+        let current = self.machine.current();
+        let origin = self.timeline_origin.unwrap_or(now);
+        Status {
+            state: self.machine.mode().as_str().to_string(),
+            pid: std::process::id(),
+            generation: current.map(|g| g.id).unwrap_or(0),
+            child_pid: current.and_then(|g| g.pid),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            child_uptime_s: current
+                .and_then(|g| g.serving_since)
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            restarts: self.machine.restarts(),
+            in_flight: current.and_then(|g| {
+                let rt = self.gens.get(&g.id)?;
+                let mut ports = rt.ports.clone();
+                ports.extend(self.sockets.ports());
+                ports.extend(procfs::listening_ports(rt.pid.as_raw()));
+                Some(procfs::downstream_connections(rt.pid.as_raw(), &ports))
+            }),
+            generations: self
+                .machine
+                .gens()
+                .map(|g| GenStatus {
+                    generation: g.id,
+                    pid: g.pid,
+                    state: format!("{:?}", g.state).to_lowercase(),
+                    in_flight: g.in_flight,
+                })
+                .collect(),
+            deadline: self.deadline.describe(),
+            last_event: self.last_event.clone(),
+            timeline: self
+                .timeline
+                .iter()
+                .map(|(t, e)| TimelineEntry {
+                    at_ms: t.saturating_duration_since(origin).as_millis() as u64,
+                    event: e.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts a new timeline (a reload or a stop) for `steward status`.
+    fn timeline_begin(&mut self) {
+        self.timeline.clear();
+        self.timeline_origin = Some(Instant::now());
+    }
+
+    fn record(&mut self, text: &str) {
+        self.last_event = Some(text.to_string());
+        if self.timeline_origin.is_some() {
+            if self.timeline.len() >= TIMELINE_MAX {
+                self.timeline.pop_front();
+            }
+            self.timeline.push_back((Instant::now(), text.to_string()));
+        }
+    }
+
+    /// Reaps whatever exited and turns it into events.
+    fn reap(&mut self) {
+        for (pid, status) in child::reap_exited() {
+            if self.check.as_ref().is_some_and(|c| c.pid == pid) {
+                let output = self
+                    .check
+                    .take()
+                    .map(|c| std::fs::read_to_string(&c.output).unwrap_or_default())
+                    .unwrap_or_default();
+                let result = if status == ChildStatus::Code(0) {
+                    Ok(())
+                } else {
+                    let tail: Vec<&str> = output
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .rev()
+                        .take(3)
+                        .collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    Err(format!(
+                        "`{} -t` failed ({}): {}",
+                        self.program_name(),
+                        status.describe(),
+                        tail.join(" | ")
+                    ))
+                };
+                self.queue.push_back(Event::ConfigChecked(result));
+                continue;
+            }
+            match self
+                .gens
+                .iter()
+                .find(|(_, rt)| rt.pid == pid)
+                .map(|(g, _)| *g)
+            {
+                Some(gen) => {
+                    self.gens.remove(&gen);
+                    if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
+                        self.probe = None;
+                    }
+                    if self.handoff.as_ref().is_some_and(|(g, _)| *g == gen) {
+                        self.handoff = None;
+                    }
+                    self.queue.push_back(Event::Exited { gen, status });
+                }
+                None => info!(
+                    steward_reaped_pid = pid.as_raw(),
+                    "reaped orphaned descendant pid {pid} ({})",
+                    status.describe()
+                ),
+            }
+        }
+    }
+
+    /// Kills a generation whose start went wrong and reports it.
+    fn spawn_failed(&mut self, gen: GenId, reason: String, code: i32) -> Event {
+        if let Some(rt) = self.gens.remove(&gen) {
+            child::kill_tree(rt.pid);
+        }
+        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
+            self.probe = None;
+        }
+        error!(steward_generation = gen, "generation {gen}: {reason}");
+        Event::SpawnFailed { gen, reason, code }
+    }
+
+    /// After a generation passed its probe: every listener steward handed over must be
+    /// held by it, or a key did not match its own listener addresses.
+    fn unclaimed_listeners(&self, gen: GenId) -> Option<String> {
+        let rt = self.gens.get(&gen)?;
+        let held = procfs::group_socket_inodes(rt.pid.as_raw());
+        let missing: Vec<String> = self
+            .sockets
+            .inodes()
+            .into_iter()
+            .filter(|(_, ino)| !held.contains(ino))
+            .map(|(k, _)| k)
+            .collect();
+        if missing.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "the child did not claim listener(s) {} handed over by steward: sockets.listen entries must match the child's own listener addresses byte for byte (fix: sockets.listen in {})",
+                missing.join(", "),
+                self.config.path.display()
+            ))
+        }
+    }
+
+    /// Carries out the machine's actions; `Some(code)` when steward must exit.
+    fn carry_out(&mut self, actions: Vec<Action>) -> Option<i32> {
+        for action in actions {
+            match action {
+                Action::CheckConfig => self.check_config(),
+                Action::Spawn { gen, why } => self.spawn(gen, why),
+                Action::NotifyReady(status) => {
+                    let gen = self.machine.current();
+                    let (id, pid, since) = gen
+                        .map(|g| (g.id, g.pid.unwrap_or(0), g.spawned))
+                        .unwrap_or((0, 0, Instant::now()));
+                    let ms = Instant::now().saturating_duration_since(since).as_millis() as u64;
+                    info!(
+                        steward_phase = "serving",
+                        steward_generation = id,
+                        steward_child_pid = pid,
+                        steward_elapsed_ms = ms,
+                        "{status} ({} passed {ms} ms after spawn); READY=1",
+                        self.config.ready.probe.describe()
+                    );
+                    self.record(&status);
+                    self.notifier.ready(&status);
+                }
+                Action::NotifyReloading(status) => {
+                    self.timeline_begin();
+                    info!(steward_phase = "reloading", "{status}; RELOADING=1");
+                    self.record(&status);
+                    self.notifier.reloading(&status);
+                }
+                Action::NotifyStopping(status) => {
+                    self.timeline_begin();
+                    let pid = self.machine.current().and_then(|g| g.pid).unwrap_or(0);
+                    info!(
+                        steward_phase = "stopping",
+                        steward_child_pid = pid,
+                        steward_signal = self
+                            .machine
+                            .stop_signal()
+                            .map(StopSignal::as_str)
+                            .unwrap_or(""),
+                        steward_deadline_ms = self.deadline_ms(),
+                        steward_deadline_source = self.deadline.source_tag(),
+                        "{status}; STOPPING=1; {}",
+                        self.deadline.describe()
+                    );
+                    self.record(&status);
+                    self.notifier.stopping(&status);
+                }
+                Action::Status(status) => {
+                    let pid = self.machine.current().and_then(|g| g.pid).unwrap_or(0);
+                    info!(
+                        steward_phase = self.machine.mode().as_str(),
+                        steward_child_pid = pid,
+                        "{status}"
+                    );
+                    self.record(&status);
+                    self.notifier.status(&status);
+                }
+                Action::Terminate { gen } => self.terminate(gen),
+                Action::KillTree { gen, reason } => self.kill_tree(gen, reason),
+                Action::CloseSockets => {
+                    if !self.sockets.is_empty() {
+                        info!("closing steward's copies of the listeners");
+                        self.sockets.close();
+                    }
+                }
+                Action::ReloadFinished { waiters, result } => {
+                    let reply = match &result {
+                        Ok(gen) => {
+                            info!(
+                                steward_phase = "serving",
+                                steward_generation = *gen,
+                                "reload done: generation {gen} serves"
+                            );
+                            Reply::ok(format!("reloaded: generation {gen} serves"))
+                        }
+                        Err(e) => {
+                            warn!(steward_phase = "serving", "reload failed: {e}");
+                            Reply::err(format!("reload failed: {e}"))
+                        }
+                    };
+                    self.record(&match &result {
+                        Ok(gen) => format!("reload done: generation {gen}"),
+                        Err(e) => format!("reload failed: {e}"),
+                    });
+                    for w in waiters {
+                        if let Some(tx) = self.waiters.remove(&w) {
+                            let _ = tx.send(reply.clone());
+                        }
+                    }
+                    if let Some(new) = self.next_config.take().filter(|_| result.is_ok()) {
+                        if let Err(e) =
+                            std::fs::rename(self.dir.join(NEXT_CONF), self.dir.join(EFFECTIVE_CONF))
+                        {
+                            warn!("cannot install the reloaded Pingora conf as {EFFECTIVE_CONF}: {e}; a later restart would use the previous one");
+                        }
+                        self.config = new;
+                    }
+                }
+                Action::WatchdogPing => {
+                    if self.watchdog.is_some() {
+                        self.notifier.watchdog();
+                    }
+                }
+                Action::Note(text) => {
+                    info!(steward_phase = self.machine.mode().as_str(), "{text}");
+                    self.record(&text);
+                }
+                Action::Warn(text) => {
+                    warn!(steward_phase = self.machine.mode().as_str(), "{text}");
+                    self.record(&text);
+                }
+                Action::Exit(code) => return Some(self.finish(code)),
+            }
+        }
+        None
     }
 
     fn deadline_ms(&self) -> u64 {
@@ -313,49 +715,187 @@ impl Driver<'_> {
             .unwrap_or(0)
     }
 
-    /// Reaps whatever exited; returns the main child's status if it was among them.
-    fn reap(&self) -> Option<crate::lifecycle::ChildStatus> {
-        let mut main = None;
-        for (pid, status) in child::reap_exited() {
-            if pid == self.pid {
-                main = Some(status);
-            } else {
-                info!(
-                    steward_reaped_pid = pid.as_raw(),
-                    "reaped orphaned descendant pid {pid} ({})",
-                    status.describe()
-                );
-            }
+    /// Re-reads the configuration and runs the child with `-t` on it.
+    fn check_config(&mut self) {
+        let fail =
+            |q: &mut VecDeque<Event>, msg: String| q.push_back(Event::ConfigChecked(Err(msg)));
+        let new = match Config::load(&self.config.path) {
+            Ok(c) => c,
+            Err(e) => return fail(&mut self.queue, format!("configuration error: {e}")),
+        };
+        if new.sockets != self.config.sockets {
+            return fail(
+                &mut self.queue,
+                "sockets.listen changed; a reload keeps the listeners: restart steward to change them".into(),
+            );
         }
-        main
+        let conf = match write_effective(&new, &self.deadline, &self.dir, NEXT_CONF) {
+            Ok(p) => p,
+            Err((_, msg)) => return fail(&mut self.queue, msg),
+        };
+        let output = self.dir.join(CHECK_OUTPUT);
+        match child::spawn(
+            &new.child,
+            &conf,
+            child::SpawnMode::Test { output: &output },
+        ) {
+            Ok(pid) => {
+                info!(
+                    steward_phase = "reloading",
+                    "checking the new configuration: {} -t (pid {pid})",
+                    new.child.program.display()
+                );
+                self.check = Some(CheckRun {
+                    pid,
+                    output,
+                    started: Instant::now(),
+                });
+                self.next_config = Some(new);
+            }
+            Err(e) => fail(
+                &mut self.queue,
+                format!("cannot run {} -t: {e}", new.child.program.display()),
+            ),
+        }
     }
 
-    fn kill_tree(&self, reason: KillReason, machine: &Lifecycle, probe_error: &str) {
+    fn spawn(&mut self, gen: GenId, why: Why) {
+        // A reload's generation runs the checked candidate; it is adopted only once that
+        // generation serves, so a crash restart after a failed reload uses the last good one.
+        let (cfg, conf) = match (why, &self.next_config) {
+            (Why::Reload, Some(next)) => (next.clone(), self.dir.join(NEXT_CONF)),
+            _ => (self.config.clone(), self.dir.join(EFFECTIVE_CONF)),
+        };
+        let upgrade_sock = self.dir.join(UPGRADE_SOCK);
+        // A socket file left by a child that died mid-bootstrap would refuse the hand-off.
+        let _ = std::fs::remove_file(&upgrade_sock);
+        let upgrade = !self.sockets.is_empty();
+        let pid = match child::spawn(&cfg.child, &conf, child::SpawnMode::Serve { upgrade }) {
+            Ok(pid) => pid,
+            Err(e) => {
+                let code = match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        exit::CONFIG
+                    }
+                    _ => exit::OSERR,
+                };
+                let msg = format!(
+                    "cannot start {}: {e} (fix: child.command in {})",
+                    cfg.child.program.display(),
+                    cfg.path.display()
+                );
+                error!(steward_phase = "starting", "{msg}");
+                self.queue.push_back(Event::SpawnFailed {
+                    gen,
+                    reason: msg,
+                    code,
+                });
+                return;
+            }
+        };
+        let command_line = std::iter::once(cfg.child.program.display().to_string())
+            .chain(cfg.child.args.iter().cloned())
+            .chain(upgrade.then(|| "-u".to_string()))
+            .chain(["-c".into(), conf.display().to_string()])
+            .collect::<Vec<_>>()
+            .join(" ");
+        info!(
+            steward_phase = "starting",
+            steward_generation = gen,
+            steward_child_pid = pid.as_raw(),
+            "started child pid {pid}: {command_line}; generation {gen} ({}); waiting until it serves ({})",
+            why.as_str(),
+            cfg.ready.probe.describe()
+        );
+        self.gens.insert(
+            gen,
+            GenRt {
+                pid,
+                ports: HashSet::new(),
+            },
+        );
+        if upgrade {
+            let keys = self.sockets.keys();
+            let fds = self.sockets.raw_fds();
+            self.handoff = Some((
+                gen,
+                Box::pin(async move {
+                    upgrade::hand_off(&upgrade_sock, &keys, &fds, pid, HANDOFF_TIMEOUT).await
+                }),
+            ));
+        }
+        let probe = cfg.ready.probe.clone();
+        let interval = cfg.ready.interval;
+        self.probe = Some((gen, Box::pin(wait_ready(probe, interval, pid.as_raw()))));
+        self.queue.push_back(Event::Spawned {
+            gen,
+            pid: pid.as_raw() as u32,
+        });
+    }
+
+    fn terminate(&mut self, gen: GenId) {
+        let Some(rt) = self.gens.get_mut(&gen) else {
+            return;
+        };
+        rt.ports = procfs::listening_ports(rt.pid.as_raw());
+        rt.ports.extend(self.sockets.ports());
+        rt.ports.extend(self.config.ready.probe.port());
+        if let Err(e) = child::signal(rt.pid, Signal::SIGTERM) {
+            warn!(error = %e, "cannot send SIGTERM to child pid {}", rt.pid);
+        }
+        info!(
+            steward_generation = gen,
+            steward_child_pid = rt.pid.as_raw(),
+            "SIGTERM to generation {gen} (child pid {}): draining",
+            rt.pid
+        );
+        if self.config.stop.drain == DrainMode::Connections && self.drain_poll.is_none() {
+            let mut i = tokio::time::interval(self.config.stop.drain_poll);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            self.drain_poll = Some(i);
+        }
+        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
+            self.probe = None;
+        }
+    }
+
+    fn kill_tree(&mut self, gen: GenId, reason: KillReason) {
+        let Some(rt) = self.gens.get(&gen) else {
+            return;
+        };
+        let pid = rt.pid;
+        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
+            self.probe = None;
+        }
         let now = Instant::now();
-        let elapsed_ms = machine
-            .stop_elapsed(now)
-            .map(|d| d.as_millis() as u64)
+        let g = self.machine.gen(gen);
+        let elapsed_ms = g
+            .and_then(|g| g.drain_began)
+            .map(|t| now.saturating_duration_since(t).as_millis() as u64)
             .unwrap_or(0);
-        let killed = child::kill_tree(self.pid);
-        let pid = self.pid.as_raw();
+        let in_flight = g.and_then(|g| g.in_flight);
+        let killed = child::kill_tree(pid);
+        let pid = pid.as_raw();
         match reason {
             KillReason::Deadline => warn!(
                 steward_phase = "killing",
                 steward_escalation = "deadline",
+                steward_generation = gen,
                 steward_child_pid = pid,
                 steward_signal = "SIGKILL",
                 steward_deadline_ms = self.deadline_ms(),
                 steward_deadline_source = self.deadline.source_tag(),
                 steward_elapsed_ms = elapsed_ms,
-                steward_in_flight = machine.in_flight().unwrap_or(0) as u64,
+                steward_in_flight = in_flight.unwrap_or(0) as u64,
                 steward_killed = killed as u64,
                 "stop deadline reached after {elapsed_ms} ms: SIGKILL to child pid {pid}'s process tree ({killed} processes), {} in flight were cut; {}",
-                machine.in_flight().map(|n| format!("{n} requests")).unwrap_or_else(|| "whatever was".into()),
+                in_flight.map(|n| format!("{n} requests")).unwrap_or_else(|| "whatever was".into()),
                 self.deadline.describe()
             ),
             KillReason::Drained => info!(
-                steward_phase = "stopping",
+                steward_phase = self.machine.mode().as_str(),
                 steward_escalation = "drained",
+                steward_generation = gen,
                 steward_child_pid = pid,
                 steward_signal = "SIGKILL",
                 steward_elapsed_ms = elapsed_ms,
@@ -366,93 +906,106 @@ impl Driver<'_> {
             KillReason::StartTimeout => error!(
                 steward_phase = "killing",
                 steward_escalation = "start-timeout",
+                steward_generation = gen,
                 steward_child_pid = pid,
                 steward_signal = "SIGKILL",
                 steward_killed = killed as u64,
-                "child pid {pid} did not serve within ready.timeout {} (last probe: {probe_error}); killed its process tree",
+                "child pid {pid} did not serve within ready.timeout {}; killed its process tree",
                 fmt_duration(self.config.ready.timeout)
             ),
             KillReason::Operator => warn!(
                 steward_phase = "killing",
                 steward_escalation = "operator",
+                steward_generation = gen,
                 steward_child_pid = pid,
                 steward_signal = "SIGKILL",
                 steward_elapsed_ms = elapsed_ms,
                 steward_killed = killed as u64,
                 "second SIGINT after {elapsed_ms} ms: SIGKILL to child pid {pid}'s process tree"
             ),
+            KillReason::Unhealthy => warn!(
+                steward_phase = "serving",
+                steward_escalation = "unhealthy",
+                steward_generation = gen,
+                steward_child_pid = pid,
+                steward_signal = "SIGKILL",
+                steward_killed = killed as u64,
+                "child pid {pid} failed {} health probes in a row; killed its process tree to replace it (listeners kept)",
+                self.config.health.failures
+            ),
         }
     }
 
-    /// Kills and reaps whatever the child left behind, then reports the outcome.
-    fn finish(&self, code: i32, machine: &Lifecycle) -> i32 {
-        let leftovers = child::kill_tree(self.pid);
+    /// Kills and reaps whatever is left, then reports the outcome.
+    fn finish(&mut self, code: i32) -> i32 {
+        if let Some(c) = self.check.take() {
+            child::kill_tree(c.pid);
+        }
+        let leftovers = child::kill_descendants();
         let reaped = child::reap_all(FINAL_REAP);
         if leftovers > 0 {
             warn!(
                 steward_killed = leftovers as u64,
-                "killed {leftovers} processes the child left behind"
+                "killed {leftovers} processes the children left behind"
             );
         }
-        let elapsed_ms = machine
+        for (_, tx) in self.waiters.drain() {
+            let _ = tx.send(Reply::err("steward exited"));
+        }
+        let elapsed_ms = self
+            .machine
             .stop_elapsed(Instant::now())
             .map(|d| d.as_millis() as u64);
-        let how = match machine.kill_reason() {
-            Some(r) => r.as_str(),
-            None if machine.stop_signal().is_some() => "exited",
-            None => "exited-on-its-own",
+        let how = match self.machine.stop_signal() {
+            Some(_) => "stopped",
+            None => "child-exited",
         };
         info!(
             steward_phase = "exited",
-            steward_child_pid = self.pid.as_raw(),
             steward_exit_code = code,
             steward_stop = how,
             steward_elapsed_ms = elapsed_ms.unwrap_or(0),
             steward_reaped = reaped.len() as u64,
             "steward exits with code {code}{}",
             elapsed_ms
-                .map(|ms| format!(" {ms} ms after the stop began ({how})"))
+                .map(|ms| format!(" {ms} ms after the stop began"))
                 .unwrap_or_default()
         );
+        let _ = std::fs::remove_file(self.dir.join(control::SOCKET_NAME));
         code
     }
 }
 
-/// Probes until the child serves, from a port the child itself listens on.
-async fn wait_ready(
-    probe: Probe,
-    interval: Duration,
-    pgid: i32,
-    last_error: std::rc::Rc<std::cell::RefCell<String>>,
-) {
-    let mut warned = false;
+/// Probes until the generation serves on a connection its own processes accepted.
+async fn wait_ready(probe: crate::config::Probe, interval: Duration, pgid: i32) {
+    let mut last = String::new();
     loop {
-        match probe::attempt(&probe).await {
-            Ok(()) => {
-                let ports = procfs::listening_ports(pgid);
-                match probe.port() {
-                    Some(port) if !ports.is_empty() && !ports.contains(&port) => {
-                        let msg = format!(
-                            "port {port} answers, but child pid {pgid} does not listen on it (it listens on {ports:?}); is another process holding it?"
-                        );
-                        if !warned {
-                            warn!("{msg}");
-                            warned = true;
-                        }
-                        *last_error.borrow_mut() = msg;
-                    }
-                    _ => return,
+        match probe::attempt_owned(&probe, pgid, READY_ATTEMPT_TIMEOUT).await {
+            Ok(()) => return,
+            Err(e) => {
+                if e != last {
+                    tracing::debug!("readiness probe: {e}");
+                    last = e;
                 }
             }
-            Err(e) => *last_error.borrow_mut() = e,
         }
         tokio::time::sleep(interval).await;
     }
 }
 
-async fn poll_opt(f: &mut Option<ProbeFuture>) {
+async fn poll_opt<T>(f: &mut Option<(GenId, BoxFuture<T>)>) -> (GenId, T) {
     match f {
-        Some(f) => f.await,
+        Some((gen, fut)) => {
+            let v = fut.await;
+            (*gen, v)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_opt_val<T>(f: &mut Option<BoxFuture<T>>) -> T {
+    match f {
+        Some(fut) => fut.await,
         None => std::future::pending().await,
     }
 }

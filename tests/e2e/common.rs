@@ -33,21 +33,34 @@ pub struct Setup {
 impl Setup {
     /// steward supervising `kind` with this Pingora YAML and these `[stop]` lines.
     pub fn start(kind: Kind, yaml: &str, stop: &str) -> Setup {
+        Setup::start_with(kind, yaml, stop, false, "")
+    }
+
+    /// As [`Setup::start`], with steward owning the listeners when `sockets`, and `more`
+    /// TOML tables appended.
+    pub fn start_with(kind: Kind, yaml: &str, stop: &str, sockets: bool, more: &str) -> Setup {
+        let mut extra = more.to_string();
         let scratch = Scratch::new("setup");
         let notify = NotifySocket::bind(&scratch.path);
         let yaml_path = scratch.write("pingora.yaml", yaml);
         let mut env = vec![("NOTIFY_SOCKET", notify.path.display().to_string())];
         let (command, ready, proxy, origin) = match kind {
             Kind::StewardProxy => {
-                let (settings, proxy, health) = proxy_settings(&scratch);
+                let a = proxy_settings(&scratch);
+                if sockets {
+                    extra.push_str(&format!(
+                        "[sockets]\nlisten = [\"{}\", \"{}\"]\n",
+                        a.proxy, a.origin
+                    ));
+                }
                 (
                     format!(
                         "[\"{}\", \"--proxy-config\", \"{}\"]",
                         bin("steward-proxy").display(),
-                        settings.display()
+                        a.settings.display()
                     ),
-                    format!("http = \"http://{health}/health\""),
-                    proxy,
+                    format!("http = \"http://{}/health\"", a.health),
+                    a.proxy,
                     None,
                 )
             }
@@ -56,6 +69,9 @@ impl Setup {
                 let proxy = format!("127.0.0.1:{}", free_port());
                 env.push(("STOCK_LISTEN", proxy.clone()));
                 env.push(("STOCK_UPSTREAM", origin.addr.clone()));
+                if sockets {
+                    extra.push_str(&format!("[sockets]\nlisten = [\"{proxy}\"]\n"));
+                }
                 (
                     format!("[\"{}\"]", bin("stock-pingora").display()),
                     format!("tcp = \"{proxy}\""),
@@ -67,7 +83,7 @@ impl Setup {
         let config = scratch.write(
             "steward.toml",
             &format!(
-                "runtime_dir = \"{}/run\"\n[child]\ncommand = {command}\npingora_conf = \"{}\"\n[ready]\n{ready}\ntimeout = \"20s\"\n[stop]\n{stop}\n",
+                "runtime_dir = \"{}/run\"\n[child]\ncommand = {command}\npingora_conf = \"{}\"\n[ready]\n{ready}\ntimeout = \"20s\"\n[stop]\n{stop}\n{extra}",
                 scratch.path.display(),
                 yaml_path.display()
             ),
@@ -80,6 +96,11 @@ impl Setup {
             proxy,
             origin,
         }
+    }
+
+    /// steward's control socket.
+    pub fn control(&self) -> std::path::PathBuf {
+        self.scratch.path.join("run/control.sock")
     }
 
     /// Waits for READY=1, failing the test with steward's log if it does not come.

@@ -54,7 +54,7 @@ fn proxy_serves_the_moment_ready_is_sent() {
     assert!(body.contains("demo origin"), "{body}");
     assert!(
         s.notify
-            .wait_for("STATUS=serving: child pid", Duration::ZERO)
+            .wait_for("STATUS=serving: generation 1, child pid", Duration::ZERO)
             .is_some(),
         "{:?}",
         s.notify.messages()
@@ -133,7 +133,7 @@ fn explicit_deadline_is_logged_as_configured() {
 #[test]
 fn child_that_never_serves_fails_the_start_within_the_timeout() {
     let scratch = Scratch::new("never-ready");
-    let (settings, _, _) = proxy_settings(&scratch);
+    let settings = proxy_settings(&scratch).settings;
     let config = scratch.write(
         "steward.toml",
         &format!(

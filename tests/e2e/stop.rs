@@ -201,7 +201,7 @@ fn second_sigint_kills_at_once() {
 fn sigterm_before_ready_stops_cleanly() {
     let scratch = Scratch::new("early-term");
     let mut notify = NotifySocket::bind(&scratch.path);
-    let (settings, _proxy, _health) = proxy_settings(&scratch);
+    let settings = proxy_settings(&scratch).settings;
     // A probe that never passes keeps steward in "starting".
     let config = scratch.write(
         "steward.toml",

@@ -38,12 +38,23 @@ pub fn etc_dir() -> PathBuf {
         .join("etc")
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, below the kernel's ephemeral range
+/// (32768 and up), so no client connection of a parallel test can take it meanwhile.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let seed = std::process::id() as usize * 7919
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as usize)
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20000 + ((seed + n * 104_729) % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
 }
 
 /// A scratch directory, removed on drop.
@@ -77,41 +88,45 @@ impl Drop for Scratch {
     }
 }
 
-/// A fake systemd notify socket: records every datagram steward sends.
+/// A fake systemd notify socket: records every datagram steward sends. A thread reads it
+/// continuously, as systemd does, so steward never blocks on a full socket queue.
 pub struct NotifySocket {
     pub path: PathBuf,
-    sock: UnixDatagram,
-    seen: Vec<(Instant, String)>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
 }
 
 impl NotifySocket {
     pub fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("bind notify socket");
-        sock.set_nonblocking(true).expect("nonblocking");
-        NotifySocket {
-            path,
-            sock,
-            seen: vec![],
-        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends when the scratch directory (and the socket file) is gone and the read
+            // times out, or the process exits.
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(60)));
+            while let Ok(n) = sock.recv(&mut buf) {
+                if let Ok(mut v) = sink.lock() {
+                    v.push((
+                        Instant::now(),
+                        String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    ));
+                }
+            }
+        });
+        NotifySocket { path, seen }
     }
 
-    fn drain(&mut self) {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.sock.recv(&mut buf) {
-            self.seen.push((
-                Instant::now(),
-                String::from_utf8_lossy(&buf[..n]).into_owned(),
-            ));
-        }
+    fn snapshot(&self) -> Vec<(Instant, String)> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Waits for a datagram containing `needle`; returns when it arrived.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<Instant> {
         let end = Instant::now() + timeout;
         loop {
-            self.drain();
-            if let Some((t, _)) = self.seen.iter().find(|(_, m)| m.contains(needle)) {
+            if let Some((t, _)) = self.snapshot().iter().find(|(_, m)| m.contains(needle)) {
                 return Some(*t);
             }
             if Instant::now() >= end {
@@ -122,8 +137,7 @@ impl NotifySocket {
     }
 
     pub fn messages(&mut self) -> Vec<String> {
-        self.drain();
-        self.seen.iter().map(|(_, m)| m.clone()).collect()
+        self.snapshot().into_iter().map(|(_, m)| m).collect()
     }
 }
 
@@ -309,17 +323,108 @@ impl Drop for Steward {
     }
 }
 
-/// Writes steward-proxy's settings on fresh ports; returns (settings path, proxy address,
-/// health address).
-pub fn proxy_settings(scratch: &Scratch) -> (PathBuf, String, String) {
+/// Where a steward-proxy written by [`proxy_settings`] listens.
+pub struct ProxyAddrs {
+    pub settings: PathBuf,
+    pub proxy: String,
+    pub health: String,
+    pub origin: String,
+}
+
+/// Writes steward-proxy's settings on fresh ports.
+pub fn proxy_settings(scratch: &Scratch) -> ProxyAddrs {
     let (p, h, o) = (free_port(), free_port(), free_port());
     let proxy = format!("127.0.0.1:{p}");
     let health = format!("127.0.0.1:{h}");
-    let path = scratch.write(
+    let origin = format!("127.0.0.1:{o}");
+    let settings = scratch.write(
         "proxy.toml",
         &format!(
-            "listen = [\"{proxy}\"]\nupstreams = [\"127.0.0.1:{o}\"]\n[health]\nlisten = \"{health}\"\n[origin]\nlisten = \"127.0.0.1:{o}\"\n"
+            "listen = [\"{proxy}\"]\nupstreams = [\"{origin}\"]\n[health]\nlisten = \"{health}\"\n[origin]\nlisten = \"{origin}\"\n"
         ),
     );
-    (path, proxy, health)
+    ProxyAddrs {
+        settings,
+        proxy,
+        health,
+        origin,
+    }
+}
+
+/// Counts of a load run: every request is a new connection, so a refused connection is
+/// seen as such and not hidden behind a keep-alive pool.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadCounts {
+    pub ok: u64,
+    pub refused: u64,
+    /// Connected, but no complete 200 came back.
+    pub failed: u64,
+}
+
+/// Runs `clients` threads doing `GET path` on `addr` back to back until `stop` is set.
+pub fn load(
+    addr: &str,
+    path: &str,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(LoadCounts, Vec<String>)> {
+    let addr = addr.to_string();
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                let (addr, path, stop) = (addr.clone(), path.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut c = LoadCounts::default();
+                    let mut errors = vec![];
+                    while !stop.load(Ordering::SeqCst) {
+                        match http_get(&addr, &path, Duration::from_secs(10)) {
+                            Ok((200, _)) => c.ok += 1,
+                            Ok((code, _)) => {
+                                c.failed += 1;
+                                errors.push(format!("status {code}"));
+                            }
+                            Err(e) if e.contains("Connection refused") => {
+                                c.refused += 1;
+                                errors.push(e);
+                            }
+                            Err(e) => {
+                                c.failed += 1;
+                                errors.push(e);
+                            }
+                        }
+                    }
+                    (c, errors)
+                })
+            })
+            .collect();
+        let mut total = LoadCounts::default();
+        let mut errors = vec![];
+        for w in workers {
+            if let Ok((c, e)) = w.join() {
+                total.ok += c.ok;
+                total.refused += c.refused;
+                total.failed += c.failed;
+                errors.extend(e);
+            }
+        }
+        (total, errors)
+    })
+}
+
+/// Runs `steward <command> --socket <socket>`; its exit code and output.
+pub fn steward_cli(command: &str, socket: &Path) -> (Option<i32>, String) {
+    let out = Command::new(bin("steward"))
+        .args([command, "--socket"])
+        .arg(socket)
+        .output()
+        .expect("run steward client");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }

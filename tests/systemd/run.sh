@@ -24,6 +24,8 @@ SCENARIOS=(
   "6 structured journal fields"
   "7 restart and SIGKILL of steward"
   "8 bad configuration: 78, no restart loop"
+  "9 systemctl reload keeps MainPID, fails visibly"
+  "10 watchdog: healthy never fires, hung steward does"
 )
 
 if ! reason=$(sd_can_run); then
@@ -161,8 +163,8 @@ expect_eq "request right after start returns" "$(http_code /)" 200
 expect_eq ActiveState "$(show ActiveState)" active
 main=$(show MainPID)
 expect_eq "MainPID's program" "$(sd_run cat "/proc/$main/comm")" steward
-expect_match StatusText "$(show StatusText)" '^serving: child pid [0-9]+$'
-expect_match "systemctl status" "$(sd_systemctl status "$UNIT" || true)" 'Status: "serving: child pid'
+expect_match StatusText "$(show StatusText)" '^serving: generation [0-9]+, child pid [0-9]+$'
+expect_match "systemctl status" "$(sd_systemctl status "$UNIT" || true)" 'Status: "serving: generation 1, child pid'
 expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'passed [0-9]+ ms after spawn\); READY=1'
 end
 
@@ -269,7 +271,7 @@ begin "${SCENARIOS[6]}"
 reset_unit
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 old_main=$(show MainPID)
-old_child=$(show StatusText | sed -n 's/^serving: child pid \([0-9]*\)$/\1/p')
+old_child=$(show StatusText | sed -n 's/^serving: generation [0-9]*, child pid \([0-9]*\).*$/\1/p')
 c=$(cursor)
 sd_systemctl restart "$UNIT" || fail "systemctl restart failed"
 new_main=$(show MainPID)
@@ -277,7 +279,7 @@ new_main=$(show MainPID)
 if sd_run test -d "/proc/$old_child"; then fail "old child $old_child survived the restart"; else ok "old child $old_child is gone"; fi
 expect_eq "request after restart" "$(http_code /)" 200
 expect_no_systemd_kill "$c"
-child=$(show StatusText | sed -n 's/^serving: child pid \([0-9]*\)$/\1/p')
+child=$(show StatusText | sed -n 's/^serving: generation [0-9]*, child pid \([0-9]*\).*$/\1/p')
 sd_systemctl kill --kill-whom=main --signal=SIGKILL "$UNIT"
 sleep 0.3
 if sd_run test -d "/proc/$child"; then fail "child $child survived steward's SIGKILL"; else ok "child $child died with steward"; fi
@@ -310,6 +312,49 @@ if sd_systemctl start "$UNIT" 2>/dev/null; then fail "start succeeded with margi
 expect_eq "ExecMainStatus (margin)" "$(show ExecMainStatus)" 78
 expect_match "journal reason (margin)" "$(journal_since "$c" -u "$UNIT" -o cat)" 'stop.margin 5 s is not smaller than the unit.s TimeoutStopSec 4 s'
 end
+
+# 9 ------------------------------------------------------------------------------------
+begin "${SCENARIOS[8]}"
+reset_unit
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+c=$(cursor)
+t=$(now)
+if sd_systemctl reload "$UNIT"; then ok "systemctl reload succeeded"; else fail "systemctl reload failed"; fi
+expect_lt "systemctl reload" "$(since "$t")" 3
+expect_eq "MainPID after reload" "$(show MainPID)" "$main"
+expect_match "StatusText after reload" "$(show StatusText)" '^serving: generation 2, child pid [0-9]+ \(reloaded\)$'
+expect_eq "request after reload" "$(http_code /)" 200
+sd_write_file /etc/steward/pingora.yaml $'version: 1\ngrace_period_seconds: [oops\n'
+if sd_systemctl reload "$UNIT" 2>/dev/null; then fail "reload of a broken configuration succeeded"; else ok "systemctl reload failed for a broken configuration"; fi
+expect_eq "ActiveState after the failed reload" "$(show ActiveState)" active
+expect_eq "MainPID after the failed reload" "$(show MainPID)" "$main"
+expect_match "StatusText after the failed reload" "$(show StatusText)" '^serving: generation 2, .*reload failed: .*invalid YAML'
+expect_eq "request after the failed reload" "$(http_code /)" 200
+expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'reload failed: configuration check failed: configuration error: /etc/steward/pingora.yaml:[0-9]+: invalid YAML'
+end
+
+# 10 -----------------------------------------------------------------------------------
+begin "${SCENARIOS[9]}"
+reset_unit
+sd_dropin "$UNIT" 50-watchdog $'[Service]\nWatchdogSec=2\nTimeoutAbortSec=2\n'
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+c=$(cursor)
+sleep 5
+expect_eq "ActiveState after 5 s with WatchdogSec=2" "$(show ActiveState)" active
+expect_eq "NRestarts with a healthy child" "$(show NRestarts)" 0
+main=$(show MainPID)
+sd_systemctl kill --kill-whom=main --signal=SIGSTOP "$UNIT"
+result=""
+for _ in $(seq 1 80); do
+  result=$(show Result)
+  [[ $result == watchdog ]] && break
+  sleep 0.1
+done
+expect_eq "Result after steward hung (SIGSTOP)" "$result" watchdog
+expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'Watchdog timeout'
+sd_systemctl stop "$UNIT" >/dev/null 2>&1 || true
+end "watchdog"
 
 # ---------------------------------------------------------------------------------------
 echo

@@ -1,0 +1,314 @@
+//! The control socket: `steward status`, `steward reload`, `steward restart`.
+//!
+//! A unix stream socket in the runtime directory, mode 0600, and a peer-credential check
+//! on top (root or steward's own user), so a wrong permission on the directory is not the
+//! only guard. One request line per connection (`status`, `reload`, `restart`), one JSON
+//! line back. Each connection has its own task with a read limit and a timeout, so a
+//! half-open or oversized request cannot block the supervisor's loop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+pub const SOCKET_NAME: &str = "control.sock";
+const MAX_REQUEST: u64 = 256;
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// A reload can take a start timeout plus a check; the client waits that long at most.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Status,
+    Reload,
+    Restart,
+}
+
+impl Command {
+    pub fn parse(line: &str) -> Option<Command> {
+        match line.trim() {
+            "status" => Some(Command::Status),
+            "reload" => Some(Command::Reload),
+            "restart" => Some(Command::Restart),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Reload => "reload",
+            Command::Restart => "restart",
+        }
+    }
+}
+
+/// A request for the supervisor loop, answered through `reply`.
+pub struct Request {
+    pub command: Command,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Reply {
+    pub fn ok(message: impl Into<String>) -> Reply {
+        Reply {
+            ok: true,
+            error: None,
+            message: Some(message.into()),
+            status: None,
+        }
+    }
+
+    pub fn err(error: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(error.into()),
+            message: None,
+            status: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub state: String,
+    pub pid: u32,
+    pub generation: u64,
+    pub child_pid: Option<u32>,
+    pub uptime_s: f64,
+    pub child_uptime_s: Option<f64>,
+    pub restarts: u32,
+    pub in_flight: Option<usize>,
+    pub generations: Vec<GenStatus>,
+    pub deadline: String,
+    pub last_event: Option<String>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GenStatus {
+    pub generation: u64,
+    pub pid: Option<u32>,
+    pub state: String,
+    pub in_flight: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TimelineEntry {
+    pub at_ms: u64,
+    pub event: String,
+}
+
+/// Binds the socket, replacing a stale one left by a steward that was killed.
+pub fn bind(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
+    let path = dir.join(SOCKET_NAME);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            // Another live steward on the same runtime directory would answer.
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another steward", path.display()),
+                ));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ))
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((listener, path))
+}
+
+/// Accepts connections forever, each in its own task.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Request>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let tx = tx.clone();
+                tokio::spawn(async move { connection(stream, tx).await });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
+    let reply = match authorize(&stream) {
+        Err(e) => Reply::err(e),
+        Ok(()) => match read_request(&mut stream).await {
+            Err(e) => Reply::err(e),
+            Ok(command) => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                if tx
+                    .send(Request {
+                        command,
+                        reply: reply_tx,
+                    })
+                    .await
+                    .is_err()
+                {
+                    Reply::err("steward is shutting down")
+                } else {
+                    match tokio::time::timeout(REPLY_TIMEOUT, reply_rx).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(_)) => Reply::err("steward is shutting down"),
+                        Err(_) => Reply::err("no answer within 600 s"),
+                    }
+                }
+            }
+        },
+    };
+    let mut line = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
+    line.push('\n');
+    let _ = stream.write_all(line.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn authorize(stream: &UnixStream) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() == 0 || cred.uid() == me {
+        Ok(())
+    } else {
+        Err(format!(
+            "permission denied: uid {} is neither root nor steward's user (uid {me})",
+            cred.uid()
+        ))
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Command, String> {
+    let mut line = String::new();
+    let mut limited = BufReader::new(stream.take(MAX_REQUEST));
+    match tokio::time::timeout(READ_TIMEOUT, limited.read_line(&mut line)).await {
+        Err(_) => return Err("no request within 2 s".into()),
+        Ok(Err(e)) => return Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    Command::parse(&line).ok_or_else(|| {
+        let shown: String = line.trim().chars().take(40).collect();
+        format!("unknown request {shown:?}; expected status, reload or restart")
+    })
+}
+
+/// The client side: sends one command and returns the reply.
+pub async fn request(path: &Path, command: Command) -> Result<Reply, String> {
+    let mut s = UnixStream::connect(path)
+        .await
+        .map_err(|e| format!("cannot reach steward at {}: {e}", path.display()))?;
+    s.write_all(format!("{}\n", command.as_str()).as_bytes())
+        .await
+        .map_err(|e| format!("sending to {}: {e}", path.display()))?;
+    let mut text = String::new();
+    BufReader::new(s)
+        .read_line(&mut text)
+        .await
+        .map_err(|e| format!("reading from {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("malformed reply {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_single_words() {
+        assert_eq!(Command::parse("status\n"), Some(Command::Status));
+        assert_eq!(Command::parse(" reload "), Some(Command::Reload));
+        assert_eq!(Command::parse("restart"), Some(Command::Restart));
+        assert_eq!(Command::parse("rm -rf /"), None);
+    }
+
+    async fn server() -> (PathBuf, mpsc::Receiver<Request>) {
+        let dir = std::env::temp_dir().join(format!(
+            "steward-control-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (listener, path) = bind(&dir).expect("bind");
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(serve(listener, tx));
+        (path, rx)
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn socket_is_private() {
+        let (path, _rx) = server().await;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_loop_and_its_reply_comes_back() {
+        let (path, mut rx) = server().await;
+        let answer = tokio::spawn(async move {
+            let req = rx.recv().await.expect("request");
+            assert_eq!(req.command, Command::Reload);
+            let _ = req.reply.send(Reply::ok("reloaded"));
+        });
+        let r = request(&path, Command::Reload).await.expect("reply");
+        assert_eq!(r, Reply::ok("reloaded"));
+        answer.await.expect("join");
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_requests_are_refused_and_the_socket_survives() {
+        let (path, mut rx) = server().await;
+        for junk in ["hello\n".to_string(), "x".repeat(10_000)] {
+            let mut s = UnixStream::connect(&path).await.expect("connect");
+            let _ = s.write_all(junk.as_bytes()).await;
+            let mut text = String::new();
+            BufReader::new(s).read_line(&mut text).await.expect("reply");
+            let r: Reply = serde_json::from_str(&text).expect("json");
+            assert!(!r.ok, "{r:?}");
+        }
+        // A half-open connection that never sends is dropped after the timeout, and the
+        // next client is still served meanwhile.
+        let _idle = UnixStream::connect(&path).await.expect("connect");
+        let answer = tokio::spawn(async move {
+            let req = rx.recv().await.expect("request");
+            let _ = req.reply.send(Reply::ok("fine"));
+        });
+        let r = request(&path, Command::Status).await.expect("reply");
+        assert!(r.ok);
+        answer.await.expect("join");
+    }
+}

@@ -1,0 +1,776 @@
+//! The lifecycle, specified transition by transition with paused tokio time.
+
+use super::*;
+use tokio::time::{advance, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(25);
+const QUIET: Duration = Duration::from_millis(50);
+
+fn policy() -> Policy {
+    Policy {
+        deadline: Some(DEADLINE),
+        start_timeout: Duration::from_secs(60),
+        drain_quiet: Some(QUIET),
+        max_crashes: 3,
+        crash_window: Duration::from_secs(300),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(10),
+        stable_after: Duration::from_secs(60),
+        health_failures: 3,
+    }
+}
+
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// A machine whose generation 1 runs as pid 42, not yet ready.
+fn starting_with(p: Policy) -> Lifecycle {
+    let (mut m, a) = Lifecycle::start(p, now());
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            gen: 1,
+            why: Why::Start
+        }]
+    );
+    m.handle(Event::Spawned { gen: 1, pid: 42 }, now());
+    m
+}
+
+fn starting() -> Lifecycle {
+    starting_with(policy())
+}
+
+fn serving() -> Lifecycle {
+    let mut m = starting();
+    m.handle(Event::Ready { gen: 1 }, now());
+    m
+}
+
+fn kills(a: &[Action]) -> Vec<(GenId, KillReason)> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::KillTree { gen, reason } => Some((*gen, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn exit_code(a: &[Action]) -> Option<i32> {
+    a.iter().find_map(|a| match a {
+        Action::Exit(c) => Some(*c),
+        _ => None,
+    })
+}
+
+fn spawns(a: &[Action]) -> Vec<(GenId, Why)> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Spawn { gen, why } => Some((*gen, *why)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reload_result(a: &[Action]) -> Option<(Vec<u64>, Result<GenId, String>)> {
+    a.iter().find_map(|a| match a {
+        Action::ReloadFinished { waiters, result } => Some((waiters.clone(), result.clone())),
+        _ => None,
+    })
+}
+
+// ----- start ------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn ready_is_announced_only_when_the_probe_passes() {
+    let mut m = starting();
+    assert_eq!(m.mode(), Mode::Starting);
+    assert!(m.handle(Event::Tick, now()).is_empty());
+    let a = m.handle(Event::Ready { gen: 1 }, now());
+    assert!(
+        matches!(&a[..], [Action::NotifyReady(s)] if s == "serving: generation 1, child pid 42"),
+        "{a:?}"
+    );
+    assert_eq!(m.mode(), Mode::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn child_leaving_cleanly_before_ready_is_a_failed_start() {
+    let mut m = starting();
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(exit::UNAVAILABLE));
+}
+
+#[tokio::test(start_paused = true)]
+async fn child_failing_before_ready_passes_its_code_on() {
+    let mut m = starting();
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(3),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawn_failure_at_start_exits_with_its_code() {
+    let (mut m, _) = Lifecycle::start(policy(), now());
+    let a = m.handle(
+        Event::SpawnFailed {
+            gen: 1,
+            reason: "ENOENT".into(),
+            code: exit::CONFIG,
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(exit::CONFIG));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_timeout_kills_and_exits_unavailable() {
+    let mut m = starting();
+    assert_eq!(m.next_wakeup(), Some(now() + Duration::from_secs(60)));
+    advance(Duration::from_secs(60)).await;
+    let a = m.handle(Event::Tick, now());
+    assert_eq!(kills(&a), vec![(1, KillReason::StartTimeout)]);
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(exit::UNAVAILABLE));
+}
+
+// ----- stop -------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn stop_sends_stopping_closes_sockets_and_forwards_sigterm() {
+    let mut m = serving();
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    assert!(
+        matches!(&a[0], Action::NotifyStopping(s) if s.contains("25.0 s left")),
+        "{a:?}"
+    );
+    assert_eq!(a[1], Action::CloseSockets);
+    assert_eq!(a[2], Action::Terminate { gen: 1 });
+    assert_eq!(m.mode(), Mode::Stopping);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_child_is_ended_after_the_quiet_period() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+        },
+        now(),
+    );
+    assert!(kills(&a).is_empty());
+    assert_eq!(m.next_wakeup(), Some(now() + QUIET));
+    advance(QUIET).await;
+    let a = m.handle(Event::Tick, now());
+    assert_eq!(kills(&a), vec![(1, KillReason::Drained)]);
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_in_flight_resets_the_quiet_period() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+        },
+        now(),
+    );
+    advance(Duration::from_millis(30)).await;
+    m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 1,
+        },
+        now(),
+    );
+    advance(Duration::from_millis(30)).await;
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+        },
+        now(),
+    );
+    assert!(kills(&a).is_empty());
+    advance(Duration::from_millis(49)).await;
+    assert!(kills(&m.handle(Event::Tick, now())).is_empty());
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        kills(&m.handle(Event::Tick, now())),
+        vec![(1, KillReason::Drained)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_status_counts_requests_in_flight_and_time_left() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 3,
+        },
+        now(),
+    );
+    assert!(
+        matches!(&a[..], [Action::Status(s)] if s == "draining: 3 requests in flight, child pid 42, 25.0 s left"),
+        "{a:?}"
+    );
+    advance(Duration::from_secs(1)).await;
+    let a = m.handle(Event::Tick, now());
+    assert!(
+        matches!(&a[..], [Action::Status(s)] if s.contains("24.0 s left")),
+        "{a:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_kills_the_tree_with_work_in_flight() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 1,
+        },
+        now(),
+    );
+    advance(DEADLINE - Duration::from_millis(1)).await;
+    assert!(kills(&m.handle(Event::Tick, now())).is_empty());
+    advance(Duration::from_millis(1)).await;
+    let a = m.handle(Event::Tick, now());
+    assert_eq!(kills(&a), vec![(1, KillReason::Deadline)]);
+    assert!(
+        matches!(&a[0], Action::Status(s) if s.contains("1 request in flight")),
+        "{a:?}"
+    );
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exit_mode_waits_for_the_child_until_the_deadline() {
+    let mut m = starting_with(Policy {
+        drain_quiet: None,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    m.handle(Event::Stop(StopSignal::Term), now());
+    advance(DEADLINE / 2).await;
+    assert!(kills(&m.handle(Event::Tick, now())).is_empty());
+    advance(DEADLINE / 2).await;
+    assert_eq!(
+        kills(&m.handle(Event::Tick, now())),
+        vec![(1, KillReason::Deadline)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn child_that_drains_by_itself_ends_the_stop_cleanly() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+    assert_eq!(m.mode(), Mode::Exited);
+}
+
+#[tokio::test(start_paused = true)]
+async fn child_failing_during_the_stop_passes_its_code_on() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(3),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn second_sigterm_is_ignored_but_second_sigint_kills() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    assert!(
+        kills(&a).is_empty() && matches!(&a[..], [Action::Note(_)]),
+        "{a:?}"
+    );
+    let a = m.handle(Event::Stop(StopSignal::Int), now());
+    assert_eq!(kills(&a), vec![(1, KillReason::Operator)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_before_ready_stops_cleanly() {
+    let mut m = starting();
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    assert!(matches!(&a[0], Action::NotifyStopping(s) if s.contains("before the child was ready")));
+    assert!(a.contains(&Action::Terminate { gen: 1 }));
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn infinite_deadline_never_kills_a_busy_child() {
+    let mut m = starting_with(Policy {
+        deadline: None,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    assert!(matches!(&a[0], Action::NotifyStopping(s) if s.contains("no deadline")));
+    m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 1,
+        },
+        now(),
+    );
+    advance(Duration::from_secs(3600)).await;
+    assert!(kills(&m.handle(Event::Tick, now())).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_happens_after_exit() {
+    let mut m = starting_with(Policy {
+        max_crashes: 0,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(m.mode(), Mode::Exited);
+    assert!(m.handle(Event::Stop(StopSignal::Term), now()).is_empty());
+    assert_eq!(m.next_wakeup(), None);
+}
+
+// ----- crashes ------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn without_restarts_a_crash_passes_the_childs_code_on() {
+    let mut m = starting_with(Policy {
+        max_crashes: 0,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(11),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(139));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_restarts_after_the_minimum_backoff() {
+    let mut m = serving();
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), None);
+    assert_eq!(m.mode(), Mode::Backoff);
+    assert_eq!(m.next_wakeup(), Some(now() + Duration::from_millis(100)));
+    advance(Duration::from_millis(100)).await;
+    let a = m.handle(Event::Tick, now());
+    assert_eq!(spawns(&a), vec![(2, Why::Crash)]);
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert!(
+        matches!(&a[..], [Action::NotifyReady(s)] if s == "serving: generation 2, child pid 43, 1 restart"),
+        "{a:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_up_to_its_maximum() {
+    let mut m = starting_with(Policy {
+        max_crashes: 100,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    let mut waits = vec![];
+    for gen in 1..=9 {
+        m.handle(
+            Event::Exited {
+                gen,
+                status: ChildStatus::Code(1),
+            },
+            now(),
+        );
+        let wait = m.next_wakeup().expect("backoff timer") - now();
+        waits.push(wait.as_millis());
+        advance(wait).await;
+        m.handle(Event::Tick, now());
+        m.handle(
+            Event::Spawned {
+                gen: gen + 1,
+                pid: 100 + gen as u32,
+            },
+            now(),
+        );
+        m.handle(Event::Ready { gen: gen + 1 }, now());
+    }
+    assert_eq!(
+        waits,
+        vec![100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stable_minute_resets_the_backoff() {
+    let mut m = serving();
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(1),
+        },
+        now(),
+    );
+    advance(Duration::from_millis(100)).await;
+    m.handle(Event::Tick, now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    m.handle(Event::Ready { gen: 2 }, now());
+    advance(Duration::from_secs(61)).await;
+    m.handle(
+        Event::Exited {
+            gen: 2,
+            status: ChildStatus::Code(1),
+        },
+        now(),
+    );
+    assert_eq!(m.next_wakeup(), Some(now() + Duration::from_millis(100)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_crashes_in_the_window_give_up_with_the_childs_code() {
+    let mut m = serving();
+    for gen in 1..=3 {
+        m.handle(
+            Event::Exited {
+                gen,
+                status: ChildStatus::Code(2),
+            },
+            now(),
+        );
+        let wait = m.next_wakeup().expect("backoff") - now();
+        advance(wait).await;
+        m.handle(Event::Tick, now());
+        m.handle(
+            Event::Spawned {
+                gen: gen + 1,
+                pid: 50 + gen as u32,
+            },
+            now(),
+        );
+        m.handle(Event::Ready { gen: gen + 1 }, now());
+    }
+    let a = m.handle(
+        Event::Exited {
+            gen: 4,
+            status: ChildStatus::Code(2),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_during_backoff_exits_at_once() {
+    let mut m = serving();
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(1),
+        },
+        now(),
+    );
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    assert_eq!(exit_code(&a), Some(0));
+}
+
+// ----- reload -----------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn reload_checks_then_starts_the_next_generation_then_retires_the_old() {
+    let mut m = serving();
+    let a = m.handle(Event::Reload { waiter: Some(7) }, now());
+    assert!(
+        matches!(&a[0], Action::NotifyReloading(s) if s.contains("generation 1 keeps serving"))
+    );
+    assert_eq!(a[1], Action::CheckConfig);
+    let a = m.handle(Event::ConfigChecked(Ok(())), now());
+    assert_eq!(spawns(&a), vec![(2, Why::Reload)]);
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    assert_eq!(
+        m.current().map(|g| g.id),
+        Some(1),
+        "the old generation serves until the new one does"
+    );
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert_eq!(a[0], Action::Terminate { gen: 1 });
+    assert!(
+        matches!(&a[1], Action::NotifyReady(s) if s == "serving: generation 2, child pid 43 (reloaded)"),
+        "{a:?}"
+    );
+    assert_eq!(reload_result(&a), Some((vec![7], Ok(2))));
+    assert_eq!(m.mode(), Mode::Serving);
+    // The old generation drains like a stop, with its own deadline, and nothing else moves.
+    m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+        },
+        now(),
+    );
+    advance(QUIET).await;
+    assert_eq!(
+        kills(&m.handle(Event::Tick, now())),
+        vec![(1, KillReason::Drained)]
+    );
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert!(exit_code(&a).is_none());
+    assert_eq!(m.mode(), Mode::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_check_leaves_the_old_generation_serving_untouched() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: Some(1) }, now());
+    let a = m.handle(Event::ConfigChecked(Err("bad yaml".into())), now());
+    assert!(spawns(&a).is_empty() && kills(&a).is_empty());
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::NotifyReady(s) if s.contains("reload failed"))));
+    let (w, r) = reload_result(&a).expect("answered");
+    assert_eq!(w, vec![1]);
+    assert!(r.expect_err("failed").contains("bad yaml"));
+    assert_eq!(m.mode(), Mode::Serving);
+    assert_eq!(m.current().map(|g| g.id), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_generation_exiting_before_ready_fails_the_reload() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: None }, now());
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(
+        Event::Exited {
+            gen: 2,
+            status: ChildStatus::Code(1),
+        },
+        now(),
+    );
+    assert!(reload_result(&a).expect("answered").1.is_err());
+    assert!(exit_code(&a).is_none());
+    assert_eq!(m.current().map(|g| g.id), Some(1));
+    assert_eq!(m.mode(), Mode::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_generation_that_never_serves_is_killed_and_the_reload_fails() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: None }, now());
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(
+        kills(&m.handle(Event::Tick, now())),
+        vec![(2, KillReason::StartTimeout)]
+    );
+    let a = m.handle(
+        Event::Exited {
+            gen: 2,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert!(reload_result(&a).expect("answered").1.is_err());
+    assert_eq!(m.current().map(|g| g.id), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reloads_during_a_reload_are_coalesced_into_one_more() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: Some(1) }, now());
+    for w in 2..=5 {
+        let a = m.handle(Event::Reload { waiter: Some(w) }, now());
+        assert!(!a.contains(&Action::CheckConfig));
+    }
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert_eq!(reload_result(&a), Some((vec![1], Ok(2))));
+    assert_eq!(
+        a.iter().filter(|x| **x == Action::CheckConfig).count(),
+        1,
+        "{a:?}"
+    );
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 3, pid: 44 }, now());
+    let a = m.handle(Event::Ready { gen: 3 }, now());
+    assert_eq!(reload_result(&a), Some((vec![2, 3, 4, 5], Ok(3))));
+    assert!(!a.contains(&Action::CheckConfig));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_during_a_reload_answers_the_waiters_and_stops_every_generation() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: Some(9) }, now());
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    assert!(reload_result(&a).expect("answered").1.is_err());
+    assert!(a.contains(&Action::Terminate { gen: 1 }) && a.contains(&Action::Terminate { gen: 2 }));
+    m.handle(
+        Event::Exited {
+            gen: 2,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_before_the_child_serves_is_refused() {
+    let mut m = starting();
+    let a = m.handle(Event::Reload { waiter: Some(3) }, now());
+    assert!(reload_result(&a).expect("answered").1.is_err());
+}
+
+// ----- operator restart and health ----------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn operator_restart_starts_a_new_generation_and_retires_the_old() {
+    let mut m = serving();
+    let a = m.handle(Event::Restart, now());
+    assert!(a.contains(&Action::Terminate { gen: 1 }));
+    assert_eq!(spawns(&a), vec![(2, Why::Restart)]);
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert!(
+        matches!(&a[..], [Action::NotifyReady(s)] if s.contains("generation 2") && s.contains("1 restart"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_probes_feed_the_watchdog() {
+    let mut m = serving();
+    assert_eq!(
+        m.handle(Event::Health { ok: true }, now()),
+        vec![Action::WatchdogPing]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_probes_withhold_the_watchdog_and_replace_the_child() {
+    let mut m = serving();
+    for _ in 0..2 {
+        let a = m.handle(Event::Health { ok: false }, now());
+        assert!(!a.contains(&Action::WatchdogPing) && kills(&a).is_empty());
+    }
+    let a = m.handle(Event::Health { ok: false }, now());
+    assert_eq!(kills(&a), vec![(1, KillReason::Unhealthy)]);
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(m.mode(), Mode::Backoff);
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(spawns(&m.handle(Event::Tick, now())), vec![(2, Why::Crash)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_probe_resets_the_failure_count() {
+    let mut m = serving();
+    m.handle(Event::Health { ok: false }, now());
+    m.handle(Event::Health { ok: false }, now());
+    m.handle(Event::Health { ok: true }, now());
+    let a = m.handle(Event::Health { ok: false }, now());
+    assert!(kills(&a).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn starting_and_backoff_keep_the_watchdog_fed() {
+    let mut m = starting();
+    assert_eq!(
+        m.handle(Event::Health { ok: false }, now()),
+        vec![Action::WatchdogPing]
+    );
+}

@@ -1,0 +1,340 @@
+//! Reloads, restarts, crash recovery and health: steward owns the listeners and hands them
+//! to every generation, so none of this refuses a connection.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Kind, Setup, USER_YAML};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use steward_e2e::*;
+
+fn status_json(s: &Setup) -> serde_json::Value {
+    let out = std::process::Command::new(bin("steward"))
+        .args(["status", "--json", "--socket"])
+        .arg(s.control())
+        .output()
+        .expect("steward status");
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn generation(s: &Setup) -> (u64, i32) {
+    let v = status_json(s);
+    (
+        v["status"]["generation"].as_u64().unwrap_or(0),
+        v["status"]["child_pid"].as_i64().unwrap_or(0) as i32,
+    )
+}
+
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while process_alive(pid) {
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn reload_starts_the_next_generation_and_retires_the_old_one() {
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    let (gen, old) = generation(&s);
+    assert_eq!(gen, 1);
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", s.steward.log_text());
+    assert!(out.contains("reloaded: generation 2 serves"), "{out}");
+    let (gen, new) = generation(&s);
+    assert_eq!(gen, 2);
+    assert_ne!(new, old);
+    assert!(
+        wait_gone(old, Duration::from_secs(5)),
+        "generation 1 still running"
+    );
+    assert_eq!(
+        http_get(&s.proxy, "/", Duration::from_secs(2)).map(|r| r.0),
+        Ok(200)
+    );
+    let msgs = s.notify.messages();
+    let reloading = msgs
+        .iter()
+        .position(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="));
+    let ready_again = msgs
+        .iter()
+        .rposition(|m| m.contains("READY=1") && m.contains("generation 2"));
+    assert!(reloading.is_some() && reloading < ready_again, "{msgs:?}");
+    s.steward.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(5)).code(), Some(0));
+}
+
+#[test]
+fn ten_reloads_under_load_drop_nothing() {
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&s.proxy, "/", 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 1..=10 {
+        let (code, out) = steward_cli("reload", &s.control());
+        assert_eq!(
+            code,
+            Some(0),
+            "reload {i}: {out}\nlog:\n{}",
+            s.steward.log_text()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (counts, errors) = load.join().expect("load");
+    assert_eq!(generation(&s).0, 11);
+    assert!(counts.ok > 100, "{counts:?}");
+    assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
+    assert_eq!(counts.failed, 0, "{counts:?} {errors:?}");
+}
+
+#[test]
+fn reload_with_a_broken_configuration_fails_and_the_old_generation_keeps_serving() {
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    let (_, old) = generation(&s);
+    s.scratch
+        .write("pingora.yaml", "version: 1\ngrace_period_seconds: [oops\n");
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("reload failed") && out.contains("invalid YAML"),
+        "{out}"
+    );
+    assert_eq!(generation(&s), (1, old));
+    assert_eq!(
+        http_get(&s.proxy, "/", Duration::from_secs(2)).map(|r| r.0),
+        Ok(200)
+    );
+    // A configuration only the child rejects (`-t`) fails the same way.
+    s.scratch.write("pingora.yaml", USER_YAML);
+    let settings = s.scratch.path.join("proxy.toml");
+    let good = std::fs::read_to_string(&settings).expect("proxy.toml");
+    std::fs::write(&settings, "listen = []\n").expect("write");
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("-t` failed"), "{out}");
+    assert_eq!(generation(&s), (1, old));
+    std::fs::write(&settings, good).expect("write");
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn sighup_reloads() {
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    s.steward.signal(Signal::SIGHUP);
+    assert!(
+        s.notify
+            .wait_for("generation 2, child pid", Duration::from_secs(10))
+            .is_some(),
+        "log:\n{}",
+        s.steward.log_text()
+    );
+}
+
+#[test]
+fn a_stock_pingora_binary_takes_the_listeners_and_reloads() {
+    let mut s = Setup::start_with(Kind::StockPingora, USER_YAML, "", true, "");
+    s.wait_ready();
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", s.steward.log_text());
+    assert_eq!(
+        http_get(&s.proxy, "/x", Duration::from_secs(2)).map(|r| r.0),
+        Ok(200)
+    );
+}
+
+#[test]
+fn crashed_child_is_restarted_without_refusing_a_connection() {
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    let (_, old) = generation(&s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&s.proxy, "/", 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill -9 the child");
+    assert!(
+        s.notify
+            .wait_for("generation 2, child pid", Duration::from_secs(10))
+            .is_some(),
+        "log:\n{}",
+        s.steward.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let (counts, errors) = load.join().expect("load");
+    assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
+    // Only requests inside the killed child can fail: at most one per client.
+    assert!(counts.failed <= 4, "{counts:?} {errors:?}");
+    let v = status_json(&s);
+    assert_eq!(v["status"]["restarts"], 1, "{v}");
+    assert!(s
+        .steward
+        .log_text()
+        .contains("ended on its own (signal 9 (SIGKILL))"));
+}
+
+#[test]
+fn crash_loop_gives_up_with_the_childs_code() {
+    let scratch = Scratch::new("crashloop");
+    let script = scratch.write(
+        "child.sh",
+        &format!(
+            "#!/bin/sh\n# Serves a moment, then crashes.\nexec {} --proxy-config \"$PROXY\" \"$@\" & pid=$!\nsleep 0.3\nkill -9 $pid\nexit 3\n",
+            bin("steward-proxy").display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let a = proxy_settings(&scratch);
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\nenv = {{ PROXY = \"{}\" }}\n[ready]\nhttp = \"http://{}/health\"\n[restart]\nmax_crashes = 2\nbackoff_min = \"50ms\"\n",
+            scratch.path.display(),
+            script.display(),
+            a.settings.display(),
+            a.health
+        ),
+    );
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let status = steward.wait(Duration::from_secs(20)).expect("gives up");
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
+    assert!(log.contains("giving up"), "log:\n{log}");
+    assert!(
+        log.contains("restarting in 50 ms") && log.contains("restarting in 100 ms"),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
+    let mut s = Setup::start_with(
+        Kind::StewardProxy,
+        USER_YAML,
+        "",
+        true,
+        "[health]\ninterval = \"200ms\"\ntimeout = \"300ms\"\nfailures = 3\n",
+    );
+    s.wait_ready();
+    let (_, old) = generation(&s);
+    kill(Pid::from_raw(old), Signal::SIGSTOP).expect("SIGSTOP the child");
+    assert!(
+        s.notify
+            .wait_for("generation 2, child pid", Duration::from_secs(10))
+            .is_some(),
+        "log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(
+        wait_gone(old, Duration::from_secs(2)),
+        "the stopped child was not killed"
+    );
+    assert_eq!(
+        http_get(&s.proxy, "/", Duration::from_secs(2)).map(|r| r.0),
+        Ok(200)
+    );
+    assert!(s
+        .steward
+        .log_text()
+        .contains("failed 3 health probes in a row"));
+}
+
+#[test]
+fn operator_restart_keeps_the_listeners() {
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&s.proxy, "/", 2, stop.clone());
+    let (code, out) = steward_cli("restart", &s.control());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(s
+        .notify
+        .wait_for("generation 2, child pid", Duration::from_secs(10))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    let (counts, errors) = load.join().expect("load");
+    assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
+    assert_eq!(counts.failed, 0, "{counts:?} {errors:?}");
+}
+
+#[test]
+fn status_reports_state_generation_and_the_last_timeline() {
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    steward_cli("reload", &s.control());
+    let v = status_json(&s);
+    let st = &v["status"];
+    assert_eq!(st["state"], "serving", "{v}");
+    assert_eq!(st["generation"], 2);
+    assert_eq!(st["restarts"], 0);
+    assert!(
+        st["child_pid"].as_i64().is_some() && st["uptime_s"].as_f64().is_some(),
+        "{v}"
+    );
+    let events: Vec<String> = st["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        events.first().is_some_and(|e| e.starts_with("reloading")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("reload done: generation 2")),
+        "{events:?}"
+    );
+    let (code, human) = steward_cli("status", &s.control());
+    assert_eq!(code, Some(0));
+    assert!(human.contains("serving, generation 2"), "{human}");
+}
+
+#[test]
+fn control_socket_refuses_other_users() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED control_socket_refuses_other_users: needs root to act as another user");
+        return;
+    }
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    // Open the socket's mode and the directory so only the credential check stands.
+    use std::os::unix::fs::PermissionsExt;
+    let sock = s.control();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::fs::set_permissions(
+        s.scratch.path.join("run"),
+        std::fs::Permissions::from_mode(0o711),
+    )
+    .expect("chmod");
+    std::fs::set_permissions(&s.scratch.path, std::fs::Permissions::from_mode(0o711))
+        .expect("chmod");
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(bin("steward"))
+        .args(["reload", "--socket"])
+        .arg(&sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("permission denied: uid 65534"), "{text}");
+    assert_eq!(generation(&s).0, 1, "nothing was reloaded");
+}
