@@ -26,6 +26,7 @@ SCENARIOS=(
   "8 bad configuration: 78, no restart loop"
   "9 systemctl reload keeps MainPID, fails visibly"
   "10 watchdog: healthy never fires, hung steward does"
+  "11 listeners from a socket unit (LISTEN_FDS)"
 )
 
 if ! reason=$(sd_can_run); then
@@ -355,6 +356,27 @@ expect_eq "Result after steward hung (SIGSTOP)" "$result" watchdog
 expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'Watchdog timeout'
 sd_systemctl stop "$UNIT" >/dev/null 2>&1 || true
 end "watchdog"
+
+# 11 -----------------------------------------------------------------------------------
+begin "${SCENARIOS[10]}"
+reset_unit
+sd_write_file /etc/systemd/system/steward-proxy.socket $'[Socket]\nListenStream=127.0.0.1:6188\nListenStream=127.0.0.1:6189\nService=steward-proxy.service\n'
+sd_systemctl daemon-reload
+c=$(cursor)
+sd_systemctl start steward-proxy.socket || fail "socket unit did not start"
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+log=$(journal_since "$c" -u "$UNIT" -o cat)
+expect_match "journal" "$log" 'listener 127.0.0.1:6188 taken from systemd socket activation'
+expect_match "journal" "$log" 'listener 127.0.0.1:6189 taken from systemd socket activation'
+expect_eq "request through activated sockets" "$(http_code /)" 200
+if sd_systemctl reload "$UNIT"; then ok "reload with activated sockets"; else fail "reload failed"; fi
+expect_eq "request after reload" "$(http_code /)" 200
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
+sd_systemctl stop steward-proxy.socket || true
+sd_run rm -f /etc/systemd/system/steward-proxy.socket
+sd_systemctl daemon-reload
+end
 
 # ---------------------------------------------------------------------------------------
 echo

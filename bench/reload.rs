@@ -1,0 +1,335 @@
+//! Throughput and latency across reloads, restarts and crashes: steward's reload, Pingora's
+//! own upgrade as its docs describe it, a plain stop/start, and a crash under steward.
+//! Reports, never asserts. Writes `bench/reload-latency.csv` for `bench/plot.py`.
+//!
+//! Every request is a new connection (`Connection: close`), so a refused connection shows
+//! as such. Run with `make bench`.
+
+#[path = "../tests/e2e/common.rs"]
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Kind, Setup};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use steward_e2e::*;
+
+const CLIENTS: usize = 4;
+const YAML: &str =
+    "---\nversion: 1\nthreads: 2\ngrace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 1\n";
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ok,
+    Refused,
+    Failed,
+}
+
+struct Sample {
+    at: f64,
+    latency_ms: f64,
+    outcome: Outcome,
+}
+
+/// Load on `addr` until `stop`; every sample timed from `origin`.
+fn run_load(
+    addr: String,
+    stop: Arc<AtomicBool>,
+    origin: Instant,
+) -> std::thread::JoinHandle<Vec<Sample>> {
+    std::thread::spawn(move || {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (addr, stop, samples) = (addr.clone(), stop.clone(), samples.clone());
+                std::thread::spawn(move || {
+                    let mut mine = vec![];
+                    while !stop.load(Ordering::SeqCst) {
+                        let t = Instant::now();
+                        let outcome = match http_get(&addr, "/", Duration::from_secs(10)) {
+                            Ok((200, _)) => Outcome::Ok,
+                            Err(e) if e.contains("refused") => Outcome::Refused,
+                            _ => Outcome::Failed,
+                        };
+                        mine.push(Sample {
+                            at: t.duration_since(origin).as_secs_f64(),
+                            latency_ms: t.elapsed().as_secs_f64() * 1000.0,
+                            outcome,
+                        });
+                        if matches!(outcome, Outcome::Refused) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                    if let Ok(mut s) = samples.lock() {
+                        s.extend(mine);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+        Arc::try_unwrap(samples)
+            .ok()
+            .and_then(|m| m.into_inner().ok())
+            .unwrap_or_default()
+    })
+}
+
+struct Row {
+    name: &'static str,
+    samples: Vec<Sample>,
+    seconds: f64,
+    event_ms: Vec<f64>,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn print_row(r: &Row) {
+    let mut lat: Vec<f64> = r
+        .samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Ok))
+        .map(|s| s.latency_ms)
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let refused = r
+        .samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Refused))
+        .count();
+    let failed = r
+        .samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Failed))
+        .count();
+    let events = if r.event_ms.is_empty() {
+        "-".to_string()
+    } else {
+        r.event_ms
+            .iter()
+            .map(|m| format!("{m:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+        r.name,
+        lat.len() as f64 / r.seconds,
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        failed,
+        refused,
+        events
+    );
+}
+
+/// Load for `seconds`, with `event` run at 1 s and then every `every` seconds.
+fn measure(
+    name: &'static str,
+    addr: &str,
+    seconds: f64,
+    every: f64,
+    mut event: impl FnMut() -> f64,
+) -> Row {
+    let origin = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = run_load(addr.to_string(), stop.clone(), origin);
+    let mut event_ms = vec![];
+    std::thread::sleep(Duration::from_secs(1));
+    while origin.elapsed().as_secs_f64() + every < seconds {
+        event_ms.push(event());
+        let next = Duration::from_secs_f64(every);
+        std::thread::sleep(next.saturating_sub(Duration::from_millis(
+            event_ms.last().copied().unwrap_or(0.0) as u64,
+        )));
+    }
+    std::thread::sleep(Duration::from_secs_f64(
+        (seconds - origin.elapsed().as_secs_f64()).max(0.5),
+    ));
+    stop.store(true, Ordering::SeqCst);
+    let samples = load.join().unwrap_or_default();
+    Row {
+        name,
+        samples,
+        seconds: origin.elapsed().as_secs_f64(),
+        event_ms,
+    }
+}
+
+fn steward_setup(sockets: bool) -> Setup {
+    let mut s = Setup::start_with(Kind::StewardProxy, YAML, "", sockets, "");
+    s.wait_ready();
+    s
+}
+
+fn main() {
+    let mut rows = vec![];
+
+    let mut s = steward_setup(true);
+    let addr = s.proxy.clone();
+    rows.push(measure("steady (no event)", &addr, 4.0, 100.0, || 0.0));
+    let control = s.control();
+    rows.push(measure(
+        "steward reload (every 2 s)",
+        &addr,
+        9.0,
+        2.0,
+        || {
+            let t = Instant::now();
+            let (code, out) = steward_cli("reload", &control);
+            if code != Some(0) {
+                eprintln!("reload failed: {out}");
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        },
+    ));
+    let child = || -> i32 {
+        let out = Command::new(bin("steward"))
+            .args(["status", "--json", "--socket"])
+            .arg(s.control())
+            .output()
+            .expect("status");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["status"]["child_pid"].as_i64().unwrap_or(0) as i32
+    };
+    rows.push(measure(
+        "crash (kill -9 of the child) under steward",
+        &addr,
+        6.0,
+        100.0,
+        || {
+            let t = Instant::now();
+            let _ = kill(Pid::from_raw(child()), Signal::SIGKILL);
+            // Time until a request is served again.
+            while http_get(&addr, "/", Duration::from_secs(5)).map(|r| r.0) != Ok(200) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        },
+    ));
+    s.steward.signal(Signal::SIGTERM);
+    let _ = s.steward.wait(Duration::from_secs(10));
+
+    rows.push(pingora_upgrade());
+    rows.push(stop_start());
+
+    println!(
+        "clients: {CLIENTS}, a new connection per request; machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!();
+    println!(
+        "| scenario | req/s | p50 ms | p99 ms | max ms | failed | refused | event took (ms) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        print_row(r);
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/reload-latency.csv");
+    if let Ok(mut f) = std::fs::File::create(&path) {
+        let _ = writeln!(f, "scenario,t_s,latency_ms,outcome");
+        for r in &rows {
+            for smp in &r.samples {
+                let o = match smp.outcome {
+                    Outcome::Ok => "ok",
+                    Outcome::Refused => "refused",
+                    Outcome::Failed => "failed",
+                };
+                let _ = writeln!(f, "{},{:.4},{:.3},{o}", r.name, smp.at, smp.latency_ms);
+            }
+        }
+        println!("\nsamples: {}", path.display());
+    }
+}
+
+/// Pingora's documented upgrade: SIGQUIT to the old process, the new one started with -u.
+fn pingora_upgrade() -> Row {
+    let scratch = Scratch::new("pingora-upgrade");
+    let origin = Origin::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let yaml = scratch.write(
+        "pingora.yaml",
+        &format!(
+            "{YAML}upgrade_sock: {}/upgrade.sock\n",
+            scratch.path.display()
+        ),
+    );
+    let start = |upgrade: bool| {
+        let mut c = Command::new(bin("stock-pingora"));
+        if upgrade {
+            c.arg("-u");
+        }
+        c.arg("-c")
+            .arg(&yaml)
+            .env("STOCK_LISTEN", &listen)
+            .env("STOCK_UPSTREAM", &origin.addr)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn stock-pingora")
+    };
+    let current = Arc::new(Mutex::new(start(false)));
+    assert!(wait_accepting(&listen, Duration::from_secs(10)));
+    let mut retired = vec![];
+    let row = measure(
+        "Pingora's own upgrade (SIGQUIT old, -u new; every 2 s)",
+        &listen,
+        9.0,
+        2.0,
+        || {
+            let t = Instant::now();
+            let mut cur = current.lock().expect("lock");
+            let _ = kill(Pid::from_raw(cur.id() as i32), Signal::SIGQUIT);
+            let new = start(true);
+            retired.push(std::mem::replace(&mut *cur, new));
+            t.elapsed().as_secs_f64() * 1000.0
+        },
+    );
+    let mut cur = current.lock().expect("lock");
+    let _ = cur.kill();
+    let _ = cur.wait();
+    for mut r in retired {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+    row
+}
+
+/// A plain restart: stop steward (no owned sockets), start a new one.
+fn stop_start() -> Row {
+    let mut s = steward_setup(false);
+    let addr = s.proxy.clone();
+    let config = s.scratch.path.join("steward.toml");
+    let dir = s.scratch.path.clone();
+    let notify = s.notify.path.display().to_string();
+    measure(
+        "plain stop/start (no steward-owned sockets; every 2 s)",
+        &addr,
+        9.0,
+        2.0,
+        || {
+            let t = Instant::now();
+            s.steward.signal(Signal::SIGTERM);
+            let _ = s.steward.wait(Duration::from_secs(10));
+            s.steward = Steward::start(&dir, &config, &[("NOTIFY_SOCKET", notify.clone())]);
+            while http_get(&s.proxy, "/", Duration::from_secs(5)).map(|r| r.0) != Ok(200) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        },
+    )
+}
