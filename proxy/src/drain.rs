@@ -20,6 +20,8 @@ const POLL: Duration = Duration::from_millis(5);
 pub struct State {
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// The listening ports whose downstream connections must be gone before exiting.
+    ports: std::sync::Mutex<std::collections::HashSet<u16>>,
 }
 
 /// Held while a request is being served; dropping it ends the request.
@@ -43,6 +45,19 @@ impl State {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ports(&self, ports: impl IntoIterator<Item = u16>) {
+        if let Ok(mut p) = self.ports.lock() {
+            p.extend(ports);
+        }
+    }
+
+    /// A connection accepted just before the listeners closed has no request yet, so the
+    /// request count alone misses it; the process's own sockets do not.
+    fn connections(&self) -> usize {
+        let ports = self.ports.lock().map(|p| p.clone()).unwrap_or_default();
+        steward::procfs::process_downstream_connections(std::process::id() as i32, &ports)
     }
 }
 
@@ -85,7 +100,8 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// Exits the process once no request has been in flight for two polls in a row, or at
+/// Exits the process once no request and no client connection has been left for two polls
+/// in a row, or at
 /// once on SIGINT (Pingora no longer listens for signals after the first one).
 fn watch_drain(state: Arc<State>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -110,7 +126,7 @@ fn watch_drain(state: Arc<State>) {
                 }
                 _ = tokio::time::sleep(POLL) => {}
             }
-            if state.in_flight() == 0 {
+            if state.in_flight() == 0 && state.connections() == 0 {
                 idle_polls += 1;
             } else {
                 idle_polls = 0;

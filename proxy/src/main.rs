@@ -65,6 +65,13 @@ fn main() {
     server.bootstrap();
 
     let state = Arc::new(drain::State::default());
+    state.set_ports(
+        settings
+            .listen
+            .iter()
+            .chain(settings.origin.iter().map(|o| &o.listen))
+            .filter_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok())),
+    );
     let upstreams = match LoadBalancer::try_from_iter(settings.upstreams.iter().map(String::as_str))
     {
         Ok(lb) => Arc::new(lb),

@@ -158,9 +158,12 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Request>) {
 }
 
 async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
+    // The request is read (bounded, with a timeout) before the credentials are judged, so
+    // a refused client still gets its answer instead of a broken pipe.
+    let request = read_request(&mut stream).await;
     let reply = match authorize(&stream) {
         Err(e) => Reply::err(e),
-        Ok(()) => match read_request(&mut stream).await {
+        Ok(()) => match request {
             Err(e) => Reply::err(e),
             Ok(command) => {
                 let (reply_tx, reply_rx) = oneshot::channel();
@@ -226,9 +229,10 @@ pub async fn request(path: &Path, command: Command) -> Result<Reply, String> {
     let mut s = UnixStream::connect(path)
         .await
         .map_err(|e| format!("cannot reach steward at {}: {e}", path.display()))?;
-    s.write_all(format!("{}\n", command.as_str()).as_bytes())
-        .await
-        .map_err(|e| format!("sending to {}: {e}", path.display()))?;
+    // A write error still leaves steward's answer (a refusal, say) to be read.
+    let _ = s
+        .write_all(format!("{}\n", command.as_str()).as_bytes())
+        .await;
     let mut text = String::new();
     BufReader::new(s)
         .read_line(&mut text)

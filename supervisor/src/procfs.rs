@@ -166,6 +166,18 @@ pub fn listening_ports(pgid: i32) -> HashSet<u16> {
         .collect()
 }
 
+/// Downstream connections one process holds on `ports` (as [`downstream_connections`]).
+pub fn process_downstream_connections(pid: i32, ports: &HashSet<u16>) -> usize {
+    let inodes = socket_inodes(pid);
+    let rows: Vec<TcpRow> = ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|text| parse_tcp_table(&text))
+        .filter(|r| r.inode != 0 && inodes.contains(&r.inode))
+        .collect();
+    count_downstream(&rows, ports)
+}
+
 /// Downstream connections the group still holds on `ports`: requests in flight, or about
 /// to be closed. Upstream connections have ephemeral local ports and are not counted, nor
 /// are connections the group made to itself (a proxy and its built-in origin, whose pooled

@@ -326,7 +326,11 @@ fn control_socket_refuses_other_users() {
     std::fs::set_permissions(&s.scratch.path, std::fs::Permissions::from_mode(0o711))
         .expect("chmod");
     use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(bin("steward"))
+    // The build tree may be private (CI clones into a 0700 directory): a world-readable copy.
+    let client = s.scratch.path.join("steward-client");
+    std::fs::copy(bin("steward"), &client).expect("copy steward");
+    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = std::process::Command::new(&client)
         .args(["reload", "--socket"])
         .arg(&sock)
         .uid(65534)
