@@ -42,6 +42,9 @@ const MAX_MARGIN: Duration = Duration::from_secs(3600);
 pub struct ConfigError {
     pub file: PathBuf,
     pub line: Option<usize>,
+    /// Where on the line, when the parser knows. Not in the one-line `Display` form the log
+    /// and the exit-78 message use; `steward check` shows it.
+    pub column: Option<usize>,
     pub message: String,
     pub fix: Option<String>,
 }
@@ -65,6 +68,7 @@ impl ConfigError {
         ConfigError {
             file: file.to_path_buf(),
             line: None,
+            column: None,
             message: message.into(),
             fix: None,
         }
@@ -72,6 +76,11 @@ impl ConfigError {
 
     pub fn at_line(mut self, line: Option<usize>) -> Self {
         self.line = line;
+        self
+    }
+
+    pub fn at_column(mut self, column: Option<usize>) -> Self {
+        self.column = column;
         self
     }
 
@@ -263,13 +272,17 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
+            let column = e.span().map(|s| column_of(text, s.start));
             let message = e.message().trim().replace('\n', "; ");
             let fix = if message.contains("unknown field") {
                 "remove or correct the key; the README lists every accepted key"
             } else {
                 "correct the TOML syntax on that line"
             };
-            ConfigError::new(path, message).at_line(line).with_fix(fix)
+            ConfigError::new(path, message)
+                .at_line(line)
+                .at_column(column)
+                .with_fix(fix)
         })?;
         let dir = path
             .parent()
@@ -602,12 +615,19 @@ fn resolve_program(program: &str, cwd: &Path) -> Result<PathBuf, String> {
     Err(format!("child program {program:?} was not found in PATH"))
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// 1-based, in characters, as editors count.
+pub(crate) fn column_of(text: &str, offset: usize) -> usize {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    before[line_start..].chars().count() + 1
+}
+
 /// The first line that assigns `key`, for errors raised after parsing.
-fn find_key_line(text: &str, key: &str) -> Option<usize> {
+pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|l| {
             let l = l.trim_start();
@@ -680,6 +700,12 @@ mod tests {
     fn malformed_toml_names_the_line() {
         let e = parse("[child]\ncommand = [\"/bin/sh\"\n").unwrap_err();
         assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn toml_error_carries_the_column() {
+        let e = parse("[child]\ncommand = [\"/bin/sh\"]\n[ready]\ntcp = 6188\n").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(4), Some(7)), "{e}");
     }
 
     #[test]

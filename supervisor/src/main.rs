@@ -50,6 +50,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Check the unit, steward's TOML and Pingora's YAML for contradictions (a grace period
+    /// longer than the stop timeout, ...). Exit 0 clean, 1 warnings, 2 errors.
+    Check(steward::check::CheckArgs),
 }
 
 /// Which steward to talk to.
@@ -101,6 +104,7 @@ fn main() {
         Command::Status { json, target } => client(&target, control::Command::Status, json),
         Command::Reload { target } => client(&target, control::Command::Reload, false),
         Command::Restart { target } => client(&target, control::Command::Restart, false),
+        Command::Check(args) => steward::check::command(args),
     };
     std::process::exit(code);
 }

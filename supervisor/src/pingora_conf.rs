@@ -134,7 +134,8 @@ fn clamp(
     (new_grace, new_timeout)
 }
 
-fn parse(path: &Path, text: &str) -> Result<Mapping, ConfigError> {
+/// Reads the YAML as a mapping; an empty file is an empty mapping (all of Pingora's defaults).
+pub fn parse(path: &Path, text: &str) -> Result<Mapping, ConfigError> {
     match serde_yaml::from_str::<Value>(text) {
         Ok(Value::Mapping(m)) => Ok(m),
         Ok(Value::Null) => Ok(Mapping::new()),
@@ -145,17 +146,20 @@ fn parse(path: &Path, text: &str) -> Result<Mapping, ConfigError> {
         ),
         Err(e) => {
             let line = e.location().map(|l| l.line());
+            let column = e.location().map(|l| l.column());
             let msg = e.to_string();
             // serde_yaml appends " at line N column M"; the line is shown separately.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             Err(ConfigError::new(path, format!("invalid YAML: {msg}"))
                 .at_line(line)
+                .at_column(column)
                 .with_fix("fix the YAML syntax on that line"))
         }
     }
 }
 
-fn read_u64(map: &Mapping, key: &str, file: &Path) -> Result<Option<u64>, ConfigError> {
+/// A whole number of seconds, as Pingora's `Option<u64>` keys take it.
+pub fn read_u64(map: &Mapping, key: &str, file: &Path) -> Result<Option<u64>, ConfigError> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -179,7 +183,11 @@ fn describe(v: &Value) -> String {
 }
 
 fn line_of_key(file: &Path, key: &str) -> Option<usize> {
-    let text = std::fs::read_to_string(file).ok()?;
+    key_line(&std::fs::read_to_string(file).ok()?, key)
+}
+
+/// The line that sets `key` (serde_yaml's values carry no positions).
+pub fn key_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|l| l.trim_start().starts_with(&format!("{key}:")))
         .map(|i| i + 1)

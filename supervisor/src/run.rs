@@ -98,6 +98,21 @@ async fn run_inner(config: Config) -> i32 {
         warn!(steward_deadline_source = deadline.source_tag(), "{w}");
     }
 
+    // --- start-up check (README "steward check"): the same rules as `steward check`; an
+    // error stops the start now, with the line to fix, instead of later and less clearly.
+    let unit = match systemd::under_systemd() {
+        true => systemd::query_unit_props()
+            .await
+            .map_err(|e| tracing::debug!(error = %e, "unit properties unavailable"))
+            .ok(),
+        false => None,
+    };
+    if crate::check::log_startup(&crate::check::startup_findings(&config, unit.as_ref())) {
+        notifier.status("configuration error: see the log (steward check)");
+        return exit::CONFIG;
+    }
+    // --- end of the start-up check.
+
     let dir = runtime_dir::choose(config.runtime_dir.as_deref());
     if let Err(e) = runtime_dir::prepare(&dir) {
         error!(steward_phase = "config", "{e}");

@@ -5,8 +5,11 @@
 //! up (minimal containers, early boot), `systemctl show` prints a human time span that
 //! [`crate::duration::parse_span`] understands.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::check::unit::SHOW_PROPERTIES;
+use crate::check::UnitProps;
 use crate::deadline::{Outer, UnitTimeout};
 use crate::duration::{from_usec, parse_span};
 
@@ -41,20 +44,7 @@ async fn via_dbus() -> Result<UnitTimeout, String> {
     let conn = zbus::Connection::system()
         .await
         .map_err(|e| format!("system bus: {e}"))?;
-    let reply = conn
-        .call_method(
-            Some(SYSTEMD_DEST),
-            "/org/freedesktop/systemd1",
-            Some("org.freedesktop.systemd1.Manager"),
-            "GetUnitByPID",
-            &(std::process::id()),
-        )
-        .await
-        .map_err(|e| format!("GetUnitByPID: {e}"))?;
-    let path: zbus::zvariant::OwnedObjectPath = reply
-        .body()
-        .deserialize()
-        .map_err(|e| format!("GetUnitByPID reply: {e}"))?;
+    let path = unit_object(&conn, "GetUnitByPID", &(std::process::id())).await?;
     let get = |iface: &'static str, prop: &'static str| {
         let conn = conn.clone();
         let path = path.clone();
@@ -87,14 +77,27 @@ async fn via_dbus() -> Result<UnitTimeout, String> {
 }
 
 async fn via_systemctl() -> Result<UnitTimeout, String> {
+    let unit = own_unit_name()?;
+    let text = systemctl(&["show", "-p", "TimeoutStopUSec", "--value", &unit]).await?;
+    let timeout_stop = parse_span(text.trim()).map_err(|e| e.to_string())?;
+    Ok(UnitTimeout {
+        unit,
+        timeout_stop,
+        via: "systemctl show",
+    })
+}
+
+fn own_unit_name() -> Result<String, String> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
-    let unit =
-        unit_from_cgroup(&cgroup).ok_or_else(|| "no .service in /proc/self/cgroup".to_string())?;
+    unit_from_cgroup(&cgroup).ok_or_else(|| "no .service in /proc/self/cgroup".to_string())
+}
+
+async fn systemctl(args: &[&str]) -> Result<String, String> {
     let out = tokio::time::timeout(
         DBUS_TIMEOUT,
         tokio::process::Command::new("systemctl")
-            .args(["show", "-p", "TimeoutStopUSec", "--value", &unit])
+            .args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -108,13 +111,99 @@ async fn via_systemctl() -> Result<UnitTimeout, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let timeout_stop = parse_span(text.trim()).map_err(|e| e.to_string())?;
-    Ok(UnitTimeout {
-        unit,
-        timeout_stop,
-        via: "systemctl show",
-    })
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The unit this process runs in, as `steward check` reads units: for `steward run`'s
+/// start-up check. D-Bus `GetUnitByPID` first, `systemctl show` second, as for the timeout.
+pub async fn query_unit_props() -> Result<UnitProps, String> {
+    query_props(None).await
+}
+
+/// A unit by name, for `steward check --unit`.
+pub async fn query_named_unit_props(name: &str) -> Result<UnitProps, String> {
+    query_props(Some(name)).await
+}
+
+async fn query_props(name: Option<&str>) -> Result<UnitProps, String> {
+    let dbus_err = match tokio::time::timeout(DBUS_TIMEOUT, props_via_dbus(name)).await {
+        Ok(Ok(p)) => return Ok(p),
+        Ok(Err(e)) => e,
+        Err(_) => format!("no answer within {} s", DBUS_TIMEOUT.as_secs()),
+    };
+    let unit = match name {
+        Some(n) => n.to_string(),
+        None => own_unit_name().map_err(|e| format!("D-Bus: {dbus_err}; systemctl: {e}"))?,
+    };
+    let mut props = systemctl(&["show", "-p", SHOW_PROPERTIES, &unit])
+        .await
+        .and_then(|text| UnitProps::from_systemctl_show(&text))
+        .map_err(|e| format!("D-Bus: {dbus_err}; systemctl: {e}"))?;
+    props.locate_in_files();
+    Ok(props)
+}
+
+async fn props_via_dbus(name: Option<&str>) -> Result<UnitProps, String> {
+    let conn = zbus::Connection::system()
+        .await
+        .map_err(|e| format!("system bus: {e}"))?;
+    let path = match name {
+        None => unit_object(&conn, "GetUnitByPID", &(std::process::id())).await?,
+        // LoadUnit also answers for units systemd has not loaded (yet), with their LoadState.
+        Some(n) => unit_object(&conn, "LoadUnit", &(n)).await?,
+    };
+    let get_all = |iface: &'static str| {
+        let conn = conn.clone();
+        let path = path.clone();
+        async move {
+            let reply = conn
+                .call_method(
+                    Some(SYSTEMD_DEST),
+                    path.as_str(),
+                    Some("org.freedesktop.DBus.Properties"),
+                    "GetAll",
+                    &(iface),
+                )
+                .await
+                .map_err(|e| format!("{iface}: {e}"))?;
+            reply
+                .body()
+                .deserialize::<HashMap<String, zbus::zvariant::OwnedValue>>()
+                .map_err(|e| format!("{iface} reply: {e}"))
+        }
+    };
+    let unit = get_all("org.freedesktop.systemd1.Unit").await?;
+    // A unit that is not loaded has no Service properties; from_dbus reports its LoadState.
+    let service = get_all("org.freedesktop.systemd1.Service")
+        .await
+        .unwrap_or_default();
+    let mut props = UnitProps::from_dbus(&unit, &service)?;
+    props.locate_in_files();
+    Ok(props)
+}
+
+async fn unit_object<B>(
+    conn: &zbus::Connection,
+    method: &'static str,
+    body: &B,
+) -> Result<zbus::zvariant::OwnedObjectPath, String>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    let reply = conn
+        .call_method(
+            Some(SYSTEMD_DEST),
+            "/org/freedesktop/systemd1",
+            Some("org.freedesktop.systemd1.Manager"),
+            method,
+            body,
+        )
+        .await
+        .map_err(|e| format!("{method}: {e}"))?;
+    reply
+        .body()
+        .deserialize()
+        .map_err(|e| format!("{method} reply: {e}"))
 }
 
 /// The service unit in a `/proc/self/cgroup` listing (v1 `name=systemd` or v2 `0::`).

@@ -1,0 +1,250 @@
+//! What `steward check` reports: one [`Finding`] per problem, each with what will happen,
+//! why, and the line that fixes it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::ConfigError;
+
+/// How sure the outcome is. Ordered so that the worst sorts last (`max()` is the verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; nothing goes wrong because of it.
+    Info,
+    /// A risk: it goes wrong under some circumstances (a long request, a crash, a hostile user).
+    Warning,
+    /// It will go wrong: a stop that ends in systemd's SIGKILL, a start that cannot succeed.
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A place in a file. `line` and `column` are 1-based; either may be unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+impl Location {
+    pub fn file(file: &Path) -> Location {
+        Location {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+        }
+    }
+
+    pub fn line(file: &Path, line: Option<usize>) -> Location {
+        Location {
+            line,
+            ..Location::file(file)
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every finding id, in the order the README documents them. Tests hold each to a fixture
+/// that raises it and one that does not.
+pub const ALL_IDS: &[&str] = &[
+    STOP_TIMEOUT_EXCEEDED,
+    STOP_WAITS_GRACE,
+    GRACE_CLAMPED,
+    MARGIN_EXCEEDS_TIMEOUT,
+    MARGIN_TOO_SMALL,
+    DEADLINE_BEYOND_TIMEOUT,
+    SERVICE_TYPE,
+    NOTIFY_ACCESS,
+    KILL_MODE,
+    STOP_FAILURE_MODE_ABORT,
+    RESTART_PREVENT_78,
+    WATCHDOG_WITHOUT_PROBE,
+    NO_RUNTIME_DIRECTORY,
+    PID_FILE_MISMATCH,
+    DAEMON_IGNORED,
+    FOREGROUND_ONLY,
+    USER_IGNORED,
+    UPGRADE_SOCK_SHARED_DIR,
+    READY_NOT_A_LISTENER,
+    LISTENER_MISMATCH,
+    PARSE_ERROR,
+    UNREADABLE,
+    NO_UNIT,
+];
+
+pub const STOP_TIMEOUT_EXCEEDED: &str = "stop-timeout-exceeded";
+pub const STOP_WAITS_GRACE: &str = "stop-waits-grace";
+pub const GRACE_CLAMPED: &str = "grace-clamped";
+pub const MARGIN_EXCEEDS_TIMEOUT: &str = "margin-exceeds-timeout";
+pub const MARGIN_TOO_SMALL: &str = "margin-too-small";
+pub const DEADLINE_BEYOND_TIMEOUT: &str = "deadline-beyond-timeout";
+pub const SERVICE_TYPE: &str = "service-type";
+pub const NOTIFY_ACCESS: &str = "notify-access";
+pub const KILL_MODE: &str = "kill-mode-not-mixed";
+pub const STOP_FAILURE_MODE_ABORT: &str = "stop-failure-mode-abort";
+pub const RESTART_PREVENT_78: &str = "restart-prevent-78-missing";
+pub const WATCHDOG_WITHOUT_PROBE: &str = "watchdog-without-probe";
+pub const NO_RUNTIME_DIRECTORY: &str = "no-runtime-directory";
+pub const PID_FILE_MISMATCH: &str = "pid-file-mismatch";
+pub const DAEMON_IGNORED: &str = "daemon-ignored";
+pub const FOREGROUND_ONLY: &str = "foreground-only";
+pub const USER_IGNORED: &str = "user-ignored";
+pub const UPGRADE_SOCK_SHARED_DIR: &str = "upgrade-sock-shared-dir";
+pub const READY_NOT_A_LISTENER: &str = "ready-not-a-listener";
+pub const LISTENER_MISMATCH: &str = "listener-mismatch";
+pub const PARSE_ERROR: &str = "parse-error";
+pub const UNREADABLE: &str = "unreadable";
+pub const NO_UNIT: &str = "no-unit";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub severity: Severity,
+    /// What will happen, in the operator's terms ("systemctl stop will wait 90 s ...").
+    pub what: String,
+    /// The settings that cause it, with their values and where they come from.
+    pub why: String,
+    /// The line to write, at [`Finding::at`] when that is known.
+    pub fix: String,
+    #[serde(flatten, serialize_with = "serialize_at")]
+    pub at: Option<Location>,
+}
+
+fn serialize_at<S: serde::Serializer>(at: &Option<Location>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(3))?;
+    m.serialize_entry("file", &at.as_ref().map(|a| &a.file))?;
+    m.serialize_entry("line", &at.as_ref().and_then(|a| a.line))?;
+    m.serialize_entry("column", &at.as_ref().and_then(|a| a.column))?;
+    m.end()
+}
+
+impl Finding {
+    pub fn new(id: &'static str, severity: Severity, what: impl Into<String>) -> Finding {
+        Finding {
+            id,
+            severity,
+            what: what.into(),
+            why: String::new(),
+            fix: String::new(),
+            at: None,
+        }
+    }
+
+    pub fn why(mut self, why: impl Into<String>) -> Finding {
+        self.why = why.into();
+        self
+    }
+
+    pub fn fix(mut self, fix: impl Into<String>) -> Finding {
+        self.fix = fix.into();
+        self
+    }
+
+    pub fn at(mut self, at: Option<Location>) -> Finding {
+        self.at = at;
+        self
+    }
+
+    /// A file steward or Pingora refuses, at the parser's position, in the parser's words.
+    pub fn from_config_error(e: &ConfigError, why: &str) -> Finding {
+        Finding::new(PARSE_ERROR, Severity::Error, e.message.clone())
+            .why(why)
+            .fix(e.fix.clone().unwrap_or_default())
+            .at(Some(Location {
+                file: e.file.clone(),
+                line: e.line,
+                column: e.column,
+            }))
+    }
+
+    pub fn unreadable(file: &Path, what: &str, error: impl fmt::Display) -> Finding {
+        Finding::new(
+            UNREADABLE,
+            Severity::Error,
+            format!("cannot read the {what}: {error}"),
+        )
+        .at(Some(Location::file(file)))
+    }
+
+    /// One line for the journal: `file:line: what; why (fix: ...)`.
+    pub fn one_line(&self) -> String {
+        let mut s = String::new();
+        if let Some(at) = &self.at {
+            s.push_str(&format!("{at}: "));
+        }
+        s.push_str(&self.what);
+        if !self.why.is_empty() {
+            s.push_str(&format!("; {}", self.why));
+        }
+        if !self.fix.is_empty() {
+            s.push_str(&format!(" (fix: {})", self.fix));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_sort_above_warnings_above_infos() {
+        assert!(Severity::Error > Severity::Warning && Severity::Warning > Severity::Info);
+    }
+
+    #[test]
+    fn location_shows_the_column_only_with_a_line() {
+        let mut at = Location::line(Path::new("p.yaml"), Some(2));
+        at.column = Some(7);
+        assert_eq!(at.to_string(), "p.yaml:2:7");
+        assert_eq!(Location::file(Path::new("p.yaml")).to_string(), "p.yaml");
+    }
+
+    #[test]
+    fn one_line_puts_the_fix_last() {
+        let f = Finding::new(KILL_MODE, Severity::Warning, "what")
+            .why("why")
+            .fix("KillMode=mixed")
+            .at(Some(Location::line(Path::new("u.service"), Some(3))));
+        assert_eq!(f.one_line(), "u.service:3: what; why (fix: KillMode=mixed)");
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let mut ids = ALL_IDS.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), ALL_IDS.len());
+    }
+}

@@ -1,0 +1,420 @@
+//! `steward check`: the contradictions between the three files that decide a stop (the
+//! systemd unit, steward's TOML, Pingora's YAML), found before they bite.
+//!
+//! The failure this exists for: a Pingora grace period longer than the unit's stop timeout,
+//! so that `systemctl stop` hangs and ends in systemd's SIGKILL. Its relatives: a unit that
+//! does not fit the way steward (or Pingora alone) starts and stops, Pingora settings that do
+//! nothing or harm under a supervisor, a readiness address that is not one of the child's
+//! listeners, and files that do not parse.
+//!
+//! Reading ([`unit`], [`pingora`], [`crate::systemd`]) is kept apart from judging
+//! ([`rules`], pure functions) and from showing ([`report`]). `steward run` asks the same
+//! rules at start-up through [`startup_findings`] and stops with exit 78 on an error.
+
+pub mod findings;
+pub mod pingora;
+pub mod report;
+pub mod rules;
+pub mod unit;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use findings::{Finding, Location, Severity, ALL_IDS};
+pub use rules::PingoraVersion;
+pub use unit::UnitProps;
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use findings::{
+    DEADLINE_BEYOND_TIMEOUT, GRACE_CLAMPED, MARGIN_EXCEEDS_TIMEOUT, NO_UNIT, UNREADABLE,
+};
+use pingora::PingoraConf;
+use rules::{StewardConfig, Surroundings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// `steward check` options. Without any, it checks /etc/steward/steward.toml.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// A unit loaded in systemd, read live: its effective properties, drop-ins included
+    /// (D-Bus, else `systemctl show`).
+    #[arg(long, value_name = "NAME", conflicts_with = "unit_file")]
+    pub unit: Option<String>,
+    /// A unit file read offline, with the drop-ins in `<FILE>.d/`; when the file lies in one
+    /// of systemd's unit directories, also `<name>.d/` and `service.d/` in all of them.
+    #[arg(long, value_name = "FILE")]
+    pub unit_file: Option<PathBuf>,
+    /// Another drop-in directory for --unit-file (repeatable); its files outrank the others.
+    #[arg(long, value_name = "DIR", requires = "unit_file")]
+    pub dropin_dir: Vec<PathBuf>,
+    /// steward's TOML (and the Pingora YAML it names). Default: the one the unit's
+    /// `ExecStart=steward run --config ...` names, else /etc/steward/steward.toml.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        conflicts_with = "pingora_conf"
+    )]
+    pub config: Option<PathBuf>,
+    /// A Pingora YAML for a server run without steward (its own unit, e.g. Pingora's
+    /// documented Type=forking one). Default with such a unit: its ExecStart's `-c` file.
+    #[arg(long, value_name = "FILE")]
+    pub pingora_conf: Option<PathBuf>,
+    /// The server's Pingora version; 0.8 and older wait out the shutdown timeout twice.
+    #[arg(long, value_name = "VERSION", value_parser = PingoraVersion::parse)]
+    pub pingora_version: Option<PingoraVersion>,
+    /// `human` (one block per finding, worst first) or `json`.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// What was checked, as the report shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inputs {
+    /// "steward" (the unit runs `steward run`) or "pingora" (Pingora is the main process).
+    pub mode: Option<&'static str>,
+    pub unit: Option<UnitInput>,
+    pub steward_config: Option<PathBuf>,
+    pub pingora_conf: Option<PathBuf>,
+    /// No Pingora conf is given: Pingora's defaults were checked.
+    pub pingora_defaults: bool,
+    pub proxy_config: Option<PathBuf>,
+    pub pingora_version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitInput {
+    pub name: String,
+    pub via: &'static str,
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub inputs: Inputs,
+    /// Worst first.
+    pub findings: Vec<Finding>,
+}
+
+/// `steward check`: prints the report, returns 0 (clean or infos), 1 (warnings), 2 (errors).
+pub fn command(args: CheckArgs) -> i32 {
+    let checked = check(&args);
+    let text = match args.format {
+        Format::Human => report::human(&checked),
+        Format::Json => report::json(&checked),
+    };
+    print!("{text}");
+    report::exit_status(&checked.findings)
+}
+
+pub fn check(args: &CheckArgs) -> Checked {
+    let version = args.pingora_version.unwrap_or(PingoraVersion::ASSUMED);
+    let mut inputs = Inputs {
+        pingora_version: version.to_string(),
+        ..Inputs::default()
+    };
+    let mut out = Vec::new();
+    let unit_requested = args.unit.is_some() || args.unit_file.is_some();
+    let loaded = match (&args.unit, &args.unit_file) {
+        (Some(name), _) => Some(live_unit(name)),
+        (None, Some(path)) => Some(unit::load_unit_file(path, &args.dropin_dir)),
+        (None, None) => None,
+    };
+    let unit = match loaded {
+        Some(Ok(u)) => Some(u),
+        Some(Err(f)) => {
+            out.push(*f);
+            None
+        }
+        None => None,
+    };
+    if let Some(u) = &unit {
+        inputs.unit = Some(UnitInput {
+            name: u.name.clone(),
+            via: u.via,
+            files: u.files.clone(),
+        });
+        out.extend(u.problems.iter().cloned());
+    }
+    if !unit_requested {
+        out.push(no_unit());
+    }
+    let s = Surroundings {
+        unit: unit.as_ref(),
+        assume_default_unit: true,
+        version,
+    };
+    match target(args, unit.as_ref(), unit_requested) {
+        Some(Target::Steward(path)) => {
+            inputs.mode = Some("steward");
+            inputs.steward_config = Some(path.clone());
+            match read_steward_config(&path) {
+                Ok((config, text)) => out.extend(evaluate_steward(&config, &text, &s, &mut inputs)),
+                Err(f) => out.push(*f),
+            }
+        }
+        Some(Target::Pingora(conf)) => {
+            inputs.mode = Some("pingora");
+            inputs.pingora_conf = conf.clone();
+            inputs.pingora_defaults = conf.is_none();
+            let pingora = match &conf {
+                Some(path) => PingoraConf::load(path),
+                None => Ok(PingoraConf::defaults()),
+            };
+            match pingora {
+                Ok(p) => out.extend(rules::pingora_alone(&p, &s)),
+                Err(f) => out.push(*f),
+            }
+        }
+        None => {}
+    }
+    Checked {
+        inputs,
+        findings: worst_first(out),
+    }
+}
+
+/// The checks `steward run` makes at start-up, after it has read its config and asked
+/// systemd for the unit (`None` outside systemd). Findings that run already logs in its
+/// own words, or that already stopped it, are left out.
+pub fn startup_findings(config: &Config, unit: Option<&UnitProps>) -> Vec<Finding> {
+    let text = std::fs::read_to_string(&config.path).unwrap_or_default();
+    let s = Surroundings {
+        unit,
+        assume_default_unit: false,
+        version: PingoraVersion::ASSUMED,
+    };
+    let mut out = evaluate_steward(config, &text, &s, &mut Inputs::default());
+    out.retain(|f| !REPORTED_BY_RUN.contains(&f.id));
+    worst_first(out)
+}
+
+/// The deadline record and its warning, the clamp warnings, and the margin error (exit 78
+/// before the check runs) are `steward run`'s own log lines already.
+const REPORTED_BY_RUN: &[&str] = &[
+    GRACE_CLAMPED,
+    DEADLINE_BEYOND_TIMEOUT,
+    MARGIN_EXCEEDS_TIMEOUT,
+];
+
+/// Logs start-up findings with `steward_check` and `steward_severity` fields; `true` when
+/// one is an error, which must stop the start (exit 78).
+pub fn log_startup(findings: &[Finding]) -> bool {
+    for f in findings {
+        let line = f.one_line();
+        let severity = f.severity.as_str();
+        match f.severity {
+            Severity::Error => tracing::error!(
+                steward_phase = "config",
+                steward_check = f.id,
+                steward_severity = severity,
+                "configuration error: {line}"
+            ),
+            Severity::Warning => tracing::warn!(
+                steward_phase = "config",
+                steward_check = f.id,
+                steward_severity = severity,
+                "steward check: {line}"
+            ),
+            Severity::Info => tracing::info!(
+                steward_phase = "config",
+                steward_check = f.id,
+                steward_severity = severity,
+                "steward check: {line}"
+            ),
+        }
+    }
+    findings.iter().any(|f| f.severity == Severity::Error)
+}
+
+fn worst_first(mut findings: Vec<Finding>) -> Vec<Finding> {
+    // Stable: within a severity, the order the checks ran in (unit, stop, settings).
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    findings
+}
+
+enum Target {
+    Steward(PathBuf),
+    /// The conf Pingora is started with; `None`: its defaults.
+    Pingora(Option<PathBuf>),
+}
+
+/// What runs as the unit's main process decides which rules apply; the options override it.
+fn target(args: &CheckArgs, unit: Option<&UnitProps>, unit_requested: bool) -> Option<Target> {
+    if let Some(c) = &args.config {
+        return Some(Target::Steward(c.clone()));
+    }
+    if let Some(p) = &args.pingora_conf {
+        return Some(Target::Pingora(Some(p.clone())));
+    }
+    match unit.and_then(UnitProps::main_command) {
+        Some(cmd) if runs_steward(cmd) => Some(Target::Steward(
+            flag_value(cmd, "--config", 'c')
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
+        )),
+        Some(cmd) => Some(Target::Pingora(
+            flag_value(cmd, "--conf", 'c').map(PathBuf::from),
+        )),
+        // A unit that failed to load, or one without ExecStart: nothing more to read.
+        None if unit_requested => None,
+        None => Some(Target::Steward(PathBuf::from(DEFAULT_CONFIG_PATH))),
+    }
+}
+
+fn runs_steward(cmd: &[String]) -> bool {
+    let program = cmd.first().map(|p| Path::new(p).file_name());
+    program.flatten().is_some_and(|n| n == "steward") && cmd.get(1).is_some_and(|a| a == "run")
+}
+
+/// `--long VALUE`, `--long=VALUE`, `-s VALUE` or `-sVALUE` among a command's arguments.
+fn flag_value<'a>(cmd: &'a [String], long: &str, short: char) -> Option<&'a str> {
+    let short = format!("-{short}");
+    let mut args = cmd.iter().skip(1);
+    while let Some(a) = args.next() {
+        if *a == long || *a == short {
+            return args.next().map(String::as_str);
+        }
+        if let Some(v) = a.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
+            return Some(v);
+        }
+        if let Some(v) = a
+            .strip_prefix(&short)
+            .filter(|v| !v.is_empty() && !a.starts_with("--"))
+        {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn read_steward_config(path: &Path) -> Result<(Config, String), Box<Finding>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Finding::unreadable(path, "steward configuration", e))?;
+    let config = Config::parse(path, &text).map_err(|e| {
+        Finding::from_config_error(&e, "steward refuses to start with this file (exit 78)")
+    })?;
+    Ok((config, text))
+}
+
+/// Reads what steward's config names (the Pingora YAML, steward-proxy's settings) and runs
+/// the under-steward rules.
+fn evaluate_steward(
+    config: &Config,
+    text: &str,
+    s: &Surroundings<'_>,
+    inputs: &mut Inputs,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    inputs.pingora_conf = config.child.pingora_conf.clone();
+    inputs.pingora_defaults = config.child.pingora_conf.is_none();
+    let pingora = match &config.child.pingora_conf {
+        None => Some(PingoraConf::defaults()),
+        Some(path) => match PingoraConf::load(path) {
+            Ok(p) => Some(p),
+            Err(f) => {
+                let f = if f.id == UNREADABLE {
+                    f.fix(format!("child.pingora_conf in {}", config.path.display()))
+                } else {
+                    *f
+                };
+                out.push(f);
+                None
+            }
+        },
+    };
+    let is_proxy = config
+        .child
+        .program
+        .file_name()
+        .is_some_and(|n| n == "steward-proxy");
+    let listeners = pingora::proxy_config_arg(&config.child.args)
+        .filter(|_| is_proxy)
+        .map(|arg| config.child.working_directory.join(arg))
+        .and_then(|path| {
+            inputs.proxy_config = Some(path.clone());
+            match pingora::proxy_listeners(&path) {
+                Ok(addrs) => Some((path, addrs)),
+                Err(f) => {
+                    out.push(*f);
+                    None
+                }
+            }
+        });
+    out.extend(rules::under_steward(
+        &StewardConfig { config, text },
+        pingora.as_ref(),
+        listeners.as_ref().map(|(p, a)| (p.as_path(), a.as_slice())),
+        s,
+    ));
+    out
+}
+
+fn no_unit() -> Finding {
+    Finding::new(
+        NO_UNIT,
+        Severity::Info,
+        "the systemd unit was not checked",
+    )
+    .why(format!(
+        "no --unit or --unit-file was given; the stop checks assume TimeoutStopSec {} s, systemd's default",
+        unit::SYSTEMD_DEFAULT_TIMEOUT_STOP.as_secs()
+    ))
+    .fix("steward check --unit NAME (live) or --unit-file FILE (offline)")
+}
+
+fn live_unit(name: &str) -> Result<UnitProps, Box<Finding>> {
+    // Like systemctl: a bare name means a service.
+    let name = if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    };
+    let failed = |e: String| {
+        Finding::new(
+            UNREADABLE,
+            Severity::Error,
+            format!("cannot read unit {name} from systemd: {e}"),
+        )
+        .fix("check the name (systemctl list-units), or read the file offline with --unit-file")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Box::new(failed(e.to_string())))?;
+    rt.block_on(crate::systemd::query_named_unit_props(&name))
+        .map_err(|e| Box::new(failed(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(s: &str) -> Vec<String> {
+        unit::split_words(s)
+    }
+
+    #[test]
+    fn a_unit_running_steward_is_checked_under_steward() {
+        assert!(runs_steward(&cmd(
+            "/usr/local/bin/steward run --config /etc/s.toml"
+        )));
+        assert!(!runs_steward(&cmd("/bin/pingora -d -c /etc/pingora.conf")));
+    }
+
+    #[test]
+    fn flag_values_are_found_in_every_spelling() {
+        let c = cmd("/bin/pingora -d -c /etc/pingora.conf");
+        assert_eq!(flag_value(&c, "--conf", 'c'), Some("/etc/pingora.conf"));
+        let c = cmd("/bin/pingora --conf=/etc/p.yaml");
+        assert_eq!(flag_value(&c, "--conf", 'c'), Some("/etc/p.yaml"));
+        let c = cmd("/bin/pingora -c/etc/p.yaml");
+        assert_eq!(flag_value(&c, "--conf", 'c'), Some("/etc/p.yaml"));
+        assert_eq!(flag_value(&cmd("/bin/pingora -d"), "--conf", 'c'), None);
+    }
+}

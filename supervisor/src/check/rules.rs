@@ -1,0 +1,898 @@
+//! The checks: pure functions from what was read (unit, steward's TOML, Pingora's YAML,
+//! steward-proxy's listeners) to findings. Nothing here reads a file or asks systemd.
+//!
+//! Two situations, two rule sets:
+//! - **under steward** (the unit's main process is `steward run`): steward already clamps
+//!   the grace period, moves the upgrade socket and forces the foreground, so most Pingora
+//!   settings become infos; what can still go wrong is the unit around steward and steward's
+//!   own deadline against the unit's timeout.
+//! - **Pingora alone** (its own unit, e.g. Pingora's documented `Type=forking` one): the
+//!   grace period is the stop, and the unit must match Pingora's daemon mode.
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::findings::*;
+use super::pingora::{
+    PingoraConf, DEFAULT_PID_FILE, DEFAULT_UPGRADE_SOCK, GRACE, SHUTDOWN_TIMEOUT,
+};
+use super::unit::{Prop, UnitProps, SYSTEMD_DEFAULT_TIMEOUT_STOP};
+use crate::config::{find_key_line, fmt_duration, Config, DrainMode, Probe};
+use crate::deadline::{self, fmt_span, Outer, UnitTimeout};
+use crate::duration::Span;
+use crate::pingora_conf::{self, PINGORA_DEFAULT_GRACE, PINGORA_DEFAULT_SHUTDOWN_TIMEOUT};
+
+/// After its deadline steward SIGKILLs the child's tree and waits up to 2 s to reap it
+/// (`FINAL_REAP` in run.rs); systemd's timer must not fire inside that window.
+pub const REAP_ALLOWANCE: Duration = Duration::from_secs(2);
+
+/// Directories anyone may create files in, even where they do not exist on this machine.
+const SHARED_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm"];
+
+/// A Pingora release, for the one difference in stop time between releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PingoraVersion {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+}
+
+impl PingoraVersion {
+    /// What steward is built and tested against.
+    pub const ASSUMED: PingoraVersion = PingoraVersion {
+        major: 0,
+        minor: 9,
+        patch: 1,
+    };
+
+    /// "0.8", "0.9.1", "v0.8.0".
+    pub fn parse(text: &str) -> Result<PingoraVersion, String> {
+        let t = text.trim().trim_start_matches('v');
+        let mut parts = t.split('.').map(|p| p.parse::<u64>());
+        let mut next = |required: bool| match parts.next() {
+            Some(Ok(n)) => Ok(n),
+            None if !required => Ok(0),
+            _ => Err(format!("{text:?} is not a version such as 0.8 or 0.9.1")),
+        };
+        let v = PingoraVersion {
+            major: next(true)?,
+            minor: next(true)?,
+            patch: next(false)?,
+        };
+        match parts.next() {
+            None => Ok(v),
+            Some(_) => Err(format!("{text:?} is not a version such as 0.8 or 0.9.1")),
+        }
+    }
+
+    /// How many times a stop waits out `graceful_shutdown_timeout_seconds`: 0.8 and older
+    /// slept it again after the runtimes had shut down (upstream #727, #813; PR #733).
+    pub fn shutdown_timeout_waits(self) -> u64 {
+        if (self.major, self.minor) <= (0, 8) {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+impl fmt::Display for PingoraVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// What the rules know about the surroundings.
+#[derive(Debug, Clone, Copy)]
+pub struct Surroundings<'a> {
+    pub unit: Option<&'a UnitProps>,
+    /// Without a unit: `true` compares the stop with systemd's default `TimeoutStopSec`
+    /// (`steward check`), `false` skips the stop checks (`steward run` outside systemd,
+    /// where its own fallback deadline applies).
+    pub assume_default_unit: bool,
+    pub version: PingoraVersion,
+}
+
+/// The unit's stop timeout, or the one assumed without a unit.
+struct StopTimeout {
+    value: Span,
+    /// "TimeoutStopSec 30 s (steward-proxy.service:21)"
+    shown: String,
+    unit: String,
+}
+
+impl Surroundings<'_> {
+    fn stop_timeout(&self) -> Option<StopTimeout> {
+        match self.unit {
+            Some(u) => Some(StopTimeout {
+                value: u.timeout_stop.value,
+                shown: shown(
+                    "TimeoutStopSec",
+                    &fmt_span(u.timeout_stop.value),
+                    &u.timeout_stop,
+                ),
+                unit: u.name.clone(),
+            }),
+            None if self.assume_default_unit => Some(StopTimeout {
+                value: Span::Finite(SYSTEMD_DEFAULT_TIMEOUT_STOP),
+                shown: format!(
+                    "TimeoutStopSec {} (systemd's default; no unit was given)",
+                    fmt_duration(SYSTEMD_DEFAULT_TIMEOUT_STOP)
+                ),
+                unit: "the unit".into(),
+            }),
+            None => None,
+        }
+    }
+}
+
+/// "KillMode control-group (not set: systemd's default)", "KillMode mixed (x.service:7)".
+fn shown<T>(key: &str, value: &str, p: &Prop<T>) -> String {
+    match (&p.at, p.is_default) {
+        (_, true) => format!("{key} {value} (not set: systemd's default)"),
+        (Some(at), false) => format!("{key} {value} ({at})"),
+        (None, false) => format!("{key} {value}"),
+    }
+}
+
+/// Where to write `line` in the unit and how: over the line that sets it, or added.
+fn unit_fix<T>(u: &UnitProps, p: &Prop<T>, line: String) -> (Option<Location>, String) {
+    match &p.at {
+        Some(at) => (Some(at.clone()), line),
+        None => (
+            u.fragment().map(Location::file),
+            format!(
+                "add {line} under [Service] (a drop-in will do: systemctl edit {})",
+                u.name
+            ),
+        ),
+    }
+}
+
+/// steward's TOML, with its text for the lines of the keys a fix names.
+pub struct StewardConfig<'a> {
+    pub config: &'a Config,
+    pub text: &'a str,
+}
+
+impl StewardConfig<'_> {
+    fn at(&self, key: &str) -> Location {
+        Location::line(&self.config.path, find_key_line(self.text, key))
+    }
+
+    /// `line` over the key's line, or added to `[table]`.
+    fn fix(&self, table: &str, key: &str, line: String) -> (Option<Location>, String) {
+        let at = self.at(key);
+        match at.line {
+            Some(_) => (Some(at), line),
+            None => (Some(at), format!("add {line} under [{table}]")),
+        }
+    }
+
+    fn child_is_steward_proxy(&self) -> bool {
+        self.config
+            .child
+            .program
+            .file_name()
+            .is_some_and(|n| n == "steward-proxy")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Under steward
+
+/// Everything that applies when steward is the unit's main process.
+pub fn under_steward(
+    cfg: &StewardConfig<'_>,
+    pingora: Option<&PingoraConf>,
+    listeners: Option<(&Path, &[String])>,
+    s: &Surroundings<'_>,
+) -> Vec<Finding> {
+    let mut out = steward_stop(cfg, pingora, s);
+    if let Some(u) = s.unit {
+        out.extend(steward_unit(cfg, u));
+        out.extend(watchdog(
+            u,
+            "steward sends none: it has no health probe tied to the watchdog yet",
+        ));
+    }
+    if let Some(p) = pingora {
+        out.extend(pingora_settings_under_steward(p));
+    }
+    if let Some((path, declared)) = listeners {
+        out.extend(ready_listener(cfg, path, declared));
+    }
+    out
+}
+
+fn steward_stop(
+    cfg: &StewardConfig<'_>,
+    pingora: Option<&PingoraConf>,
+    s: &Surroundings<'_>,
+) -> Vec<Finding> {
+    let Some(timeout) = s.stop_timeout() else {
+        return Vec::new();
+    };
+    let c = cfg.config;
+    let outer = Outer::Systemd(UnitTimeout {
+        unit: timeout.unit.clone(),
+        timeout_stop: timeout.value,
+        via: "steward check",
+    });
+    let d = match deadline::resolve(
+        c.stop.deadline,
+        c.stop.margin,
+        c.stop.fallback_deadline,
+        &outer,
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            let t = match timeout.value {
+                Span::Finite(t) => t,
+                Span::Infinity => Duration::ZERO,
+            };
+            let (at, fix) = cfg.fix(
+                "stop",
+                "margin",
+                format!("margin = \"{}\"", suggest_margin(t)),
+            );
+            return vec![Finding::new(
+                MARGIN_EXCEEDS_TIMEOUT,
+                Severity::Error,
+                "steward refuses to start (exit 78): no time would be left to drain",
+            )
+            .why(format!("{e}; {}", timeout.shown))
+            .fix(format!("{fix} (or raise TimeoutStopSec)"))
+            .at(at)];
+        }
+    };
+    let mut out = Vec::new();
+    // What a stock Pingora child does by itself: sleep its grace period as steward's
+    // effective copy sets it, clamped to the deadline.
+    let child_stop = pingora.and_then(|p| {
+        let source = p.path.as_deref().map(|path| (path, p.text()));
+        let eff = pingora_conf::effective(source, d.value, Path::new("/run/steward/upgrade.sock"))
+            .ok()?;
+        let grace = p.grace.unwrap_or(PINGORA_DEFAULT_GRACE);
+        let timeout = p
+            .shutdown_timeout
+            .unwrap_or(PINGORA_DEFAULT_SHUTDOWN_TIMEOUT);
+        if (eff.grace, eff.shutdown_timeout) != (grace, timeout) {
+            out.push(grace_clamped(
+                p,
+                &d,
+                (grace, timeout),
+                (eff.grace, eff.shutdown_timeout),
+            ));
+        }
+        Some(eff.grace + eff.shutdown_timeout * s.version.shutdown_timeout_waits())
+    });
+    let Span::Finite(t) = timeout.value else {
+        return out;
+    };
+    let beyond = d.value.is_none_or(|dl| dl >= t);
+    if beyond {
+        let deadline_shown = match d.value {
+            Some(dl) => format!("stop.deadline {}", fmt_duration(dl)),
+            None => "stop.deadline infinity".to_string(),
+        };
+        let child_outlasts = c.stop.drain == DrainMode::Exit
+            && !cfg.child_is_steward_proxy()
+            && child_stop.is_some_and(|cs| Duration::from_secs(cs) > t);
+        if child_outlasts {
+            let (at, fix) = cfg.fix("stop", "drain", "drain = \"connections\"".into());
+            out.push(
+                Finding::new(STOP_TIMEOUT_EXCEEDED, Severity::Error, kill_at_timeout(s.unit, t))
+                    .why(format!(
+                        "with stop.drain = \"exit\" steward waits for the child to exit by itself, and a stock Pingora child sleeps out its grace period: {} s, idle or not; {deadline_shown} does not end it before {}",
+                        child_stop.unwrap_or_default(),
+                        timeout.shown
+                    ))
+                    .fix(format!("{fix} (steward then ends the child once no request is left), or deadline = \"auto\""))
+                    .at(at),
+            );
+        } else {
+            let (at, fix) = cfg.fix("stop", "deadline", "deadline = \"auto\"".into());
+            out.push(
+                Finding::new(
+                    DEADLINE_BEYOND_TIMEOUT,
+                    Severity::Warning,
+                    format!("a stop still draining after {} (a long request in flight) ends in systemd's SIGKILL of every process, not in steward's orderly kill and report", fmt_duration(t)),
+                )
+                .why(format!("{deadline_shown} is not before {}", timeout.shown))
+                .fix(format!("{fix} (TimeoutStopSec minus stop.margin)"))
+                .at(at),
+            );
+        }
+    } else if let Some(dl) = d.value {
+        let room = t.saturating_sub(dl);
+        if room < REAP_ALLOWANCE {
+            let (at, fix) = match c.stop.deadline {
+                crate::config::DeadlineSetting::Auto => {
+                    cfg.fix("stop", "margin", "margin = \"5s\"".into())
+                }
+                _ => cfg.fix(
+                    "stop",
+                    "deadline",
+                    format!(
+                        "deadline = \"{}\"",
+                        humantime_secs(t.saturating_sub(Duration::from_secs(5)))
+                    ),
+                ),
+            };
+            out.push(
+                Finding::new(
+                    MARGIN_TOO_SMALL,
+                    Severity::Warning,
+                    "when a drain reaches steward's deadline, systemd's timer can fire while steward is still killing and reaping the child: systemd then SIGKILLs what is left and marks the stop failed",
+                )
+                .why(format!(
+                    "steward's deadline {} leaves {} before {}; killing and reaping the child's tree may take up to {}",
+                    fmt_duration(dl),
+                    fmt_duration(room),
+                    timeout.shown,
+                    fmt_duration(REAP_ALLOWANCE)
+                ))
+                .fix(fix)
+                .at(at),
+            );
+        }
+    }
+    out
+}
+
+fn suggest_margin(t: Duration) -> String {
+    let half = Duration::from_secs(t.as_secs() / 2);
+    humantime_secs(half.clamp(Duration::from_secs(1), Duration::from_secs(5)))
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+fn grace_clamped(
+    p: &PingoraConf,
+    d: &deadline::Deadline,
+    (grace, timeout): (u64, u64),
+    (new_grace, new_timeout): (u64, u64),
+) -> Finding {
+    let deadline = d
+        .value
+        .map(fmt_duration)
+        .unwrap_or_else(|| "infinity".into());
+    let (at, fix) = match p.at(GRACE) {
+        Some(at) if at.line.is_some() => (
+            Some(at),
+            format!("none needed; {GRACE}: {new_grace} would say what applies"),
+        ),
+        at => (at, "none needed".into()),
+    };
+    Finding::new(
+        GRACE_CLAMPED,
+        Severity::Info,
+        format!(
+            "steward runs the child with {GRACE} {new_grace} and {SHUTDOWN_TIMEOUT} {new_timeout} instead of {grace} and {timeout}: a request still running {deadline} after the stop began is cut, by steward, at its deadline"
+        ),
+    )
+    .why(format!("the child's own shutdown must fit the {}", d.describe()))
+    .fix(fix)
+    .at(at)
+}
+
+/// systemd's words for a stop that outlasts `TimeoutStopSec`.
+fn kill_at_timeout(unit: Option<&UnitProps>, t: Duration) -> String {
+    let whom = match unit.map(|u| u.kill_mode.value.as_str()) {
+        Some("process") | Some("none") => "the main process",
+        _ => "every process",
+    };
+    let signal = match unit.map(|u| u.timeout_stop_failure_mode.value.as_str()) {
+        Some("abort") => format!("SIGABRT {whom}, which dumps core,"),
+        _ => format!("SIGKILL {whom}"),
+    };
+    format!(
+        "systemctl stop will wait {} and then {signal}; in-flight requests are cut at a random point",
+        fmt_duration(t)
+    )
+}
+
+fn steward_unit(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let ty = u.service_type.value.as_str();
+    let type_problem = match ty {
+        "notify" => None,
+        "forking" => Some((Severity::Error, "systemctl start waits TimeoutStartSec for steward to fork into the background and exit, which it never does; then systemd kills it and the start fails")),
+        "oneshot" => Some((Severity::Error, "systemctl start does not return until steward exits, that is until the service stops: the unit never becomes active")),
+        "dbus" => Some((Severity::Error, "systemctl start waits for a D-Bus name steward never takes; then systemd kills it and the start fails")),
+        "notify-reload" => Some((Severity::Warning, "systemctl reload sends SIGHUP, which steward ignores, and waits for RELOADING=1 until it times out")),
+        _ => Some((Severity::Warning, "systemctl start returns as soon as steward is started, before the child serves, and systemd ignores READY=1 and STATUS=: units ordered after this one start against a proxy that does not answer yet")),
+    };
+    if let Some((severity, what)) = type_problem {
+        let (at, fix) = unit_fix(u, &u.service_type, "Type=notify".into());
+        out.push(
+            Finding::new(SERVICE_TYPE, severity, what)
+                .why(format!(
+                    "{}; steward stays in the foreground and sends READY=1 through sd_notify once the child serves",
+                    shown("Type", ty, &u.service_type)
+                ))
+                .fix(fix)
+                .at(at),
+        );
+    }
+    if matches!(ty, "notify" | "notify-reload") {
+        let access = u.notify_access.value.as_str();
+        let problem = match access {
+            "none" => Some((Severity::Error, "systemd drops steward's READY=1: systemctl start waits TimeoutStartSec, then kills the service and the start fails")),
+            "all" => Some((Severity::Warning, "any process of the unit, the child and its descendants included, can send READY=1, STOPPING=1, STATUS= or MAINPID= in steward's name")),
+            _ => None,
+        };
+        if let Some((severity, what)) = problem {
+            let (at, fix) = unit_fix(u, &u.notify_access, "NotifyAccess=main".into());
+            out.push(
+                Finding::new(NOTIFY_ACCESS, severity, what)
+                    .why(format!(
+                        "{}; steward, the main process, is the only one that notifies",
+                        shown("NotifyAccess", access, &u.notify_access)
+                    ))
+                    .fix(fix)
+                    .at(at),
+            );
+        }
+    }
+    let kill_mode = u.kill_mode.value.as_str();
+    if kill_mode != "mixed" {
+        let what = match kill_mode {
+            "control-group" => "systemctl stop sends SIGTERM to the child at the same moment as to steward, so steward no longer decides when and how the child is told to stop",
+            _ => "processes that outlive steward (after a crash of steward) are left running by the stop, holding the listening ports, and systemd never sends a final SIGKILL to them",
+        };
+        let (at, fix) = unit_fix(u, &u.kill_mode, "KillMode=mixed".into());
+        out.push(
+            Finding::new(KILL_MODE, Severity::Warning, what)
+                .why(format!(
+                    "{}; KillMode=mixed sends SIGTERM to steward alone, which forwards it and escalates in order, and keeps systemd's final SIGKILL for every process",
+                    shown("KillMode", kill_mode, &u.kill_mode)
+                ))
+                .fix(fix)
+                .at(at),
+        );
+    }
+    if u.timeout_stop_failure_mode.value == "abort" {
+        let (at, fix) = unit_fix(
+            u,
+            &u.timeout_stop_failure_mode,
+            "TimeoutStopFailureMode=terminate".into(),
+        );
+        out.push(
+            Finding::new(
+                STOP_FAILURE_MODE_ABORT,
+                Severity::Warning,
+                "if a stop ever outlasts TimeoutStopSec (steward hung), systemd sends SIGABRT instead of SIGKILL: every process dumps core, Pingora's memory with keys and request data included, and the stop waits another TimeoutStopSec",
+            )
+            .why(shown("TimeoutStopFailureMode", "abort", &u.timeout_stop_failure_mode))
+            .fix(fix)
+            .at(at),
+        );
+    }
+    let restart = u.restart.value.as_str();
+    let prevent = &u.restart_prevent_exit_status.value;
+    if matches!(restart, "on-failure" | "always") && !prevent.iter().any(|s| s == "78") {
+        let line = if prevent.is_empty() {
+            "RestartPreventExitStatus=78".to_string()
+        } else {
+            format!("RestartPreventExitStatus={} 78", prevent.join(" "))
+        };
+        let (at, fix) = unit_fix(u, &u.restart_prevent_exit_status, line);
+        out.push(
+            Finding::new(
+                RESTART_PREVENT_78,
+                Severity::Warning,
+                "a configuration error (steward exits 78) is restarted every RestartSec with the same error until the start limit trips, instead of failing once with the reason",
+            )
+            .why(format!(
+                "{} restarts on any non-zero exit status",
+                shown("Restart", restart, &u.restart)
+            ))
+            .fix(fix)
+            .at(at),
+        );
+    }
+    if cfg.config.runtime_dir.is_none() && u.runtime_directory.value.is_empty() {
+        let (at, fix) = unit_fix(u, &u.runtime_directory, "RuntimeDirectory=steward".into());
+        out.push(
+            Finding::new(
+                NO_RUNTIME_DIRECTORY,
+                Severity::Warning,
+                "steward keeps the effective Pingora conf and the upgrade socket in /run/steward as root, else in /tmp/steward-<uid>: a directory that outlives the service and that, in /tmp, another local user can create first, so that steward refuses to start (exit 73)",
+            )
+            .why("the unit has no RuntimeDirectory= and steward's config no runtime_dir")
+            .fix(format!("{fix}, with RuntimeDirectoryMode=0700"))
+            .at(at),
+        );
+    }
+    out
+}
+
+/// Neither steward nor Pingora sends `WATCHDOG=1`.
+fn watchdog(u: &UnitProps, who: &str) -> Option<Finding> {
+    let w = u.watchdog_interval()?;
+    let (at, fix) = unit_fix(u, &u.watchdog, "WatchdogSec=0".into());
+    Some(
+        Finding::new(
+            WATCHDOG_WITHOUT_PROBE,
+            Severity::Error,
+            format!(
+                "systemd kills the service {} after every start (Result=watchdog), and Restart= starts it again: it flaps",
+                fmt_duration(w)
+            ),
+        )
+        .why(format!(
+            "{} expects WATCHDOG=1 at least that often; {who}",
+            shown("WatchdogSec", &fmt_duration(w), &u.watchdog)
+        ))
+        .fix(fix)
+        .at(at),
+    )
+}
+
+fn pingora_settings_under_steward(p: &PingoraConf) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if p.daemon {
+        out.push(
+            Finding::new(
+                DAEMON_IGNORED,
+                Severity::Info,
+                "daemon: true does nothing: steward runs the child with daemon: false, because a child that forks away cannot be supervised",
+            )
+            .why("steward's effective copy of this file sets daemon: false")
+            .fix("delete the line")
+            .at(p.at("daemon")),
+        );
+    }
+    out.extend(foreground_settings(
+        p,
+        "the child runs in the foreground under steward",
+    ));
+    if let Some(sock) = &p.upgrade_sock {
+        if let Some(dir) = shared_dir(sock) {
+            out.push(
+                Finding::new(
+                    UPGRADE_SOCK_SHARED_DIR,
+                    Severity::Info,
+                    format!("upgrade_sock {sock} does nothing: steward moves the upgrade socket into its private runtime directory"),
+                )
+                .why(format!("{} is writable by every user, so steward never uses it", dir.display()))
+                .fix("delete the line")
+                .at(p.at("upgrade_sock")),
+            );
+        }
+    }
+    out
+}
+
+/// Keys Pingora reads only when it daemonizes.
+fn foreground_settings(p: &PingoraConf, why: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let ignored = [
+        ("pid_file", &p.pid_file, "Pingora writes it only when it daemonizes"),
+        ("error_log", &p.error_log, "Pingora logs to stderr, which the journal keeps, and opens this file only when it daemonizes"),
+        ("working_directory", &p.working_directory, "Pingora changes directory only when it daemonizes"),
+    ];
+    for (key, value, what) in ignored {
+        if let Some(v) = value {
+            out.push(
+                Finding::new(
+                    FOREGROUND_ONLY,
+                    Severity::Info,
+                    format!("{key}: {v} does nothing: {what}"),
+                )
+                .why(why.to_string())
+                .fix("delete the line")
+                .at(p.at(key)),
+            );
+        }
+    }
+    for (key, value, unit_key) in [("user", &p.user, "User"), ("group", &p.group, "Group")] {
+        if let Some(v) = value {
+            out.push(
+                Finding::new(
+                    USER_IGNORED,
+                    Severity::Warning,
+                    format!("the server does not switch to {key} {v}: Pingora drops privileges only when it daemonizes, so it keeps the unit's {unit_key}= (root when unset)"),
+                )
+                .why(why.to_string())
+                .fix(format!("{unit_key}={v} in the unit's [Service], and delete this line"))
+                .at(p.at(key)),
+            );
+        }
+    }
+    out
+}
+
+/// The directory of `path` when any local user can create files in it.
+fn shared_dir(path: &str) -> Option<PathBuf> {
+    let dir = Path::new(path).parent()?;
+    let known = SHARED_DIRS.iter().any(|d| dir == Path::new(d));
+    let world_writable = std::fs::metadata(dir)
+        .map(|m| m.mode() & 0o002 != 0)
+        .unwrap_or(false);
+    (known || world_writable).then(|| dir.to_path_buf())
+}
+
+/// steward's readiness address against the listeners steward-proxy's settings declare.
+fn ready_listener(cfg: &StewardConfig<'_>, proxy_toml: &Path, declared: &[String]) -> Vec<Finding> {
+    if declared.is_empty() {
+        return Vec::new();
+    }
+    let probe = &cfg.config.ready.probe;
+    let (addr, key) = match probe {
+        Probe::Tcp(a) => (a.as_str(), "tcp"),
+        Probe::Http(u) => (u.authority.as_str(), "http"),
+    };
+    let rewrite = |l: &str| match probe {
+        Probe::Tcp(_) => format!("tcp = \"{l}\""),
+        Probe::Http(u) => format!("http = \"http://{l}{}\"", u.path),
+    };
+    if declared.iter().any(|l| l == addr) {
+        return Vec::new();
+    }
+    let port = |a: &str| a.rsplit_once(':').map(|(_, p)| p.to_string());
+    let same_port = declared.iter().find(|l| port(l) == port(addr));
+    let list = declared.join(", ");
+    let finding = match same_port {
+        Some(l) => Finding::new(
+            LISTENER_MISMATCH,
+            Severity::Warning,
+            format!("ready.{key} names {addr} where the child declares {l}: the probe may reach it, but the listener hand-off of an upgrade matches addresses as strings and would not find {addr}"),
+        )
+        .why(format!("{} declares {list}; {addr} and {l} are different keys", proxy_toml.display()))
+        .fix(rewrite(l)),
+        None => Finding::new(
+            READY_NOT_A_LISTENER,
+            Severity::Error,
+            format!(
+                "steward's readiness probe can never pass: after ready.timeout {} steward kills the child and exits 69",
+                fmt_duration(cfg.config.ready.timeout)
+            ),
+        )
+        .why(format!("ready.{key} is {addr}, but the child listens on {list} ({})", proxy_toml.display()))
+        .fix(rewrite(&declared[0])),
+    };
+    vec![finding.at(Some(cfg.at(key)))]
+}
+
+// ---------------------------------------------------------------------------------------
+// Pingora alone
+
+/// Everything that applies when Pingora is the unit's main process itself.
+pub fn pingora_alone(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
+    let mut out = pingora_stop(p, s);
+    let main = s.unit.and_then(UnitProps::main_command);
+    let daemon_flag = main.is_some_and(|c| c.iter().skip(1).any(|a| a == "-d" || a == "--daemon"));
+    let daemon = p.daemon || daemon_flag;
+    if let Some(u) = s.unit {
+        out.extend(pingora_service_type(p, u, daemon, daemon_flag));
+        out.extend(pid_file(p, u, daemon));
+        out.extend(watchdog(u, "Pingora never sends it"));
+    }
+    if !daemon {
+        out.extend(foreground_settings(
+            p,
+            "this server runs in the foreground (no daemon: true, no -d)",
+        ));
+    }
+    let upgrades = s.unit.is_none_or(|u| {
+        u.exec_start
+            .value
+            .iter()
+            .chain(&u.exec_reload.value)
+            .any(|c| c.iter().skip(1).any(|a| a == "-u" || a == "--upgrade"))
+    });
+    let sock = p.upgrade_sock.as_deref().unwrap_or(DEFAULT_UPGRADE_SOCK);
+    if let (true, Some(dir)) = (upgrades, shared_dir(sock)) {
+        let shown_sock = match &p.upgrade_sock {
+            Some(s) => format!("upgrade_sock {s}"),
+            None => format!("upgrade_sock {DEFAULT_UPGRADE_SOCK} (absent: Pingora's default)"),
+        };
+        let at = p.at("upgrade_sock");
+        let fix = match at.as_ref().and_then(|a| a.line) {
+            Some(_) => "upgrade_sock: /run/pingora/upgrade.sock (with RuntimeDirectory=pingora, RuntimeDirectoryMode=0700)".to_string(),
+            None => "add upgrade_sock: /run/pingora/upgrade.sock (with RuntimeDirectory=pingora, RuntimeDirectoryMode=0700)".to_string(),
+        };
+        out.push(
+            Finding::new(
+                UPGRADE_SOCK_SHARED_DIR,
+                Severity::Warning,
+                "during a graceful upgrade any local user can connect to the upgrade socket first and hand the new Pingora process their own listening sockets: it then serves whatever they bound",
+            )
+            .why(format!("{shown_sock} is in {}, which every user can write to, and Pingora makes the socket mode 0666", dir.display()))
+            .fix(fix)
+            .at(at),
+        );
+    }
+    out
+}
+
+fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
+    let Some(timeout) = s.stop_timeout() else {
+        return Vec::new();
+    };
+    let waits = s.version.shutdown_timeout_waits();
+    let grace = p.grace.unwrap_or(PINGORA_DEFAULT_GRACE);
+    let shutdown = p
+        .shutdown_timeout
+        .unwrap_or(PINGORA_DEFAULT_SHUTDOWN_TIMEOUT);
+    let stop = grace + shutdown * waits;
+    if stop == 0 {
+        return Vec::new();
+    }
+    let default_note = |set: bool| {
+        if set {
+            ""
+        } else {
+            " (absent: Pingora's default)"
+        }
+    };
+    let twice = if waits > 1 {
+        format!(
+            ", twice on Pingora {} (upstream #727, fixed in 0.9)",
+            s.version
+        )
+    } else {
+        String::new()
+    };
+    let why = format!(
+        "after SIGTERM Pingora sleeps {GRACE} {grace} s{} whether or not a request is in flight, then waits up to {SHUTDOWN_TIMEOUT} {shutdown} s{}{twice}: {stop} s; {}",
+        default_note(p.grace.is_some()),
+        default_note(p.shutdown_timeout.is_some()),
+        timeout.shown
+    );
+    match timeout.value {
+        Span::Finite(t) if Duration::from_secs(stop) > t => {
+            // Leave 5 s for Pingora's own exit and the journal.
+            let budget = t.as_secs().saturating_sub(5);
+            let yaml_fix = if shutdown * waits <= budget {
+                format!("{GRACE}: {}", budget - shutdown * waits)
+            } else {
+                format!("{GRACE}: 0 and {SHUTDOWN_TIMEOUT}: {}", budget / waits)
+            };
+            let at = p.at(GRACE);
+            let yaml_fix = match at.as_ref().map(|a| a.line.is_some()) {
+                Some(true) => yaml_fix,
+                Some(false) => format!("add {yaml_fix}"),
+                None => format!("give Pingora a conf (-c) with {yaml_fix}"),
+            };
+            vec![Finding::new(STOP_TIMEOUT_EXCEEDED, Severity::Error, kill_at_timeout(s.unit, t))
+                .why(why)
+                .fix(format!(
+                    "{yaml_fix} (or TimeoutStopSec={} in {}'s [Service], if every stop may take that long; or run Pingora under steward, which ends the stop when the last request is done)",
+                    stop + 5,
+                    timeout.unit
+                ))
+                .at(at)]
+        }
+        _ => vec![Finding::new(
+            STOP_WAITS_GRACE,
+            Severity::Info,
+            format!("every systemctl stop takes {stop} s, even with no request in flight"),
+        )
+        .why(why)
+        .fix(format!("a smaller {GRACE}, or run Pingora under steward, which ends the stop when the last request is done"))
+        .at(p.at(GRACE))],
+    }
+}
+
+fn pingora_service_type(
+    p: &PingoraConf,
+    u: &UnitProps,
+    daemon: bool,
+    daemon_flag: bool,
+) -> Option<Finding> {
+    let ty = u.service_type.value.as_str();
+    let daemon_shown = match (daemon_flag, p.daemon) {
+        (true, _) => "ExecStart passes -d",
+        (false, true) => "the conf sets daemon: true",
+        (false, false) => {
+            "neither ExecStart (-d) nor the conf (daemon: true) makes Pingora daemonize"
+        }
+    };
+    let (what, line) = match (ty, daemon) {
+        ("forking", true) => return None,
+        ("forking", false) => ("systemctl start waits TimeoutStartSec for Pingora to fork into the background, which it does only with -d or daemon: true; then systemd kills it and the start fails", "Type=exec"),
+        ("simple" | "exec" | "idle", true) => ("Pingora forks into the background and its first process exits at once: systemd takes that for the end of the service and stops the unit, killing the forked server", "Type=forking"),
+        ("simple" | "exec" | "idle", false) => return None,
+        ("oneshot", _) => ("systemctl start does not return until Pingora exits: the unit never becomes active", "Type=exec"),
+        _ => ("systemctl start waits for READY=1 (or a D-Bus name), which Pingora never sends: after TimeoutStartSec systemd kills it and the start fails", "Type=exec"),
+    };
+    let (at, fix) = unit_fix(u, &u.service_type, line.to_string());
+    Some(
+        Finding::new(SERVICE_TYPE, Severity::Error, what)
+            .why(format!(
+                "{}; {daemon_shown}",
+                shown("Type", ty, &u.service_type)
+            ))
+            .fix(format!(
+                "{fix} (or run Pingora under steward with Type=notify)"
+            ))
+            .at(at),
+    )
+}
+
+fn pid_file(p: &PingoraConf, u: &UnitProps, daemon: bool) -> Option<Finding> {
+    if u.service_type.value != "forking" || !daemon {
+        return None;
+    }
+    let expected = u.pid_file.value.as_deref()?;
+    let written = p.pid_file.as_deref().unwrap_or(DEFAULT_PID_FILE);
+    let norm = |s: &str| s.replacen("/var/run/", "/run/", 1);
+    if norm(expected) == norm(written) {
+        return None;
+    }
+    let written_shown = match &p.pid_file {
+        Some(_) => written.to_string(),
+        None => format!("{written} (absent: Pingora's default)"),
+    };
+    let at = p.at("pid_file");
+    let fix = match at.as_ref().and_then(|a| a.line) {
+        Some(_) => format!("pid_file: {expected}"),
+        None => format!("add pid_file: {expected}"),
+    };
+    Some(
+        Finding::new(
+            PID_FILE_MISMATCH,
+            Severity::Error,
+            format!("systemctl start waits TimeoutStartSec for {expected}, which Pingora never writes; then systemd kills the server and the start fails"),
+        )
+        .why(format!("the unit's PIDFile is {expected}; Pingora writes its pid to pid_file {written_shown}"))
+        .fix(fix)
+        .at(at.or_else(|| u.fragment().map(Location::file))),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_with_or_without_patch() {
+        assert_eq!(
+            PingoraVersion::parse("0.8")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Ok("0.8.0")
+        );
+        assert_eq!(
+            PingoraVersion::parse("v0.9.1")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Ok("0.9.1")
+        );
+        assert!(PingoraVersion::parse("0.x").is_err());
+        assert!(PingoraVersion::parse("1").is_err());
+    }
+
+    #[test]
+    fn only_0_8_and_older_wait_out_the_shutdown_timeout_twice() {
+        let waits = |s: &str| PingoraVersion::parse(s).map(PingoraVersion::shutdown_timeout_waits);
+        assert_eq!(waits("0.8.0"), Ok(2));
+        assert_eq!(waits("0.3"), Ok(2));
+        assert_eq!(waits("0.9"), Ok(1));
+    }
+
+    #[test]
+    fn tmp_is_shared_even_where_it_does_not_exist() {
+        assert_eq!(
+            shared_dir("/tmp/pingora_upgrade.sock"),
+            Some(PathBuf::from("/tmp"))
+        );
+        assert_eq!(shared_dir("/run/steward-nonexistent/upgrade.sock"), None);
+    }
+
+    #[test]
+    fn the_stop_message_names_the_wait_and_the_signal() {
+        assert_eq!(
+            kill_at_timeout(None, Duration::from_secs(90)),
+            "systemctl stop will wait 90 s and then SIGKILL every process; in-flight requests are cut at a random point"
+        );
+    }
+}

@@ -1,0 +1,836 @@
+//! The systemd unit as `steward check` sees it: the few properties that decide how a
+//! start, a stop and a restart go, each with the line that set it where that is known.
+//!
+//! Two sources give the same [`UnitProps`]:
+//! - the live unit ([`crate::systemd::query_unit_props`] and
+//!   [`crate::systemd::query_named_unit_props`]): systemd's effective values, drop-ins and
+//!   `system.conf` defaults included. The values are systemd's; the lines that set them are
+//!   then looked up in the fragment and drop-ins systemd names, for the fix.
+//! - unit files on disk ([`load_unit_file`]), read offline the way systemd reads them:
+//!   `[Service]` assignments in order, drop-ins sorted by file name after the unit, an empty
+//!   assignment resetting a list, a line systemd would ignore reported as such.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use zbus::zvariant::{OwnedValue, Value};
+
+use super::findings::{Finding, Location, Severity, PARSE_ERROR};
+use crate::duration::{from_usec, parse_span, Span};
+
+/// systemd's `DefaultTimeoutStopSec=` as shipped; a unit file alone cannot know a changed
+/// `system.conf`, the live unit can.
+pub const SYSTEMD_DEFAULT_TIMEOUT_STOP: Duration = Duration::from_secs(90);
+
+/// Directories systemd reads system units from, highest priority first: a drop-in file name
+/// found in several of them is taken from the first.
+const SYSTEM_UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+
+/// One property: its value and where it was set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prop<T> {
+    pub value: T,
+    /// The line that set it, when known.
+    pub at: Option<Location>,
+    /// No unit file or drop-in sets it: the value is systemd's default.
+    pub is_default: bool,
+}
+
+impl<T> Prop<T> {
+    fn default_value(value: T) -> Prop<T> {
+        Prop {
+            value,
+            at: None,
+            is_default: true,
+        }
+    }
+
+    fn live(value: T) -> Prop<T> {
+        Prop {
+            value,
+            at: None,
+            is_default: false,
+        }
+    }
+}
+
+/// A command line as systemd runs it: the program, then its arguments.
+pub type Command = Vec<String>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitProps {
+    pub name: String,
+    /// "D-Bus", "systemctl show" or "unit file".
+    pub via: &'static str,
+    /// The unit file and drop-ins that define it, in the order systemd applies them.
+    pub files: Vec<PathBuf>,
+    pub service_type: Prop<String>,
+    pub kill_mode: Prop<String>,
+    pub notify_access: Prop<String>,
+    pub timeout_stop: Prop<Span>,
+    pub timeout_stop_failure_mode: Prop<String>,
+    pub restart: Prop<String>,
+    pub restart_prevent_exit_status: Prop<Vec<String>>,
+    pub watchdog: Prop<Span>,
+    pub runtime_directory: Prop<Vec<String>>,
+    pub pid_file: Prop<Option<String>>,
+    pub exec_start: Prop<Vec<Command>>,
+    pub exec_reload: Prop<Vec<Command>>,
+    /// Lines of the unit's files that systemd would ignore (warnings).
+    pub problems: Vec<Finding>,
+}
+
+impl UnitProps {
+    /// The fragment: where a setting that no file makes yet is best added.
+    pub fn fragment(&self) -> Option<&Path> {
+        self.files.first().map(PathBuf::as_path)
+    }
+
+    /// The main process's command line.
+    pub fn main_command(&self) -> Option<&Command> {
+        self.exec_start.value.last()
+    }
+
+    /// Whether `WatchdogSec=` asks for keep-alives (0 and infinity switch it off).
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        match self.watchdog.value {
+            Span::Finite(d) if !d.is_zero() => Some(d),
+            _ => None,
+        }
+    }
+
+    fn defaults(name: String, via: &'static str, files: Vec<PathBuf>) -> UnitProps {
+        UnitProps {
+            name,
+            via,
+            files,
+            service_type: Prop::default_value("simple".into()),
+            kill_mode: Prop::default_value("control-group".into()),
+            notify_access: Prop::default_value("none".into()),
+            timeout_stop: Prop::default_value(Span::Finite(SYSTEMD_DEFAULT_TIMEOUT_STOP)),
+            timeout_stop_failure_mode: Prop::default_value("terminate".into()),
+            restart: Prop::default_value("no".into()),
+            restart_prevent_exit_status: Prop::default_value(Vec::new()),
+            watchdog: Prop::default_value(Span::Finite(Duration::ZERO)),
+            runtime_directory: Prop::default_value(Vec::new()),
+            pid_file: Prop::default_value(None),
+            exec_start: Prop::default_value(Vec::new()),
+            exec_reload: Prop::default_value(Vec::new()),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Folds `[Service]` assignments, in order, the way systemd applies them.
+    fn from_assignments(
+        name: String,
+        via: &'static str,
+        files: Vec<PathBuf>,
+        assignments: &[Assignment],
+    ) -> UnitProps {
+        let mut u = UnitProps::defaults(name, via, files);
+        let mut notify_access_set = false;
+        for a in assignments.iter().filter(|a| a.section == "Service") {
+            let problem = match a.key.as_str() {
+                "Type" => set_choice(&mut u.service_type, a, TYPES),
+                "KillMode" => set_choice(&mut u.kill_mode, a, KILL_MODES),
+                "NotifyAccess" => {
+                    notify_access_set = true;
+                    set_choice(&mut u.notify_access, a, NOTIFY_ACCESSES)
+                }
+                "TimeoutStopFailureMode" => {
+                    set_choice(&mut u.timeout_stop_failure_mode, a, FAILURE_MODES)
+                }
+                "Restart" => set_choice(&mut u.restart, a, RESTARTS),
+                "TimeoutStopSec" | "TimeoutSec" => match parse_span(&a.value) {
+                    // systemd reads 0 as "no timeout" here.
+                    Ok(Span::Finite(d)) if d.is_zero() => {
+                        set(&mut u.timeout_stop, a, Span::Infinity)
+                    }
+                    Ok(s) => set(&mut u.timeout_stop, a, s),
+                    Err(e) => Some(e.to_string()),
+                },
+                "WatchdogSec" => match parse_span(&a.value) {
+                    Ok(s) => set(&mut u.watchdog, a, s),
+                    Err(e) => Some(e.to_string()),
+                },
+                "RestartPreventExitStatus" => {
+                    extend(&mut u.restart_prevent_exit_status, a, words(&a.value))
+                }
+                "RuntimeDirectory" => extend(&mut u.runtime_directory, a, words(&a.value)),
+                "PIDFile" => set(
+                    &mut u.pid_file,
+                    a,
+                    Some(a.value.clone()).filter(|v| !v.is_empty()),
+                ),
+                "ExecStart" => extend(&mut u.exec_start, a, command_of(&a.value)),
+                "ExecReload" => extend(&mut u.exec_reload, a, command_of(&a.value)),
+                _ => None,
+            };
+            if let Some(expected) = problem {
+                u.problems.push(ignored_line(a, &expected));
+            }
+        }
+        if !notify_access_set {
+            u.notify_access.value = default_notify_access(&u.service_type.value).into();
+        }
+        u
+    }
+
+    /// Fills in, for live values, the lines of the unit's files that set them.
+    pub fn locate_in_files(&mut self) {
+        let mut parsed = Parsed::default();
+        for f in &self.files {
+            if let Ok(text) = std::fs::read_to_string(f) {
+                parse_text(f, &text, &mut parsed);
+            }
+        }
+        let last = |keys: &[&str]| {
+            parsed
+                .assignments
+                .iter()
+                .rev()
+                .find(|a| a.section == "Service" && keys.contains(&a.key.as_str()))
+                .map(|a| a.at.clone())
+        };
+        macro_rules! locate {
+            ($prop:expr, $($key:literal),+) => {{
+                let at = last(&[$($key),+]);
+                $prop.is_default = at.is_none();
+                $prop.at = at;
+            }};
+        }
+        locate!(self.service_type, "Type");
+        locate!(self.kill_mode, "KillMode");
+        locate!(self.notify_access, "NotifyAccess");
+        locate!(self.timeout_stop, "TimeoutStopSec", "TimeoutSec");
+        locate!(self.timeout_stop_failure_mode, "TimeoutStopFailureMode");
+        locate!(self.restart, "Restart");
+        locate!(self.restart_prevent_exit_status, "RestartPreventExitStatus");
+        locate!(self.watchdog, "WatchdogSec");
+        locate!(self.runtime_directory, "RuntimeDirectory");
+        locate!(self.pid_file, "PIDFile");
+        locate!(self.exec_start, "ExecStart");
+        locate!(self.exec_reload, "ExecReload");
+    }
+
+    /// From `org.freedesktop.DBus.Properties.GetAll` of the unit's `Unit` and `Service`
+    /// interfaces.
+    pub fn from_dbus(
+        unit: &HashMap<String, OwnedValue>,
+        service: &HashMap<String, OwnedValue>,
+    ) -> Result<UnitProps, String> {
+        let s = |map: &HashMap<String, OwnedValue>, key: &str| -> Result<String, String> {
+            match map.get(key).map(|v| &**v) {
+                Some(Value::Str(s)) => Ok(s.as_str().to_string()),
+                other => Err(format!("{key}: expected a string, got {other:?}")),
+            }
+        };
+        let t = |key: &str| -> Result<u64, String> {
+            match service.get(key).map(|v| &**v) {
+                Some(Value::U64(n)) => Ok(*n),
+                other => Err(format!("{key}: expected a number, got {other:?}")),
+            }
+        };
+        let strv = |map: &HashMap<String, OwnedValue>, key: &str| -> Vec<String> {
+            map.get(key).map(|v| strings(v)).unwrap_or_default()
+        };
+        let name = s(unit, "Id")?;
+        check_loaded(&name, &s(unit, "LoadState")?)?;
+        let mut files: Vec<PathBuf> = s(unit, "FragmentPath")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        files.extend(strv(unit, "DropInPaths").into_iter().map(PathBuf::from));
+        let prevent = match service.get("RestartPreventExitStatus").map(|v| &**v) {
+            Some(Value::Structure(st)) => {
+                let f = st.fields();
+                let codes = f.first().map(ints).unwrap_or_default();
+                let signals = f.get(1).map(ints).unwrap_or_default();
+                codes
+                    .into_iter()
+                    .map(|c| c.to_string())
+                    .chain(signals.into_iter().map(signal_name))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(UnitProps {
+            service_type: Prop::live(s(service, "Type")?),
+            kill_mode: Prop::live(s(service, "KillMode")?),
+            notify_access: Prop::live(s(service, "NotifyAccess")?),
+            timeout_stop: Prop::live(from_usec(t("TimeoutStopUSec")?)),
+            // Absent before systemd 246, where abort did not exist.
+            timeout_stop_failure_mode: Prop::live(
+                s(service, "TimeoutStopFailureMode").unwrap_or_else(|_| "terminate".into()),
+            ),
+            restart: Prop::live(s(service, "Restart")?),
+            restart_prevent_exit_status: Prop::live(prevent),
+            watchdog: Prop::live(from_usec(t("WatchdogUSec")?)),
+            runtime_directory: Prop::live(strv(service, "RuntimeDirectory")),
+            pid_file: Prop::live(s(service, "PIDFile").ok().filter(|p| !p.is_empty())),
+            exec_start: Prop::live(
+                service
+                    .get("ExecStart")
+                    .map(|v| commands(v))
+                    .unwrap_or_default(),
+            ),
+            exec_reload: Prop::live(
+                service
+                    .get("ExecReload")
+                    .map(|v| commands(v))
+                    .unwrap_or_default(),
+            ),
+            ..UnitProps::defaults(name, "D-Bus", files)
+        })
+    }
+
+    /// From `systemctl show -p <PROPERTIES> <unit>`: `Key=value` lines, one per element for
+    /// the `Exec*` lists.
+    pub fn from_systemctl_show(text: &str) -> Result<UnitProps, String> {
+        let mut values: HashMap<&str, Vec<&str>> = HashMap::new();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                values.entry(k).or_default().push(v);
+            }
+        }
+        let one = |key: &str| -> Result<&str, String> {
+            values
+                .get(key)
+                .and_then(|v| v.last().copied())
+                .ok_or_else(|| format!("systemctl show printed no {key}"))
+        };
+        let span = |key: &str| -> Result<Span, String> {
+            let v = one(key)?;
+            parse_span(v).map_err(|e| format!("{key}: {e}"))
+        };
+        let list = |key: &str| -> Vec<String> { one(key).map(words).unwrap_or_default() };
+        let execs = |key: &str| -> Vec<Command> {
+            values
+                .get(key)
+                .map(|v| v.iter().filter_map(|e| argv_of_show(e)).collect())
+                .unwrap_or_default()
+        };
+        let name = one("Id")?.to_string();
+        check_loaded(&name, one("LoadState")?)?;
+        let files: Vec<PathBuf> = one("FragmentPath")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(list("DropInPaths").into_iter().map(PathBuf::from))
+            .collect();
+        Ok(UnitProps {
+            service_type: Prop::live(one("Type")?.to_string()),
+            kill_mode: Prop::live(one("KillMode")?.to_string()),
+            notify_access: Prop::live(one("NotifyAccess")?.to_string()),
+            timeout_stop: Prop::live(span("TimeoutStopUSec")?),
+            timeout_stop_failure_mode: Prop::live(
+                one("TimeoutStopFailureMode")
+                    .unwrap_or("terminate")
+                    .to_string(),
+            ),
+            restart: Prop::live(one("Restart")?.to_string()),
+            restart_prevent_exit_status: Prop::live(list("RestartPreventExitStatus")),
+            watchdog: Prop::live(span("WatchdogUSec")?),
+            runtime_directory: Prop::live(list("RuntimeDirectory")),
+            pid_file: Prop::live(
+                one("PIDFile")
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string),
+            ),
+            exec_start: Prop::live(execs("ExecStart")),
+            exec_reload: Prop::live(execs("ExecReload")),
+            ..UnitProps::defaults(name, "systemctl show", files)
+        })
+    }
+}
+
+/// The properties `systemctl show -p` is asked for (what [`UnitProps::from_systemctl_show`]
+/// reads).
+pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload";
+
+fn check_loaded(name: &str, load_state: &str) -> Result<(), String> {
+    match load_state {
+        "loaded" => Ok(()),
+        other => Err(format!("systemd has no unit {name} (LoadState={other})")),
+    }
+}
+
+const TYPES: &[&str] = &[
+    "simple",
+    "exec",
+    "forking",
+    "oneshot",
+    "dbus",
+    "notify",
+    "notify-reload",
+    "idle",
+];
+const KILL_MODES: &[&str] = &["control-group", "process", "mixed", "none"];
+const NOTIFY_ACCESSES: &[&str] = &["none", "main", "exec", "all"];
+const FAILURE_MODES: &[&str] = &["terminate", "abort", "kill"];
+const RESTARTS: &[&str] = &[
+    "no",
+    "on-success",
+    "on-failure",
+    "on-abnormal",
+    "on-watchdog",
+    "on-abort",
+    "always",
+];
+
+/// systemd's rule: notify units accept their main process's messages unless told otherwise.
+fn default_notify_access(service_type: &str) -> &'static str {
+    match service_type {
+        "notify" | "notify-reload" => "main",
+        _ => "none",
+    }
+}
+
+fn set<T>(p: &mut Prop<T>, a: &Assignment, value: T) -> Option<String> {
+    p.value = value;
+    p.at = Some(a.at.clone());
+    p.is_default = false;
+    None
+}
+
+/// A value from a fixed set; anything else is ignored by systemd, with a message.
+fn set_choice(p: &mut Prop<String>, a: &Assignment, allowed: &[&str]) -> Option<String> {
+    if allowed.contains(&a.value.as_str()) {
+        set(p, a, a.value.clone())
+    } else {
+        Some(format!("expected one of {}", allowed.join(", ")))
+    }
+}
+
+/// A list setting: each assignment appends, an empty one empties the list.
+fn extend<T>(p: &mut Prop<Vec<T>>, a: &Assignment, items: Vec<T>) -> Option<String> {
+    if a.value.trim().is_empty() {
+        p.value.clear();
+    } else {
+        p.value.extend(items);
+    }
+    p.at = Some(a.at.clone());
+    p.is_default = false;
+    None
+}
+
+fn ignored_line(a: &Assignment, expected: &str) -> Finding {
+    Finding::new(
+        PARSE_ERROR,
+        Severity::Warning,
+        format!(
+            "systemd ignores {}={}: {expected}",
+            a.key, a.value
+        ),
+    )
+    .why("an invalid assignment is logged and skipped when the unit is loaded, so the previous value or the default applies")
+    .fix(format!("correct the value of {}=", a.key))
+    .at(Some(a.at.clone()))
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+/// An `Exec*=` value as a command: prefixes (`-`, `@`, `:`, `+`, `!`, `!!`) stripped, words
+/// split with systemd's quoting. With `@`, the second word is argv[0] and not an argument.
+fn command_of(value: &str) -> Vec<Command> {
+    let v = value.trim_start();
+    let prefix_len = v
+        .find(|c: char| !matches!(c, '-' | '@' | ':' | '+' | '!'))
+        .unwrap_or(v.len());
+    let (prefix, rest) = v.split_at(prefix_len);
+    let mut argv = split_words(rest);
+    if prefix.contains('@') && argv.len() >= 2 {
+        argv.remove(1);
+    }
+    if argv.is_empty() {
+        Vec::new()
+    } else {
+        vec![argv]
+    }
+}
+
+/// Words separated by blanks; "double" and 'single' quotes group, a backslash escapes.
+pub fn split_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+                in_word = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
+}
+
+/// `{ path=/bin/x ; argv[]=/bin/x -c y ; ignore_errors=no ; ... }` as systemctl prints it.
+fn argv_of_show(entry: &str) -> Option<Command> {
+    let start = entry.find("argv[]=")? + "argv[]=".len();
+    let rest = &entry[start..];
+    let end = rest.find(" ; ").unwrap_or(rest.len());
+    let argv = split_words(&rest[..end]);
+    (!argv.is_empty()).then_some(argv)
+}
+
+fn strings(v: &Value<'_>) -> Vec<String> {
+    match v {
+        Value::Array(a) => a
+            .inner()
+            .iter()
+            .filter_map(|e| match e {
+                Value::Str(s) => Some(s.as_str().to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn ints(v: &Value<'_>) -> Vec<i32> {
+    match v {
+        Value::Array(a) => a
+            .inner()
+            .iter()
+            .filter_map(|e| match e {
+                Value::I32(n) => Some(*n),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn signal_name(n: i32) -> String {
+    nix::sys::signal::Signal::try_from(n)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {n}"))
+}
+
+/// `a(sasbttttuii)`: per command (path, argv, ignore errors, times, pid, code, status).
+fn commands(v: &Value<'_>) -> Vec<Command> {
+    let Value::Array(a) = v else {
+        return Vec::new();
+    };
+    a.inner()
+        .iter()
+        .filter_map(|e| match e {
+            Value::Structure(st) => {
+                let mut argv = st.fields().get(1).map(strings).unwrap_or_default();
+                // argv[0] may be a name chosen with `@`; the path is what runs.
+                if let (Some(Value::Str(path)), Some(first)) =
+                    (st.fields().first(), argv.first_mut())
+                {
+                    *first = path.as_str().to_string();
+                }
+                (!argv.is_empty()).then_some(argv)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// One `Key=value` line of a unit file or drop-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub section: String,
+    pub key: String,
+    pub value: String,
+    pub at: Location,
+}
+
+#[derive(Debug, Default)]
+struct Parsed {
+    assignments: Vec<Assignment>,
+    problems: Vec<Finding>,
+}
+
+/// Reads a unit file and its drop-ins offline. Drop-ins: `<file>.d/*.conf` next to it, the
+/// `--dropin-dir` directories, and, when the file sits in one of systemd's unit directories,
+/// `<name>.d/` and `service.d/` in all of them, as systemd would; a file name found twice is
+/// taken from the first directory in that order.
+pub fn load_unit_file(path: &Path, dropin_dirs: &[PathBuf]) -> Result<UnitProps, Box<Finding>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Finding::unreadable(path, "unit file", e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let mut parsed = Parsed::default();
+    parse_text(path, &text, &mut parsed);
+    let mut files = vec![path.to_path_buf()];
+    for dropin in dropin_files(path, &name, dropin_dirs) {
+        match std::fs::read_to_string(&dropin) {
+            Ok(t) => parse_text(&dropin, &t, &mut parsed),
+            Err(e) => parsed
+                .problems
+                .push(Finding::unreadable(&dropin, "drop-in", e)),
+        }
+        files.push(dropin);
+    }
+    let mut props = UnitProps::from_assignments(name, "unit file", files, &parsed.assignments);
+    parsed.problems.append(&mut props.problems);
+    props.problems = parsed.problems;
+    Ok(props)
+}
+
+fn dropin_files(unit_file: &Path, name: &str, extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = extra.to_vec();
+    dirs.push(PathBuf::from(format!("{}.d", unit_file.display())));
+    let in_system_dir = unit_file
+        .parent()
+        .is_some_and(|p| SYSTEM_UNIT_DIRS.iter().any(|d| p == Path::new(d)));
+    if in_system_dir {
+        // A unit's own drop-ins outrank the ones for every service.
+        for sub in [format!("{name}.d"), "service.d".to_string()] {
+            dirs.extend(SYSTEM_UNIT_DIRS.iter().map(|d| Path::new(d).join(&sub)));
+        }
+    }
+    let mut chosen: BTreeMap<std::ffi::OsString, PathBuf> = BTreeMap::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "conf") {
+                chosen.entry(entry.file_name()).or_insert(p);
+            }
+        }
+    }
+    chosen.into_values().collect()
+}
+
+/// systemd's unit file syntax: `[Section]`, `Key=value`, `#`/`;` comments, a trailing
+/// backslash continuing the value on the next line (comment lines in between skipped).
+fn parse_text(file: &Path, text: &str, out: &mut Parsed) {
+    let mut section: Option<String> = None;
+    let mut lines = text.lines().enumerate();
+    while let Some((i, raw)) = lines.next() {
+        let at = Location::line(file, Some(i + 1));
+        let mut line = raw.trim().to_string();
+        while line.ends_with('\\') {
+            line.pop();
+            line.push(' ');
+            let Some((_, next)) = lines.next() else { break };
+            let next = next.trim();
+            if next.starts_with('#') || next.starts_with(';') {
+                // systemd skips comments inside a continued value: keep continuing.
+                line.push('\\');
+            } else {
+                line.push_str(next);
+            }
+        }
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            match rest.strip_suffix(']') {
+                Some(name) => section = Some(name.to_string()),
+                None => out.problems.push(syntax_problem(
+                    at,
+                    line,
+                    "a section header such as [Service]",
+                )),
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            out.problems.push(syntax_problem(at, line, "Key=value"));
+            continue;
+        };
+        let Some(section) = &section else {
+            out.problems.push(syntax_problem(
+                at,
+                line,
+                "a [Section] header before the first assignment",
+            ));
+            continue;
+        };
+        out.assignments.push(Assignment {
+            section: section.clone(),
+            key: key.trim().to_string(),
+            value: value.trim().to_string(),
+            at,
+        });
+    }
+}
+
+fn syntax_problem(at: Location, line: &str, expected: &str) -> Finding {
+    Finding::new(
+        PARSE_ERROR,
+        Severity::Warning,
+        format!("systemd ignores the line {line:?}: expected {expected}"),
+    )
+    .why("systemd skips lines it cannot parse and loads the rest of the unit, so what the line meant to set does not apply")
+    .fix(format!("write it as {expected}"))
+    .at(Some(Location {
+        column: Some(1),
+        ..at
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(text: &str) -> UnitProps {
+        let mut parsed = Parsed::default();
+        parse_text(Path::new("x.service"), text, &mut parsed);
+        let mut p = UnitProps::from_assignments(
+            "x.service".into(),
+            "unit file",
+            vec![PathBuf::from("x.service")],
+            &parsed.assignments,
+        );
+        p.problems.extend(parsed.problems);
+        p
+    }
+
+    #[test]
+    fn unset_properties_take_systemds_defaults() {
+        let p = props("[Service]\nExecStart=/bin/true\n");
+        assert_eq!(p.service_type.value, "simple");
+        assert_eq!(p.kill_mode.value, "control-group");
+        assert_eq!(p.timeout_stop.value, Span::Finite(Duration::from_secs(90)));
+        assert!(p.timeout_stop.is_default);
+        assert_eq!(p.notify_access.value, "none");
+    }
+
+    #[test]
+    fn notify_units_accept_the_main_process_by_default() {
+        assert_eq!(
+            props("[Service]\nType=notify\n").notify_access.value,
+            "main"
+        );
+    }
+
+    #[test]
+    fn the_last_assignment_wins_and_is_located() {
+        let p = props("[Service]\nKillMode=process\n\nKillMode=mixed\n");
+        assert_eq!(p.kill_mode.value, "mixed");
+        assert_eq!(p.kill_mode.at.and_then(|a| a.line), Some(4));
+    }
+
+    #[test]
+    fn timeout_sec_sets_the_stop_timeout_and_zero_means_none() {
+        assert_eq!(
+            props("[Service]\nTimeoutSec=1min 30s\n").timeout_stop.value,
+            Span::Finite(Duration::from_secs(90))
+        );
+        assert_eq!(
+            props("[Service]\nTimeoutStopSec=0\n").timeout_stop.value,
+            Span::Infinity
+        );
+    }
+
+    #[test]
+    fn an_empty_assignment_resets_a_list() {
+        let p = props("[Service]\nExecStart=/a\nExecStart=\nExecStart=/b -c x\nRestartPreventExitStatus=1\nRestartPreventExitStatus=\n");
+        assert_eq!(
+            p.exec_start.value,
+            vec![vec!["/b".to_string(), "-c".into(), "x".into()]]
+        );
+        assert!(p.restart_prevent_exit_status.value.is_empty());
+    }
+
+    #[test]
+    fn exec_prefixes_and_quotes_are_understood() {
+        assert_eq!(
+            command_of("-@/bin/pingora pingora -c \"/etc/my conf.yaml\""),
+            vec![vec![
+                "/bin/pingora".to_string(),
+                "-c".into(),
+                "/etc/my conf.yaml".into()
+            ]]
+        );
+    }
+
+    #[test]
+    fn a_continued_line_is_one_assignment() {
+        let p = props("[Service]\nExecStart=/bin/pingora \\\n  -c /etc/p.yaml\n");
+        assert_eq!(
+            p.main_command().map(|c| c.join(" ")).as_deref(),
+            Some("/bin/pingora -c /etc/p.yaml")
+        );
+    }
+
+    #[test]
+    fn an_invalid_value_is_ignored_with_a_warning() {
+        let p = props("[Service]\nKillMode=mixed\nKillMode=gentle\n");
+        assert_eq!(p.kill_mode.value, "mixed");
+        assert_eq!(p.problems.len(), 1);
+        assert_eq!(p.problems[0].severity, Severity::Warning);
+        assert!(p.problems[0].what.contains("gentle"), "{:?}", p.problems);
+    }
+
+    #[test]
+    fn a_line_without_equals_is_ignored_with_a_warning() {
+        let p = props("[Service]\nKillMode\n");
+        assert_eq!(p.problems[0].at.as_ref().and_then(|a| a.line), Some(2));
+        assert!(p.kill_mode.is_default);
+    }
+
+    #[test]
+    fn other_sections_do_not_count() {
+        assert!(props("[Unit]\nType=notify\n").service_type.is_default);
+    }
+
+    #[test]
+    fn systemctl_show_output_is_read() {
+        let text = "Id=steward-proxy.service\nLoadState=loaded\nFragmentPath=/etc/systemd/system/steward-proxy.service\nDropInPaths=/etc/systemd/system/steward-proxy.service.d/50-kill.conf\nType=notify\nKillMode=control-group\nNotifyAccess=main\nTimeoutStopUSec=30s\nTimeoutStopFailureMode=terminate\nRestart=on-failure\nRestartPreventExitStatus=78\nWatchdogUSec=0\nRuntimeDirectory=steward\nPIDFile=\nExecStart={ path=/usr/local/bin/steward ; argv[]=/usr/local/bin/steward run --config /etc/steward/steward.toml ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }\nExecReload=\n";
+        let p = UnitProps::from_systemctl_show(text).expect("parsed");
+        assert_eq!(p.kill_mode.value, "control-group");
+        assert_eq!(p.timeout_stop.value, Span::Finite(Duration::from_secs(30)));
+        assert_eq!(p.restart_prevent_exit_status.value, vec!["78".to_string()]);
+        assert_eq!(p.files.len(), 2);
+        assert_eq!(p.pid_file.value, None);
+        assert_eq!(p.main_command().map(|c| c[1].as_str()), Some("run"));
+        assert!(p.exec_reload.value.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_unit_is_an_error() {
+        let e =
+            UnitProps::from_systemctl_show("Id=nope.service\nLoadState=not-found\n").unwrap_err();
+        assert!(e.contains("not-found"), "{e}");
+    }
+}
