@@ -44,10 +44,23 @@ pub struct Location {
     pub column: Option<usize>,
 }
 
+/// `./pingora.yaml` as `pingora.yaml`, `/etc/./x` as `/etc/x`: paths as an operator writes them.
+pub fn tidy(path: &Path) -> PathBuf {
+    let tidy: PathBuf = path
+        .components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect();
+    if tidy.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        tidy
+    }
+}
+
 impl Location {
     pub fn file(file: &Path) -> Location {
         Location {
-            file: file.to_path_buf(),
+            file: tidy(file),
             line: None,
             column: None,
         }
@@ -182,7 +195,7 @@ impl Finding {
             .why(why)
             .fix(e.fix.clone().unwrap_or_default())
             .at(Some(Location {
-                file: e.file.clone(),
+                file: tidy(&e.file),
                 line: e.line,
                 column: e.column,
             }))
@@ -229,6 +242,15 @@ mod tests {
         at.column = Some(7);
         assert_eq!(at.to_string(), "p.yaml:2:7");
         assert_eq!(Location::file(Path::new("p.yaml")).to_string(), "p.yaml");
+    }
+
+    #[test]
+    fn paths_lose_their_dot_components() {
+        assert_eq!(tidy(Path::new("./p.yaml")), PathBuf::from("p.yaml"));
+        assert_eq!(
+            tidy(Path::new("/etc/./steward/p.yaml")),
+            PathBuf::from("/etc/steward/p.yaml")
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use findings::{Finding, Location, Severity, ALL_IDS};
+pub use findings::{tidy, Finding, Location, Severity, ALL_IDS};
 pub use rules::PingoraVersion;
 pub use unit::UnitProps;
 
@@ -137,7 +137,7 @@ pub fn check(args: &CheckArgs) -> Checked {
         inputs.unit = Some(UnitInput {
             name: u.name.clone(),
             via: u.via,
-            files: u.files.clone(),
+            files: u.files.iter().map(|f| tidy(f)).collect(),
         });
         out.extend(u.problems.iter().cloned());
     }
@@ -152,7 +152,7 @@ pub fn check(args: &CheckArgs) -> Checked {
     match target(args, unit.as_ref(), unit_requested) {
         Some(Target::Steward(path)) => {
             inputs.mode = Some("steward");
-            inputs.steward_config = Some(path.clone());
+            inputs.steward_config = Some(tidy(&path));
             match read_steward_config(&path) {
                 Ok((config, text)) => out.extend(evaluate_steward(&config, &text, &s, &mut inputs)),
                 Err(f) => out.push(*f),
@@ -160,7 +160,7 @@ pub fn check(args: &CheckArgs) -> Checked {
         }
         Some(Target::Pingora(conf)) => {
             inputs.mode = Some("pingora");
-            inputs.pingora_conf = conf.clone();
+            inputs.pingora_conf = conf.as_deref().map(tidy);
             inputs.pingora_defaults = conf.is_none();
             let pingora = match &conf {
                 Some(path) => PingoraConf::load(path),
@@ -311,7 +311,7 @@ fn evaluate_steward(
     inputs: &mut Inputs,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    inputs.pingora_conf = config.child.pingora_conf.clone();
+    inputs.pingora_conf = config.child.pingora_conf.as_deref().map(tidy);
     inputs.pingora_defaults = config.child.pingora_conf.is_none();
     let pingora = match &config.child.pingora_conf {
         None => Some(PingoraConf::defaults()),
@@ -337,7 +337,7 @@ fn evaluate_steward(
         .filter(|_| is_proxy)
         .map(|arg| config.child.working_directory.join(arg))
         .and_then(|path| {
-            inputs.proxy_config = Some(path.clone());
+            inputs.proxy_config = Some(tidy(&path));
             match pingora::proxy_listeners(&path) {
                 Ok(addrs) => Some((path, addrs)),
                 Err(f) => {

@@ -118,9 +118,9 @@ fn type_error(path: &Path, message: String, line_col: Option<(usize, usize)>) ->
     .why("Pingora reads its YAML with serde and stops before serving when a value has the wrong type")
     .fix("give the key a value of the type named above")
     .at(Some(Location {
-        file: path.to_path_buf(),
         line: line_col.map(|(l, _)| l),
         column: line_col.map(|(_, c)| c),
+        ..Location::file(path)
     }))
 }
 
@@ -249,9 +249,9 @@ pub fn proxy_listeners(path: &Path) -> Result<Vec<String>, Box<Finding>> {
         .why("the child exits 78 before it serves")
         .fix("correct the TOML syntax on that line")
         .at(Some(Location {
-            file: path.to_path_buf(),
             line: start.map(|s| line_of(&text, s)),
             column: start.map(|s| column_of(&text, s)),
+            ..Location::file(path)
         }))
     })?;
     let str_at = |table: &str| {

@@ -118,7 +118,7 @@ impl Surroundings<'_> {
             None if self.assume_default_unit => Some(StopTimeout {
                 value: Span::Finite(SYSTEMD_DEFAULT_TIMEOUT_STOP),
                 shown: format!(
-                    "TimeoutStopSec {} (systemd's default; no unit was given)",
+                    "TimeoutStopSec {}, systemd's default (no unit was given)",
                     fmt_duration(SYSTEMD_DEFAULT_TIMEOUT_STOP)
                 ),
                 unit: "the unit".into(),
@@ -128,10 +128,10 @@ impl Surroundings<'_> {
     }
 }
 
-/// "KillMode control-group (not set: systemd's default)", "KillMode mixed (x.service:7)".
+/// "KillMode control-group, systemd's default", "KillMode mixed (x.service:7)".
 fn shown<T>(key: &str, value: &str, p: &Prop<T>) -> String {
     match (&p.at, p.is_default) {
-        (_, true) => format!("{key} {value} (not set: systemd's default)"),
+        (_, true) => format!("{key} {value}, systemd's default"),
         (Some(at), false) => format!("{key} {value} ({at})"),
         (None, false) => format!("{key} {value}"),
     }
@@ -742,10 +742,9 @@ fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
         String::new()
     };
     let why = format!(
-        "after SIGTERM Pingora sleeps {GRACE} {grace} s{} whether or not a request is in flight, then waits up to {SHUTDOWN_TIMEOUT} {shutdown} s{}{twice}: {stop} s; {}",
+        "after SIGTERM Pingora sleeps {GRACE} {grace} s{} whether or not a request is in flight, then waits up to {SHUTDOWN_TIMEOUT} {shutdown} s{}{twice}: {stop} s in all",
         default_note(p.grace.is_some()),
         default_note(p.shutdown_timeout.is_some()),
-        timeout.shown
     );
     match timeout.value {
         Span::Finite(t) if Duration::from_secs(stop) > t => {
@@ -763,7 +762,7 @@ fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
                 None => format!("give Pingora a conf (-c) with {yaml_fix}"),
             };
             vec![Finding::new(STOP_TIMEOUT_EXCEEDED, Severity::Error, kill_at_timeout(s.unit, t))
-                .why(why)
+                .why(format!("{why}, longer than {}", timeout.shown))
                 .fix(format!(
                     "{yaml_fix} (or TimeoutStopSec={} in {}'s [Service], if every stop may take that long; or run Pingora under steward, which ends the stop when the last request is done)",
                     stop + 5,
@@ -776,7 +775,7 @@ fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
             Severity::Info,
             format!("every systemctl stop takes {stop} s, even with no request in flight"),
         )
-        .why(why)
+        .why(format!("{why}; the unit allows it ({})", timeout.shown))
         .fix(format!("a smaller {GRACE}, or run Pingora under steward, which ends the stop when the last request is done"))
         .at(p.at(GRACE))],
     }

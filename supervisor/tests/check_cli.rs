@@ -1,0 +1,190 @@
+//! `steward check` as a program: exit statuses, the JSON document CI pipelines read, the
+//! human report, and the same findings stopping `steward run` at start-up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/check_fixtures")
+        .join(case)
+}
+
+fn steward(dir: &Path, args: &[&str]) -> Output {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_fixtures/bin");
+    // `steward run` writes its effective conf here rather than in /run/steward.
+    let runtime = std::env::temp_dir().join(format!(
+        "steward-check-cli-{}-{}",
+        std::process::id(),
+        args.join("-").replace('/', "_")
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("steward runs");
+    let _ = std::fs::remove_dir_all(&runtime);
+    out
+}
+
+fn check(case: &str, extra: &[&str]) -> Output {
+    let dir = fixture(case);
+    let args = std::fs::read_to_string(dir.join("args")).expect("args");
+    let mut all = vec!["check"];
+    all.extend(args.split_whitespace());
+    all.extend(extra);
+    steward(&dir, &all)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_clean_check_exits_0() {
+    assert_eq!(check("steward-clean", &[]).status.code(), Some(0));
+}
+
+#[test]
+fn infos_alone_exit_0() {
+    assert_eq!(check("shipped", &[]).status.code(), Some(0));
+}
+
+#[test]
+fn warnings_alone_exit_1() {
+    assert_eq!(
+        check("steward-kill-mode-process", &[]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn an_error_exits_2() {
+    assert_eq!(
+        check("pingora-documented-defaults", &[]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn contradictory_options_are_a_usage_error() {
+    let o = steward(
+        &fixture("steward-clean"),
+        &[
+            "check",
+            "--config",
+            "steward.toml",
+            "--pingora-conf",
+            "pingora.yaml",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(64));
+}
+
+#[test]
+fn json_has_status_summary_inputs_and_located_findings() {
+    let o = check("pingora-documented-defaults", &["--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(doc["status"], 2);
+    assert_eq!(
+        doc["summary"],
+        serde_json::json!({"errors": 2, "warnings": 1, "infos": 0})
+    );
+    assert_eq!(doc["inputs"]["mode"], "pingora");
+    assert_eq!(doc["inputs"]["unit"]["name"], "pingora.service");
+    assert_eq!(doc["inputs"]["unit"]["via"], "unit file");
+    assert_eq!(doc["inputs"]["pingora_conf"], "pingora.yaml");
+    assert_eq!(doc["inputs"]["pingora_version"], "0.9.1");
+    let first = &doc["findings"][0];
+    for key in [
+        "id", "severity", "what", "why", "fix", "file", "line", "column",
+    ] {
+        assert!(first.get(key).is_some(), "finding without {key}: {first}");
+    }
+    assert_eq!(first["id"], "stop-timeout-exceeded");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["file"], "pingora.yaml");
+}
+
+#[test]
+fn defaults_under_the_documented_unit_say_how_the_stop_ends() {
+    let out = stdout(&check("pingora-documented-defaults", &[]));
+    assert!(
+        out.contains("error[stop-timeout-exceeded]: systemctl stop will wait 90 s and then SIGKILL every process; in-flight requests are cut at a random point"),
+        "{out}"
+    );
+    assert!(
+        out.contains("grace_period_seconds 300 s (absent: Pingora's default)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: pingora.yaml: add grace_period_seconds: 80"),
+        "{out}"
+    );
+}
+
+#[test]
+fn human_report_puts_the_worst_first_and_ends_with_a_summary() {
+    let out = stdout(&check("pingora-alone-no-unit", &[]));
+    let warning = out.find("warning[").expect("a warning");
+    let info = out.find("info[").expect("an info");
+    assert!(warning < info, "{out}");
+    assert!(
+        out.ends_with("steward check: 0 errors, 2 warnings, 3 infos\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn users_example_shows_the_stop_it_always_waits_for() {
+    let out = stdout(&check("pingora-documented-grace-30", &[]));
+    assert!(
+        out.contains("info[stop-waits-grace]: every systemctl stop takes 35 s, even with no request in flight"),
+        "{out}"
+    );
+}
+
+#[test]
+fn parse_errors_show_file_line_and_column() {
+    let out = stdout(&check("parse-error-pingora-type", &[]));
+    assert!(out.contains("fix: pingora.yaml:3:10: "), "{out}");
+    assert!(out.contains("expected usize"), "{out}");
+}
+
+#[test]
+fn run_stops_with_78_on_an_error_finding_and_names_it() {
+    // The readiness address is none of steward-proxy's listeners: the start could never succeed.
+    let o = steward(
+        &fixture("steward-ready-not-a-listener"),
+        &["run", "--config", "steward.toml", "--log-target", "stderr"],
+    );
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(78), "{log}");
+    assert!(
+        log.contains(
+            "configuration error: steward.toml:6: steward's readiness probe can never pass"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("steward_check=\"ready-not-a-listener\""),
+        "{log}"
+    );
+    assert!(!log.contains("started child"), "{log}");
+}
+
+#[test]
+fn run_logs_warnings_and_goes_on() {
+    let dir = fixture("steward-pingora-daemon-and-user");
+    let o = steward(
+        &dir,
+        &["run", "--config", "steward.toml", "--log-target", "stderr"],
+    );
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("steward_check=\"user-ignored\""), "{log}");
+    assert!(log.contains("started child"), "{log}");
+}
