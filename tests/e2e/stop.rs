@@ -199,17 +199,19 @@ fn second_sigint_kills_at_once() {
 
 #[test]
 fn sigterm_before_ready_stops_cleanly() {
+    use std::os::unix::fs::PermissionsExt;
     let scratch = Scratch::new("early-term");
     let mut notify = NotifySocket::bind(&scratch.path);
-    let settings = proxy_settings(&scratch).settings;
-    // A probe that never passes keeps steward in "starting".
+    // A child that never listens keeps steward in "starting". (steward-proxy probed on an
+    // address its proxy.toml does not declare is refused at start-up with 78 instead.)
+    let child = scratch.write("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
+    std::fs::set_permissions(&child, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let config = scratch.write(
         "steward.toml",
         &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"--proxy-config\", \"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\n",
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\n",
             scratch.path.display(),
-            bin("steward-proxy").display(),
-            settings.display(),
+            child.display(),
             free_port()
         ),
     );
