@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+
 use crate::check::unit::SHOW_PROPERTIES;
 use crate::check::UnitProps;
 use crate::deadline::{Outer, UnitTimeout};
@@ -44,25 +46,19 @@ async fn via_dbus() -> Result<UnitTimeout, String> {
     let conn = zbus::Connection::system()
         .await
         .map_err(|e| format!("system bus: {e}"))?;
-    let path = unit_object(&conn, "GetUnitByPID", &(std::process::id())).await?;
+    let path: OwnedObjectPath = call(
+        &conn,
+        MANAGER_PATH,
+        MANAGER,
+        "GetUnitByPID",
+        &(std::process::id()),
+    )
+    .await?;
     let get = |iface: &'static str, prop: &'static str| {
         let conn = conn.clone();
         let path = path.clone();
         async move {
-            let reply = conn
-                .call_method(
-                    Some(SYSTEMD_DEST),
-                    path.as_str(),
-                    Some("org.freedesktop.DBus.Properties"),
-                    "Get",
-                    &(iface, prop),
-                )
-                .await
-                .map_err(|e| format!("{prop}: {e}"))?;
-            reply
-                .body()
-                .deserialize::<zbus::zvariant::OwnedValue>()
-                .map_err(|e| format!("{prop} reply: {e}"))
+            call::<_, OwnedValue>(&conn, path.as_str(), PROPERTIES, "Get", &(iface, prop)).await
         }
     };
     let id = get("org.freedesktop.systemd1.Unit", "Id").await?;
@@ -147,29 +143,32 @@ async fn props_via_dbus(name: Option<&str>) -> Result<UnitProps, String> {
     let conn = zbus::Connection::system()
         .await
         .map_err(|e| format!("system bus: {e}"))?;
-    let path = match name {
-        None => unit_object(&conn, "GetUnitByPID", &(std::process::id())).await?,
+    let path: OwnedObjectPath = match name {
+        None => {
+            call(
+                &conn,
+                MANAGER_PATH,
+                MANAGER,
+                "GetUnitByPID",
+                &(std::process::id()),
+            )
+            .await?
+        }
         // LoadUnit also answers for units systemd has not loaded (yet), with their LoadState.
-        Some(n) => unit_object(&conn, "LoadUnit", &(n)).await?,
+        Some(n) => call(&conn, MANAGER_PATH, MANAGER, "LoadUnit", &(n)).await?,
     };
     let get_all = |iface: &'static str| {
         let conn = conn.clone();
         let path = path.clone();
         async move {
-            let reply = conn
-                .call_method(
-                    Some(SYSTEMD_DEST),
-                    path.as_str(),
-                    Some("org.freedesktop.DBus.Properties"),
-                    "GetAll",
-                    &(iface),
-                )
-                .await
-                .map_err(|e| format!("{iface}: {e}"))?;
-            reply
-                .body()
-                .deserialize::<HashMap<String, zbus::zvariant::OwnedValue>>()
-                .map_err(|e| format!("{iface} reply: {e}"))
+            call::<_, HashMap<String, OwnedValue>>(
+                &conn,
+                path.as_str(),
+                PROPERTIES,
+                "GetAll",
+                &(iface),
+            )
+            .await
         }
     };
     let unit = get_all("org.freedesktop.systemd1.Unit").await?;
@@ -182,28 +181,32 @@ async fn props_via_dbus(name: Option<&str>) -> Result<UnitProps, String> {
     Ok(props)
 }
 
-async fn unit_object<B>(
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+
+/// One call to systemd over the bus, its reply deserialized; errors name the method and,
+/// for property reads, what was asked.
+async fn call<B, R>(
     conn: &zbus::Connection,
-    method: &'static str,
+    path: &str,
+    iface: &str,
+    method: &str,
     body: &B,
-) -> Result<zbus::zvariant::OwnedObjectPath, String>
+) -> Result<R, String>
 where
-    B: serde::Serialize + zbus::zvariant::DynamicType,
+    B: serde::Serialize + zbus::zvariant::DynamicType + std::fmt::Debug,
+    R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
 {
+    let what = format!("{method}{body:?}");
     let reply = conn
-        .call_method(
-            Some(SYSTEMD_DEST),
-            "/org/freedesktop/systemd1",
-            Some("org.freedesktop.systemd1.Manager"),
-            method,
-            body,
-        )
+        .call_method(Some(SYSTEMD_DEST), path, Some(iface), method, body)
         .await
-        .map_err(|e| format!("{method}: {e}"))?;
+        .map_err(|e| format!("{what}: {e}"))?;
     reply
         .body()
-        .deserialize()
-        .map_err(|e| format!("{method} reply: {e}"))
+        .deserialize::<R>()
+        .map_err(|e| format!("{what} reply: {e}"))
 }
 
 /// The service unit in a `/proc/self/cgroup` listing (v1 `name=systemd` or v2 `0::`).
