@@ -166,7 +166,7 @@ fn run_stops_with_78_on_an_error_finding_and_names_it() {
     assert_eq!(o.status.code(), Some(78), "{log}");
     assert!(
         log.contains(
-            "configuration error: steward.toml:6: steward's readiness probe can never pass"
+            "configuration error: steward.toml:9: steward's readiness probe can never pass"
         ),
         "{log}"
     );
@@ -179,11 +179,19 @@ fn run_stops_with_78_on_an_error_finding_and_names_it() {
 
 #[test]
 fn run_logs_warnings_and_goes_on() {
-    let dir = fixture("steward-pingora-daemon-and-user");
+    let dir = std::env::temp_dir().join(format!("steward-check-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch");
+    std::fs::write(dir.join("pingora.yaml"), "version: 1\nuser: nobody\n").expect("yaml");
+    std::fs::write(
+        dir.join("steward.toml"),
+        "[child]\ncommand = [\"my-pingora\"]\npingora_conf = \"pingora.yaml\"\n[ready]\ntcp = \"127.0.0.1:1\"\ntimeout = \"1s\"\n",
+    )
+    .expect("toml");
     let o = steward(
         &dir,
         &["run", "--config", "steward.toml", "--log-target", "stderr"],
     );
+    let _ = std::fs::remove_dir_all(&dir);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("steward_check=\"user-ignored\""), "{log}");
     assert!(log.contains("started child"), "{log}");

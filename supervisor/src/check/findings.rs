@@ -102,6 +102,7 @@ pub const ALL_IDS: &[&str] = &[
     STOP_FAILURE_MODE_ABORT,
     RESTART_PREVENT_78,
     WATCHDOG_WITHOUT_PROBE,
+    WATCHDOG_TOO_SHORT,
     NO_RUNTIME_DIRECTORY,
     PID_FILE_MISMATCH,
     DAEMON_IGNORED,
@@ -127,6 +128,7 @@ pub const KILL_MODE: &str = "kill-mode-not-mixed";
 pub const STOP_FAILURE_MODE_ABORT: &str = "stop-failure-mode-abort";
 pub const RESTART_PREVENT_78: &str = "restart-prevent-78-missing";
 pub const WATCHDOG_WITHOUT_PROBE: &str = "watchdog-without-probe";
+pub const WATCHDOG_TOO_SHORT: &str = "watchdog-too-short";
 pub const NO_RUNTIME_DIRECTORY: &str = "no-runtime-directory";
 pub const PID_FILE_MISMATCH: &str = "pid-file-mismatch";
 pub const DAEMON_IGNORED: &str = "daemon-ignored";

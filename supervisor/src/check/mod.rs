@@ -27,7 +27,8 @@ pub use unit::UnitProps;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use findings::{
-    DEADLINE_BEYOND_TIMEOUT, GRACE_CLAMPED, MARGIN_EXCEEDS_TIMEOUT, NO_UNIT, UNREADABLE,
+    DEADLINE_BEYOND_TIMEOUT, GRACE_CLAMPED, LISTENER_MISMATCH, MARGIN_EXCEEDS_TIMEOUT, NO_UNIT,
+    UNREADABLE,
 };
 use pingora::PingoraConf;
 use rules::{StewardConfig, Surroundings};
@@ -194,12 +195,14 @@ pub fn startup_findings(config: &Config, unit: Option<&UnitProps>) -> Vec<Findin
     worst_first(out)
 }
 
-/// The deadline record and its warning, the clamp warnings, and the margin error (exit 78
-/// before the check runs) are `steward run`'s own log lines already.
+/// `steward run`'s own log lines already: the deadline record and its warning, the clamp
+/// warnings, the margin error (exit 78 before the check runs), and unclaimed listeners
+/// (found from the child's real sockets once it serves, exit 78 with the keys).
 const REPORTED_BY_RUN: &[&str] = &[
     GRACE_CLAMPED,
     DEADLINE_BEYOND_TIMEOUT,
     MARGIN_EXCEEDS_TIMEOUT,
+    LISTENER_MISMATCH,
 ];
 
 /// Logs start-up findings with `steward_check` and `steward_severity` fields; `true` when
@@ -339,7 +342,7 @@ fn evaluate_steward(
         .and_then(|path| {
             inputs.proxy_config = Some(tidy(&path));
             match pingora::proxy_listeners(&path) {
-                Ok(addrs) => Some((path, addrs)),
+                Ok(listeners) => Some(listeners),
                 Err(f) => {
                     out.push(*f);
                     None
@@ -349,7 +352,7 @@ fn evaluate_steward(
     out.extend(rules::under_steward(
         &StewardConfig { config, text },
         pingora.as_ref(),
-        listeners.as_ref().map(|(p, a)| (p.as_path(), a.as_slice())),
+        listeners.as_ref(),
         s,
     ));
     out

@@ -230,10 +230,27 @@ pub fn proxy_config_arg(args: &[String]) -> Option<&str> {
     None
 }
 
-/// Every address steward-proxy listens on, as its proxy.toml writes them: `listen`,
-/// `health.listen`, `origin.listen`. Only the syntax is checked here; steward-proxy itself
-/// refuses a file with unknown keys (exit 78) and says why.
-pub fn proxy_listeners(path: &Path) -> Result<Vec<String>, Box<Finding>> {
+/// What steward-proxy's settings say it listens on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyListeners {
+    pub path: PathBuf,
+    /// Pingora listening services (`listen`, `origin.listen`): the keys of the hand-off.
+    pub services: Vec<String>,
+    /// `health.listen`: its own socket, outside Pingora's services and the hand-off.
+    pub health: Option<String>,
+}
+
+impl ProxyListeners {
+    /// Every address the child accepts connections on.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.services.iter().chain(&self.health)
+    }
+}
+
+/// Reads `listen`, `origin.listen` and `health.listen` as steward-proxy's settings write
+/// them. Only the syntax is checked here; steward-proxy itself refuses a file with unknown
+/// keys (exit 78) and says why.
+pub fn proxy_listeners(path: &Path) -> Result<ProxyListeners, Box<Finding>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Finding::unreadable(path, "steward-proxy settings", e))?;
     let value: toml::Value = toml::from_str(&text).map_err(|e| {
@@ -254,14 +271,14 @@ pub fn proxy_listeners(path: &Path) -> Result<Vec<String>, Box<Finding>> {
             ..Location::file(path)
         }))
     })?;
-    let str_at = |table: &str| {
+    let listen_of = |table: &str| {
         value
             .get(table)
             .and_then(|t| t.get("listen"))
             .and_then(toml::Value::as_str)
             .map(str::to_string)
     };
-    let mut addrs: Vec<String> = value
+    let mut services: Vec<String> = value
         .get("listen")
         .and_then(toml::Value::as_array)
         .map(|a| {
@@ -271,9 +288,12 @@ pub fn proxy_listeners(path: &Path) -> Result<Vec<String>, Box<Finding>> {
                 .collect()
         })
         .unwrap_or_default();
-    addrs.extend(str_at("health"));
-    addrs.extend(str_at("origin"));
-    Ok(addrs)
+    services.extend(listen_of("origin"));
+    Ok(ProxyListeners {
+        path: path.to_path_buf(),
+        services,
+        health: listen_of("health"),
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::findings::*;
 use super::pingora::{
-    PingoraConf, DEFAULT_PID_FILE, DEFAULT_UPGRADE_SOCK, GRACE, SHUTDOWN_TIMEOUT,
+    PingoraConf, ProxyListeners, DEFAULT_PID_FILE, DEFAULT_UPGRADE_SOCK, GRACE, SHUTDOWN_TIMEOUT,
 };
 use super::unit::{Prop, UnitProps, SYSTEMD_DEFAULT_TIMEOUT_STOP};
 use crate::config::{find_key_line, fmt_duration, Config, DrainMode, Probe};
@@ -187,22 +187,20 @@ impl StewardConfig<'_> {
 pub fn under_steward(
     cfg: &StewardConfig<'_>,
     pingora: Option<&PingoraConf>,
-    listeners: Option<(&Path, &[String])>,
+    listeners: Option<&ProxyListeners>,
     s: &Surroundings<'_>,
 ) -> Vec<Finding> {
     let mut out = steward_stop(cfg, pingora, s);
     if let Some(u) = s.unit {
         out.extend(steward_unit(cfg, u));
-        out.extend(watchdog(
-            u,
-            "steward sends none: it has no health probe tied to the watchdog yet",
-        ));
+        out.extend(steward_watchdog(cfg, u));
     }
     if let Some(p) = pingora {
         out.extend(pingora_settings_under_steward(p));
     }
-    if let Some((path, declared)) = listeners {
-        out.extend(ready_listener(cfg, path, declared));
+    if let Some(l) = listeners {
+        out.extend(ready_listener(cfg, l));
+        out.extend(socket_keys(cfg, l));
     }
     out
 }
@@ -405,7 +403,8 @@ fn steward_unit(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
         "forking" => Some((Severity::Error, "systemctl start waits TimeoutStartSec for steward to fork into the background and exit, which it never does; then systemd kills it and the start fails")),
         "oneshot" => Some((Severity::Error, "systemctl start does not return until steward exits, that is until the service stops: the unit never becomes active")),
         "dbus" => Some((Severity::Error, "systemctl start waits for a D-Bus name steward never takes; then systemd kills it and the start fails")),
-        "notify-reload" => Some((Severity::Warning, "systemctl reload sends SIGHUP, which steward ignores, and waits for RELOADING=1 until it times out")),
+        // steward reloads on SIGHUP (ReloadSignal's default) and sends RELOADING=1.
+        "notify-reload" => None,
         _ => Some((Severity::Warning, "systemctl start returns as soon as steward is started, before the child serves, and systemd ignores READY=1 and STATUS=: units ordered after this one start against a proxy that does not answer yet")),
     };
     if let Some((severity, what)) = type_problem {
@@ -503,7 +502,7 @@ fn steward_unit(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
             Finding::new(
                 NO_RUNTIME_DIRECTORY,
                 Severity::Warning,
-                "steward keeps the effective Pingora conf and the upgrade socket in /run/steward as root, else in /tmp/steward-<uid>: a directory that outlives the service and that, in /tmp, another local user can create first, so that steward refuses to start (exit 73)",
+                "steward keeps the effective Pingora conf, the upgrade socket and its control socket in /run/steward as root, else in /tmp/steward-<uid>: a directory that outlives the service and that, in /tmp, another local user can create first, so that steward refuses to start (exit 73)",
             )
             .why("the unit has no RuntimeDirectory= and steward's config no runtime_dir")
             .fix(format!("{fix}, with RuntimeDirectoryMode=0700"))
@@ -513,7 +512,43 @@ fn steward_unit(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
     out
 }
 
-/// Neither steward nor Pingora sends `WATCHDOG=1`.
+/// steward sends `WATCHDOG=1` after each passing health probe; systemd's watchdog must
+/// leave steward the time to replace a child that stopped answering.
+fn steward_watchdog(cfg: &StewardConfig<'_>, u: &UnitProps) -> Option<Finding> {
+    let w = u.watchdog_interval()?;
+    let h = &cfg.config.health;
+    if h.failures == 0 {
+        return None;
+    }
+    // run.rs probes every health.interval, but at least twice per watchdog interval.
+    let period = h.interval.min(w / 2);
+    let replaced_after = period * h.failures + h.timeout;
+    if replaced_after < w {
+        return None;
+    }
+    let suggest = h.interval * (h.failures + 1) + h.timeout;
+    let suggest = Duration::from_secs(suggest.as_secs() + u64::from(suggest.subsec_nanos() > 0));
+    let (at, fix) = unit_fix(u, &u.watchdog, format!("WatchdogSec={}", suggest.as_secs()));
+    Some(
+        Finding::new(
+            WATCHDOG_TOO_SHORT,
+            Severity::Warning,
+            "a child that stops answering gets the whole service killed by systemd's watchdog (Result=watchdog, connections refused until Restart= brings it back) before steward can replace it with the listeners kept",
+        )
+        .why(format!(
+            "{}; steward probes every {} and replaces the child after health.failures {} failed probes, about {} (health.timeout {} for the last)",
+            shown("WatchdogSec", &fmt_duration(w), &u.watchdog),
+            fmt_duration(period),
+            h.failures,
+            fmt_duration(replaced_after),
+            fmt_duration(h.timeout)
+        ))
+        .fix(format!("{fix} (or fewer health.failures, a shorter health.interval)"))
+        .at(at),
+    )
+}
+
+/// Pingora alone sends no `WATCHDOG=1`.
 fn watchdog(u: &UnitProps, who: &str) -> Option<Finding> {
     let w = u.watchdog_interval()?;
     let (at, fix) = unit_fix(u, &u.watchdog, "WatchdogSec=0".into());
@@ -619,35 +654,34 @@ fn shared_dir(path: &str) -> Option<PathBuf> {
     (known || world_writable).then(|| dir.to_path_buf())
 }
 
-/// steward's readiness address against the listeners steward-proxy's settings declare.
-fn ready_listener(cfg: &StewardConfig<'_>, proxy_toml: &Path, declared: &[String]) -> Vec<Finding> {
-    if declared.is_empty() {
-        return Vec::new();
-    }
+/// steward's readiness address against every address steward-proxy's settings declare.
+fn ready_listener(cfg: &StewardConfig<'_>, l: &ProxyListeners) -> Option<Finding> {
+    let declared: Vec<&String> = l.all().collect();
+    let first = declared.first()?;
     let probe = &cfg.config.ready.probe;
     let (addr, key) = match probe {
         Probe::Tcp(a) => (a.as_str(), "tcp"),
         Probe::Http(u) => (u.authority.as_str(), "http"),
     };
-    let rewrite = |l: &str| match probe {
-        Probe::Tcp(_) => format!("tcp = \"{l}\""),
-        Probe::Http(u) => format!("http = \"http://{l}{}\"", u.path),
-    };
-    if declared.iter().any(|l| l == addr) {
-        return Vec::new();
+    // Another spelling of a declared address still connects; only the port decides here.
+    if declared.iter().any(|d| port_of(d) == port_of(addr)) {
+        return None;
     }
-    let port = |a: &str| a.rsplit_once(':').map(|(_, p)| p.to_string());
-    let same_port = declared.iter().find(|l| port(l) == port(addr));
-    let list = declared.join(", ");
-    let finding = match same_port {
-        Some(l) => Finding::new(
-            LISTENER_MISMATCH,
-            Severity::Warning,
-            format!("ready.{key} names {addr} where the child declares {l}: the probe may reach it, but the listener hand-off of an upgrade matches addresses as strings and would not find {addr}"),
-        )
-        .why(format!("{} declares {list}; {addr} and {l} are different keys", proxy_toml.display()))
-        .fix(rewrite(l)),
-        None => Finding::new(
+    let fix = match probe {
+        Probe::Tcp(_) => format!("tcp = \"{first}\""),
+        Probe::Http(u) => format!(
+            "http = \"http://{}{}\"",
+            l.health.as_deref().unwrap_or(first),
+            u.path
+        ),
+    };
+    let list = declared
+        .iter()
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(
+        Finding::new(
             READY_NOT_A_LISTENER,
             Severity::Error,
             format!(
@@ -655,10 +689,50 @@ fn ready_listener(cfg: &StewardConfig<'_>, proxy_toml: &Path, declared: &[String
                 fmt_duration(cfg.config.ready.timeout)
             ),
         )
-        .why(format!("ready.{key} is {addr}, but the child listens on {list} ({})", proxy_toml.display()))
-        .fix(rewrite(&declared[0])),
-    };
-    vec![finding.at(Some(cfg.at(key)))]
+        .why(format!(
+            "ready.{key} is {addr}, but the child listens on {list} ({})",
+            l.path.display()
+        ))
+        .fix(fix)
+        .at(Some(cfg.at(key))),
+    )
+}
+
+fn port_of(addr: &str) -> Option<&str> {
+    addr.rsplit_once(':').map(|(_, p)| p)
+}
+
+/// Each of steward's `sockets.listen` against the child's listening services: the hand-off
+/// gives each socket under its key, and the child takes those whose key is one of its own
+/// addresses, byte for byte.
+fn socket_keys(cfg: &StewardConfig<'_>, l: &ProxyListeners) -> Vec<Finding> {
+    if l.services.is_empty() {
+        return Vec::new();
+    }
+    let list = l.services.join(", ");
+    cfg.config
+        .sockets
+        .iter()
+        .filter(|key| !l.services.contains(key))
+        .map(|key| {
+            let same_port = l.services.iter().find(|s| port_of(s) == port_of(key));
+            let fix = match same_port {
+                Some(s) => format!("write {s:?} for {key:?} in sockets.listen"),
+                None => format!("remove {key:?} from sockets.listen, or make it one of the child's listeners"),
+            };
+            Finding::new(
+                LISTENER_MISMATCH,
+                Severity::Error,
+                format!("the child will not claim listener {key} that steward hands it: once the child serves, steward stops it and exits 78, and every reload fails the same way"),
+            )
+            .why(format!(
+                "the hand-off matches sockets.listen with the child's own listener addresses as strings; {} declares {list}",
+                l.path.display()
+            ))
+            .fix(fix)
+            .at(Some(cfg.at("listen")))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
