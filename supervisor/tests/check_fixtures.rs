@@ -114,7 +114,7 @@ cases! {
     type_simple_under_steward_is_a_risk => "steward-type-simple",
     type_forking_under_steward_cannot_start => "steward-type-forking",
     type_notify_reload_suits_steward => "steward-type-notify-reload",
-    notify_access_none_drops_ready => "steward-notify-access-none",
+    notify_access_none_is_raised_to_main_by_systemd => "steward-notify-access-none",
     notify_access_all_lets_the_child_notify => "steward-notify-access-all",
     notify_access_default_of_a_notify_unit_is_right => "steward-notify-access-default",
     timeout_stop_failure_mode_abort_dumps_core => "steward-stop-failure-abort",

@@ -47,23 +47,25 @@ scenario_check() {
   expect_eq "check exit status, TimeoutStopSec=4" "$check_code" 2
   expect_match "margin finding" "$check_out" 'error\[margin-exceeds-timeout\]'
 
-  # An error finding stops `steward run` at start with 78, named in the journal; no restart loop.
+  # An error finding stops `steward run` at start with 78, named in the journal.
   reset_unit
-  sd_dropin "$UNIT" 50-watchdog $'[Service]\nWatchdogSec=5\n'
+  sd_dropin "$UNIT" 50-forking $'[Service]\nType=forking\n'
   local c
   c=$(cursor)
   if sd_systemctl start "$UNIT" 2>/dev/null; then
-    fail "start succeeded with WatchdogSec=5"
+    fail "start succeeded with Type=forking"
   else
-    ok "systemctl start failed (WatchdogSec=5)"
+    ok "systemctl start failed (Type=forking)"
   fi
-  expect_eq "ExecMainStatus (watchdog)" "$(show ExecMainStatus)" 78
-  expect_eq "NRestarts (watchdog)" "$(show NRestarts)" 0
+  # With Type=forking ExecStart is a control process: its status is in the journal, not
+  # in ExecMainStatus.
+  expect_eq "Result (Type=forking)" "$(show Result)" exit-code
+  expect_match "journal: exit status 78" "$(journal_since "$c" -u "$UNIT" -o cat)" 'status=78/CONFIG'
   expect_match "journal: the finding" "$(journal_since "$c" -u "$UNIT" -o cat)" \
-    'configuration error: /etc/systemd/system/steward-proxy.service.d/50-watchdog.conf:2: systemd kills the service 5 s after every start'
+    "configuration error: /etc/systemd/system/$UNIT.d/50-forking.conf:2: systemctl start waits TimeoutStartSec for steward to fork"
   expect_match "journal: STEWARD_CHECK field" \
     "$(journal_since "$c" -u "$UNIT" -o verbose --output-fields=STEWARD_CHECK,STEWARD_SEVERITY)" \
-    'STEWARD_CHECK=watchdog-without-probe'
+    'STEWARD_CHECK=service-type'
 
   # A warning finding is logged and the start goes on.
   reset_unit
@@ -72,7 +74,7 @@ scenario_check() {
   sd_systemctl start "$UNIT" || fail "start failed with NotifyAccess=all (only a warning)"
   expect_eq "ActiveState (NotifyAccess=all)" "$(show ActiveState)" active
   expect_match "journal: the warning" "$(journal_since "$c" -u "$UNIT" -o cat)" \
-    'steward check: /etc/systemd/system/steward-proxy.service.d/50-notify-all.conf:2: any process of the unit'
+    "steward check: /etc/systemd/system/$UNIT.d/50-notify-all.conf:2: any process of the unit"
   sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
 
   reset_unit

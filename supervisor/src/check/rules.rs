@@ -421,15 +421,15 @@ fn steward_unit(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
     }
     if matches!(ty, "notify" | "notify-reload") {
         let access = u.notify_access.value.as_str();
-        let problem = match access {
-            "none" => Some((Severity::Error, "systemd drops steward's READY=1: systemctl start waits TimeoutStartSec, then kills the service and the start fails")),
-            "all" => Some((Severity::Warning, "any process of the unit, the child and its descendants included, can send READY=1, STOPPING=1, STATUS= or MAINPID= in steward's name")),
-            _ => None,
-        };
-        if let Some((severity, what)) = problem {
+        // systemd raises none to main for notify units: only `all` is left to go wrong.
+        if access == "all" {
             let (at, fix) = unit_fix(u, &u.notify_access, "NotifyAccess=main".into());
             out.push(
-                Finding::new(NOTIFY_ACCESS, severity, what)
+                Finding::new(
+                    NOTIFY_ACCESS,
+                    Severity::Warning,
+                    "any process of the unit, the child and its descendants included, can send READY=1, STOPPING=1, STATUS= or MAINPID= in steward's name",
+                )
                     .why(format!(
                         "{}; steward, the main process, is the only one that notifies",
                         shown("NotifyAccess", access, &u.notify_access)

@@ -177,9 +177,9 @@ impl UnitProps {
                 u.problems.push(ignored_line(a, &expected));
             }
         }
-        if !notify_access_set {
-            u.notify_access.value = default_notify_access(&u.service_type.value).into();
-        }
+        let configured = notify_access_set.then(|| u.notify_access.value.clone());
+        u.notify_access.value =
+            effective_notify_access(&u.service_type.value, configured.as_deref());
         u
     }
 
@@ -389,11 +389,13 @@ const RESTARTS: &[&str] = &[
     "always",
 ];
 
-/// systemd's rule: notify units accept their main process's messages unless told otherwise.
-fn default_notify_access(service_type: &str) -> &'static str {
-    match service_type {
-        "notify" | "notify-reload" => "main",
-        _ => "none",
+/// systemd's rule: notify units accept their main process's messages, even when told
+/// `NotifyAccess=none` (service.c raises none to main for them).
+fn effective_notify_access(service_type: &str, configured: Option<&str>) -> String {
+    match (service_type, configured) {
+        ("notify" | "notify-reload", None | Some("none")) => "main".into(),
+        (_, Some(c)) => c.into(),
+        (_, None) => "none".into(),
     }
 }
 
@@ -741,6 +743,12 @@ mod tests {
             props("[Service]\nType=notify\n").notify_access.value,
             "main"
         );
+    }
+
+    #[test]
+    fn notify_units_raise_notify_access_none_to_main() {
+        let p = props("[Service]\nType=notify\nNotifyAccess=none\n");
+        assert_eq!(p.notify_access.value, "main");
     }
 
     #[test]
