@@ -83,12 +83,16 @@ fn main() {
             std::process::exit(EX_CONFIG);
         }
     };
-    let mut proxy = pingora::proxy::http_proxy_service(
+    let app = pingora::proxy::http_proxy(
         &server.configuration,
         proxy::Proxy {
             upstreams,
             state: state.clone(),
         },
+    );
+    let mut proxy = Service::new(
+        "steward-proxy".to_string(),
+        proxy::DelayedCleanup(Arc::new(app)),
     );
     for addr in &settings.listen {
         proxy.add_tcp(addr);

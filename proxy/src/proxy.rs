@@ -65,3 +65,32 @@ impl ProxyHttp for Proxy {
         );
     }
 }
+
+/// How long the proxy keeps reading requests on connections it accepted just before its
+/// listeners closed. Pingora's proxy drops, at shutdown, every connection still waiting for
+/// its request header; a client that connected a moment before the listener closed has its
+/// request on the wire, and would see its connection closed unanswered. With steward handing
+/// the listeners to the next generation, that moment is every reload.
+pub const CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Wraps a Pingora app to delay its shutdown clean-up by [`CLEANUP_DELAY`].
+pub struct DelayedCleanup<A>(pub Arc<A>);
+
+#[async_trait]
+impl<A> pingora::apps::ServerApp for DelayedCleanup<A>
+where
+    A: pingora::apps::ServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        session: pingora::protocols::Stream,
+        shutdown: &pingora::server::ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        self.0.process_new(session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(CLEANUP_DELAY).await;
+        self.0.cleanup().await
+    }
+}

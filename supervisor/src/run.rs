@@ -34,7 +34,7 @@ const NEXT_CONF: &str = "pingora.next.yaml";
 const UPGRADE_SOCK: &str = "upgrade.sock";
 const CHECK_OUTPUT: &str = "check.log";
 /// How long steward waits on the way out for killed descendants to be reaped.
-const FINAL_REAP: Duration = Duration::from_secs(2);
+pub(crate) const FINAL_REAP: Duration = Duration::from_secs(2);
 /// How long a child may take to open its upgrade socket (Pingora itself gives up after ~6 s).
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long `child -t` may take during a reload.

@@ -94,7 +94,12 @@ fn ten_reloads_under_load_drop_nothing() {
     assert_eq!(generation(&s).0, 11);
     assert!(counts.ok > 100, "{counts:?}");
     assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
-    assert_eq!(counts.failed, 0, "{counts:?} {errors:?}");
+    assert_eq!(
+        counts.failed,
+        0,
+        "{counts:?} {errors:?}\nlog:\n{}",
+        s.steward.log_text()
+    );
 }
 
 #[test]

@@ -390,7 +390,7 @@ pub fn load(
                             }
                             Err(e) => {
                                 c.failed += 1;
-                                errors.push(e);
+                                errors.push(format!("{e} at {}", chrono_now()));
                             }
                         }
                     }
@@ -426,5 +426,20 @@ pub fn steward_cli(command: &str, socket: &Path) -> (Option<i32>, String) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
+    )
+}
+
+/// Wall-clock time as the logs print it, to line a failure up with steward's log.
+fn chrono_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() % 86400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60,
+        d.subsec_micros()
     )
 }

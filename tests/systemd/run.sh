@@ -12,6 +12,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 release=$repo/target/release
 # shellcheck source=tests/systemd/lib.sh
 source "$repo/tests/systemd/lib.sh"
+# shellcheck source=tests/systemd/scenario-check.sh
+source "$repo/tests/systemd/scenario-check.sh"
 
 UNIT=steward-proxy.service
 PROXY=127.0.0.1:6188
@@ -27,6 +29,7 @@ SCENARIOS=(
   "9 systemctl reload keeps MainPID, fails visibly"
   "10 watchdog: healthy never fires, hung steward does"
   "11 listeners from a socket unit (LISTEN_FDS)"
+  "12 steward check on the live unit, and at start-up"
 )
 
 if ! reason=$(sd_can_run); then
@@ -377,6 +380,9 @@ sd_systemctl stop steward-proxy.socket || true
 sd_run rm -f /etc/systemd/system/steward-proxy.socket
 sd_systemctl daemon-reload
 end
+
+# 12 -----------------------------------------------------------------------------------
+scenario_check
 
 # ---------------------------------------------------------------------------------------
 echo

@@ -12,7 +12,7 @@ check_live() {
 }
 
 scenario_check() {
-  begin "check: live unit with drop-ins, and at start-up"
+  begin "${SCENARIOS[11]}"
   reset_unit
 
   # A drop-in of the kind `systemctl edit` writes: systemd's effective KillMode changes.

@@ -24,9 +24,9 @@ use crate::deadline::{self, fmt_span, Outer, UnitTimeout};
 use crate::duration::Span;
 use crate::pingora_conf::{self, PINGORA_DEFAULT_GRACE, PINGORA_DEFAULT_SHUTDOWN_TIMEOUT};
 
-/// After its deadline steward SIGKILLs the child's tree and waits up to 2 s to reap it
-/// (`FINAL_REAP` in run.rs); systemd's timer must not fire inside that window.
-pub const REAP_ALLOWANCE: Duration = Duration::from_secs(2);
+/// After its deadline steward SIGKILLs the child's tree and waits this long to reap it;
+/// systemd's timer must not fire inside that window.
+pub const REAP_ALLOWANCE: Duration = crate::run::FINAL_REAP;
 
 /// Directories anyone may create files in, even where they do not exist on this machine.
 const SHARED_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm"];
