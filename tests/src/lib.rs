@@ -39,17 +39,22 @@ pub fn etc_dir() -> PathBuf {
 }
 
 /// A loopback port nobody listens on right now, below the kernel's ephemeral range
-/// (32768 and up), so no client connection of a parallel test can take it meanwhile.
+/// (32768 and up), so no client connection can take it meanwhile. Ports are handed out in
+/// sequence from a random start, so two tests of this process never get the same one even
+/// when the first has not bound it yet (a child binds its ports a second after spawn).
 pub fn free_port() -> u16 {
+    static START: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let seed = std::process::id() as usize * 7919
-        + std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as usize)
-            .unwrap_or(0);
-    for _ in 0..1000 {
+    let start = *START.get_or_init(|| {
+        std::process::id() as usize * 7919
+            + std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as usize)
+                .unwrap_or(0)
+    });
+    for _ in 0..12000 {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = 20000 + ((seed + n * 104_729) % 12000) as u16;
+        let port = 20000 + ((start + n) % 12000) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
