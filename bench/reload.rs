@@ -205,10 +205,10 @@ fn main() {
         v["status"]["child_pid"].as_i64().unwrap_or(0) as i32
     };
     rows.push(measure(
-        "crash (kill -9 of the child) under steward",
+        "crash (kill -9 of the child) under steward, once",
         &addr,
         6.0,
-        100.0,
+        4.0,
         || {
             let t = Instant::now();
             let _ = kill(Pid::from_raw(child()), Signal::SIGKILL);
@@ -249,7 +249,7 @@ fn main() {
                     Outcome::Refused => "refused",
                     Outcome::Failed => "failed",
                 };
-                let _ = writeln!(f, "{},{:.4},{:.3},{o}", r.name, smp.at, smp.latency_ms);
+                let _ = writeln!(f, "\"{}\",{:.4},{:.3},{o}", r.name, smp.at, smp.latency_ms);
             }
         }
         println!("\nsamples: {}", path.display());

@@ -5,11 +5,15 @@
 //! it counts requests in flight itself and exits the moment the count reaches zero. The
 //! grace period still bounds the drain, because Pingora's own shutdown continues underneath.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -21,7 +25,7 @@ pub struct State {
     draining: AtomicBool,
     in_flight: AtomicUsize,
     /// The listening ports whose downstream connections must be gone before exiting.
-    ports: std::sync::Mutex<std::collections::HashSet<u16>>,
+    ports: std::sync::Mutex<HashSet<u16>>,
 }
 
 /// Held while a request is being served; dropping it ends the request.
@@ -54,10 +58,33 @@ impl State {
     }
 
     /// A connection accepted just before the listeners closed has no request yet, so the
-    /// request count alone misses it; the process's own sockets do not.
+    /// request count alone misses it; the process's own sockets do not. Each socket is
+    /// asked for its own addresses, which costs one call per open socket, not a read of the
+    /// namespace's whole TCP table (tens of thousands of TIME_WAIT rows on a busy host).
     fn connections(&self) -> usize {
         let ports = self.ports.lock().map(|p| p.clone()).unwrap_or_default();
-        steward::procfs::process_downstream_connections(std::process::id() as i32, &ports)
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return 0;
+        };
+        let pairs: Vec<(SocketAddr, SocketAddr)> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+            .filter_map(|fd| Some((addr(getsockname(fd).ok()?)?, addr(getpeername(fd).ok()?)?)))
+            .collect();
+        let own: HashSet<SocketAddr> = pairs.iter().map(|(local, _)| *local).collect();
+        pairs
+            .iter()
+            // A connection to itself (the proxy's pool to its own demo origin) is no client.
+            .filter(|(local, peer)| ports.contains(&local.port()) && !own.contains(peer))
+            .count()
+    }
+}
+
+fn addr(sa: SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = sa.as_sockaddr_in() {
+        Some(SocketAddr::from((v4.ip(), v4.port())))
+    } else {
+        sa.as_sockaddr_in6()
+            .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
     }
 }
 

@@ -1,4 +1,6 @@
-//! `/health` on its own listener: 200 while serving, 503 once draining.
+//! `/health` on its own listener: 200 while serving, 503 once draining. The answer names
+//! the process (`X-Served-By-Pid`), so a supervisor can tell which generation answered
+//! while two share the port.
 //!
 //! It runs as a Pingora background service with its own socket rather than as a listening
 //! service, because Pingora closes every listening service at SIGTERM and a load balancer
@@ -88,8 +90,9 @@ async fn answer(mut stream: TcpStream, state: &State) {
         _ => ("404 Not Found", "not found\n"),
     };
     let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Served-By-Pid: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len(),
+        std::process::id()
     );
     let _ = stream.write_all(resp.as_bytes()).await;
     let _ = stream.shutdown().await;

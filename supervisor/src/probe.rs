@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{HttpUrl, Probe};
 use crate::procfs;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an accepted probe connection may take to show up in the child's `/proc`.
@@ -53,6 +54,11 @@ pub async fn attempt(probe: &Probe) -> Result<(), String> {
     }
 }
 
+/// Whether the HTTP health endpoint names the process that answered (`X-Served-By-Pid`,
+/// as steward-proxy's does): 0 not known yet, 1 it does, 2 it does not.
+static ENDPOINT_NAMES_PID: AtomicU8 = AtomicU8::new(0);
+const PID_HEADER: &str = "x-served-by-pid";
+
 async fn attempt_inner(probe: &Probe, owner: Option<i32>) -> Result<(), String> {
     let authority = match probe {
         Probe::Tcp(a) => a.as_str(),
@@ -61,36 +67,66 @@ async fn attempt_inner(probe: &Probe, owner: Option<i32>) -> Result<(), String> 
     let mut s = TcpStream::connect(authority)
         .await
         .map_err(|e| format!("connect {authority}: {e}"))?;
+    // Cheapest proof of who serves: the answer names its process. Otherwise the accepted
+    // connection is looked up in the child's sockets before anything is sent, since the
+    // server closes it right after answering.
+    if let (Probe::Http(url), Some(pgid)) = (probe, owner) {
+        if ENDPOINT_NAMES_PID.load(Ordering::Relaxed) != 2 {
+            let (code, pid) = http_get(&mut s, url).await?;
+            return match pid {
+                Some(pid) => {
+                    ENDPOINT_NAMES_PID.store(1, Ordering::Relaxed);
+                    if !procfs::in_group(pid, pgid) {
+                        Err(format!(
+                            "{url} was answered by pid {pid}, not by child pid {pgid}"
+                        ))
+                    } else if code != 200 {
+                        Err(format!("{url} answered {code}"))
+                    } else {
+                        Ok(())
+                    }
+                }
+                None => {
+                    ENDPOINT_NAMES_PID.store(2, Ordering::Relaxed);
+                    Err(format!(
+                        "{url} does not say which process answered; checking connections instead"
+                    ))
+                }
+            };
+        }
+    }
     if let (Some(pgid), Some(port)) = (owner, probe.port()) {
         let client_port = s
             .local_addr()
             .map(|a| a.port())
             .map_err(|e| e.to_string())?;
-        let mut waited = Duration::ZERO;
+        // Wall-clock: on a busy host each look at the TCP tables takes a while itself.
+        let deadline = tokio::time::Instant::now() + OWNER_WAIT;
         while !procfs::accepted_by(pgid, port, client_port) {
-            if waited >= OWNER_WAIT {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(format!(
                     "{authority} took the connection, but child pid {pgid} did not accept it within {} ms",
                     OWNER_WAIT.as_millis()
                 ));
             }
             tokio::time::sleep(OWNER_POLL).await;
-            waited += OWNER_POLL;
         }
     }
     match probe {
         Probe::Tcp(_) => Ok(()),
-        Probe::Http(url) => http_get_status(&mut s, url).await.and_then(|code| {
+        Probe::Http(url) => {
+            let (code, _) = http_get(&mut s, url).await?;
             if code == 200 {
                 Ok(())
             } else {
                 Err(format!("{url} answered {code}"))
             }
-        }),
+        }
     }
 }
 
-async fn http_get_status(s: &mut TcpStream, url: &HttpUrl) -> Result<u16, String> {
+/// Sends `GET`; the status code and the pid the answer names, if it names one.
+async fn http_get(s: &mut TcpStream, url: &HttpUrl) -> Result<(u16, Option<i32>), String> {
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: steward-probe\r\nConnection: close\r\n\r\n",
         url.path, url.authority
@@ -98,9 +134,9 @@ async fn http_get_status(s: &mut TcpStream, url: &HttpUrl) -> Result<u16, String
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| format!("send to {url}: {e}"))?;
-    let mut buf = [0u8; 64];
+    let mut buf = vec![0u8; 2048];
     let mut len = 0;
-    while len < 12 {
+    while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
         let n = s
             .read(&mut buf[len..])
             .await
@@ -110,7 +146,21 @@ async fn http_get_status(s: &mut TcpStream, url: &HttpUrl) -> Result<u16, String
         }
         len += n;
     }
-    parse_status(&buf[..len]).ok_or_else(|| format!("{url} sent no HTTP status line"))
+    let head = &buf[..len];
+    let code = parse_status(head).ok_or_else(|| format!("{url} sent no HTTP status line"))?;
+    Ok((code, parse_pid_header(head)))
+}
+
+fn parse_pid_header(head: &[u8]) -> Option<i32> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if name.trim().eq_ignore_ascii_case(PID_HEADER) {
+            value.trim().parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 fn parse_status(head: &[u8]) -> Option<u16> {
@@ -125,6 +175,18 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answering_pid_is_read_from_its_header() {
+        assert_eq!(
+            parse_pid_header(b"HTTP/1.1 200 OK\r\nX-Served-By-Pid: 4242\r\n\r\n"),
+            Some(4242)
+        );
+        assert_eq!(
+            parse_pid_header(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n"),
+            None
+        );
+    }
 
     #[test]
     fn status_line_is_parsed() {

@@ -135,6 +135,15 @@ fn group_sockets(pgid: i32) -> Vec<TcpRow> {
         .collect()
 }
 
+/// Whether `pid` belongs to process group `pgid`.
+pub fn in_group(pid: i32, pgid: i32) -> bool {
+    pid == pgid
+        || fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t))
+            .is_some_and(|s| s.pgrp == pgid)
+}
+
 /// Whether the group holds the server side of the connection from client port
 /// `client_port` to `port`: that is, one of its processes accepted it.
 pub fn accepted_by(pgid: i32, port: u16, client_port: u16) -> bool {
@@ -164,18 +173,6 @@ pub fn listening_ports(pgid: i32) -> HashSet<u16> {
         .filter(|r| r.state == TCP_LISTEN)
         .map(|r| r.local_port)
         .collect()
-}
-
-/// Downstream connections one process holds on `ports` (as [`downstream_connections`]).
-pub fn process_downstream_connections(pid: i32, ports: &HashSet<u16>) -> usize {
-    let inodes = socket_inodes(pid);
-    let rows: Vec<TcpRow> = ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|t| fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
-        .flat_map(|text| parse_tcp_table(&text))
-        .filter(|r| r.inode != 0 && inodes.contains(&r.inode))
-        .collect();
-    count_downstream(&rows, ports)
 }
 
 /// Downstream connections the group still holds on `ports`: requests in flight, or about
