@@ -342,7 +342,10 @@ impl Driver {
                 (gen, ()) = poll_opt(&mut self.probe) => {
                     self.probe = None;
                     match self.unclaimed_listeners(gen) {
-                        None => Event::Ready { gen },
+                        None => {
+                            self.snapshot_ports(gen);
+                            Event::Ready { gen }
+                        }
                         Some(msg) => self.spawn_failed(gen, msg, exit::CONFIG),
                     }
                 }
@@ -848,13 +851,30 @@ impl Driver {
         });
     }
 
+    /// Records the ports whose connections are the generation's requests in flight. Taken
+    /// when it starts serving, not at the stop: reading the TCP tables can take tens of
+    /// milliseconds on a busy host, and the stop must not wait for it.
+    fn snapshot_ports(&mut self, gen: GenId) {
+        let extra: Vec<u16> = self
+            .sockets
+            .ports()
+            .into_iter()
+            .chain(self.config.ready.probe.port())
+            .collect();
+        if let Some(rt) = self.gens.get_mut(&gen) {
+            rt.ports = procfs::listening_ports(rt.pid.as_raw());
+            rt.ports.extend(extra);
+        }
+    }
+
     fn terminate(&mut self, gen: GenId) {
+        if self.gens.get(&gen).is_some_and(|rt| rt.ports.is_empty()) {
+            // Stopped before it served: its listeners, if any, are still open.
+            self.snapshot_ports(gen);
+        }
         let Some(rt) = self.gens.get_mut(&gen) else {
             return;
         };
-        rt.ports = procfs::listening_ports(rt.pid.as_raw());
-        rt.ports.extend(self.sockets.ports());
-        rt.ports.extend(self.config.ready.probe.port());
         if let Err(e) = child::signal(rt.pid, Signal::SIGTERM) {
             warn!(error = %e, "cannot send SIGTERM to child pid {}", rt.pid);
         }
