@@ -253,7 +253,8 @@ mod tests {
         assert_eq!(Command::parse("rm -rf /"), None);
     }
 
-    async fn server() -> (PathBuf, mpsc::Receiver<Request>) {
+    /// A control server in a scratch directory, removed when the returned guard drops.
+    async fn server() -> (PathBuf, mpsc::Receiver<Request>, Scratch) {
         let dir = std::env::temp_dir().join(format!(
             "steward-control-{}-{}",
             std::process::id(),
@@ -263,7 +264,15 @@ mod tests {
         let (listener, path) = bind(&dir).expect("bind");
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(serve(listener, tx));
-        (path, rx)
+        (path, rx, Scratch(dir))
+    }
+
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     fn rand_suffix() -> u128 {
@@ -275,14 +284,14 @@ mod tests {
 
     #[tokio::test]
     async fn socket_is_private() {
-        let (path, _rx) = server().await;
+        let (path, _rx, _dir) = server().await;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
 
     #[tokio::test]
     async fn a_request_reaches_the_loop_and_its_reply_comes_back() {
-        let (path, mut rx) = server().await;
+        let (path, mut rx, _dir) = server().await;
         let answer = tokio::spawn(async move {
             let req = rx.recv().await.expect("request");
             assert_eq!(req.command, Command::Reload);
@@ -295,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_and_oversized_requests_are_refused_and_the_socket_survives() {
-        let (path, mut rx) = server().await;
+        let (path, mut rx, _dir) = server().await;
         for junk in ["hello\n".to_string(), "x".repeat(10_000)] {
             let mut s = UnixStream::connect(&path).await.expect("connect");
             let _ = s.write_all(junk.as_bytes()).await;

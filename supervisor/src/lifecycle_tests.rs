@@ -48,6 +48,14 @@ fn serving() -> Lifecycle {
     m
 }
 
+/// A serving machine whose reload has checked the configuration and spawned generation 2
+/// as pid 43, not yet ready.
+fn next_generation_started(m: &mut Lifecycle, waiter: Option<u64>) {
+    m.handle(Event::Reload { waiter }, now());
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+}
+
 fn kills(a: &[Action]) -> Vec<(GenId, KillReason)> {
     a.iter()
         .filter_map(|a| match a {
@@ -616,9 +624,7 @@ async fn failed_check_leaves_the_old_generation_serving_untouched() {
 #[tokio::test(start_paused = true)]
 async fn next_generation_exiting_before_ready_fails_the_reload() {
     let mut m = serving();
-    m.handle(Event::Reload { waiter: None }, now());
-    m.handle(Event::ConfigChecked(Ok(())), now());
-    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    next_generation_started(&mut m, None);
     let a = m.handle(
         Event::Exited {
             gen: 2,
@@ -635,9 +641,7 @@ async fn next_generation_exiting_before_ready_fails_the_reload() {
 #[tokio::test(start_paused = true)]
 async fn next_generation_that_never_serves_is_killed_and_the_reload_fails() {
     let mut m = serving();
-    m.handle(Event::Reload { waiter: None }, now());
-    m.handle(Event::ConfigChecked(Ok(())), now());
-    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    next_generation_started(&mut m, None);
     advance(Duration::from_secs(60)).await;
     assert_eq!(
         kills(&m.handle(Event::Tick, now())),
@@ -681,9 +685,7 @@ async fn reloads_during_a_reload_are_coalesced_into_one_more() {
 #[tokio::test(start_paused = true)]
 async fn stop_during_a_reload_answers_the_waiters_and_stops_every_generation() {
     let mut m = serving();
-    m.handle(Event::Reload { waiter: Some(9) }, now());
-    m.handle(Event::ConfigChecked(Ok(())), now());
-    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    next_generation_started(&mut m, Some(9));
     let a = m.handle(Event::Stop(StopSignal::Term), now());
     assert!(reload_result(&a).expect("answered").1.is_err());
     assert!(a.contains(&Action::Terminate { gen: 1 }) && a.contains(&Action::Terminate { gen: 2 }));
