@@ -374,3 +374,56 @@ fn a_listener_the_child_does_not_declare_fails_the_start_with_the_key() {
         "log:\n{log}"
     );
 }
+
+#[test]
+fn reload_runs_the_binary_now_on_disk() {
+    // The child program is a copy, replaced on disk (a new inode) before the reload, as a
+    // package upgrade does.
+    let scratch = Scratch::new("upgrade-binary");
+    let program = scratch.path.join("my-proxy");
+    std::fs::copy(bin("steward-proxy"), &program).expect("copy");
+    let a = proxy_settings(&scratch);
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"--proxy-config\", \"{}\"]\n[ready]\nhttp = \"http://{}/health\"\n[sockets]\nlisten = [\"{}\", \"{}\"]\n",
+            scratch.path.display(),
+            program.display(),
+            a.settings.display(),
+            a.health,
+            a.proxy,
+            a.origin
+        ),
+    );
+    let mut notify = NotifySocket::bind(&scratch.path);
+    let _steward = Steward::start(
+        &scratch.path,
+        &config,
+        &[("NOTIFY_SOCKET", notify.path.display().to_string())],
+    );
+    assert!(notify
+        .wait_for("READY=1", Duration::from_secs(15))
+        .is_some());
+    let inode = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0)
+    };
+    std::fs::remove_file(&program).expect("remove old binary");
+    std::fs::copy(bin("steward-proxy"), &program).expect("install new binary");
+    let new_inode = inode(&program);
+    let (code, out) = steward_cli("reload", &scratch.path.join("run/control.sock"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("generation 2 serves"), "{out}");
+    let status = std::process::Command::new(bin("steward"))
+        .args(["status", "--json", "--socket"])
+        .arg(scratch.path.join("run/control.sock"))
+        .output()
+        .expect("status");
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let pid = v["status"]["child_pid"].as_i64().expect("child pid");
+    assert_eq!(
+        inode(std::path::Path::new(&format!("/proc/{pid}/exe"))),
+        new_inode,
+        "generation 2 runs the binary installed before the reload"
+    );
+}

@@ -30,6 +30,7 @@ SCENARIOS=(
   "10 watchdog: healthy never fires, hung steward does"
   "11 listeners from a socket unit (LISTEN_FDS)"
   "12 steward check on the live unit, and at start-up"
+  "13 child crash: steward restarts it, MainPID kept"
 )
 
 if ! reason=$(sd_can_run); then
@@ -383,6 +384,29 @@ end
 
 # 12 -----------------------------------------------------------------------------------
 scenario_check
+
+# 13 -----------------------------------------------------------------------------------
+begin "${SCENARIOS[12]}"
+reset_unit
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+child=$(show StatusText | sed -n 's/^serving: generation [0-9]*, child pid \([0-9]*\).*$/\1/p')
+c=$(cursor)
+sd_run kill -9 "$child"
+status=""
+for _ in $(seq 1 60); do
+  status=$(show StatusText)
+  [[ $status =~ ^serving:\ generation\ 2 ]] && break
+  sleep 0.1
+done
+expect_match "StatusText after the crash" "$status" '^serving: generation 2, child pid [0-9]+, 1 restart$'
+expect_eq "MainPID after the crash" "$(show MainPID)" "$main"
+expect_eq "NRestarts (systemd did not restart the unit)" "$(show NRestarts)" 0
+expect_eq "request after the crash" "$(http_code /)" 200
+expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'ended on its own \(signal 9 \(SIGKILL\)\); restarting in 100 ms'
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
+end
 
 # ---------------------------------------------------------------------------------------
 echo
