@@ -320,10 +320,16 @@ impl Steward {
 }
 
 impl Drop for Steward {
+    /// A test that ends early stops steward as an operator would, so steward ends the
+    /// child's whole tree; SIGKILL alone would orphan grandchildren (only the child has a
+    /// parent-death signal).
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+            if self.wait(Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
     }
 }
