@@ -125,7 +125,10 @@ fn kill_until_gone(pgid: Option<Pid>, root: i32) -> usize {
         targets.sort_unstable();
         targets.dedup();
         // Zombies are already dead; only living ones need another signal.
-        let living: Vec<i32> = targets.into_iter().filter(|&p| !is_zombie(p)).collect();
+        let living: Vec<i32> = targets
+            .into_iter()
+            .filter(|&p| !procfs::is_gone(p))
+            .collect();
         if living.is_empty() {
             break;
         }
@@ -137,19 +140,6 @@ fn kill_until_gone(pgid: Option<Pid>, root: i32) -> usize {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     signalled
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = &s[s.rfind(')')? + 1..];
-            after
-                .split_whitespace()
-                .next()
-                .map(|st| st == "Z" || st == "X")
-        })
-        .unwrap_or(true)
 }
 
 /// Collects every child that has exited, without blocking.

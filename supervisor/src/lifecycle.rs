@@ -375,14 +375,6 @@ impl Lifecycle {
             .map(|g| g.id)
     }
 
-    /// The generation waiting for its readiness probe, if any.
-    pub fn starting(&self) -> Option<GenId> {
-        self.gens
-            .values()
-            .find(|g| g.state == GenState::Starting)
-            .map(|g| g.id)
-    }
-
     /// The earliest time at which [`Event::Tick`] can change something.
     pub fn next_wakeup(&self) -> Option<Instant> {
         let mut times = vec![];

@@ -46,9 +46,9 @@ pub fn effective(
         None => Mapping::new(),
         Some((path, text)) => parse(path, text)?,
     };
-    let file = source.map(|(p, _)| p).unwrap_or(Path::new("<none>"));
-    let grace = read_u64(&map, GRACE, file)?;
-    let timeout = read_u64(&map, SHUTDOWN_TIMEOUT, file)?;
+    let (file, text) = source.unwrap_or((Path::new("<none>"), ""));
+    let grace = read_u64(&map, GRACE, file, text)?;
+    let timeout = read_u64(&map, SHUTDOWN_TIMEOUT, file, text)?;
     let mut changes = Vec::new();
 
     let (grace, timeout) = clamp(
@@ -159,7 +159,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Mapping, ConfigError> {
 }
 
 /// A whole number of seconds, as Pingora's `Option<u64>` keys take it.
-pub fn read_u64(map: &Mapping, key: &str, file: &Path) -> Result<Option<u64>, ConfigError> {
+pub fn read_u64(
+    map: &Mapping,
+    key: &str,
+    file: &Path,
+    text: &str,
+) -> Result<Option<u64>, ConfigError> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -170,7 +175,7 @@ pub fn read_u64(map: &Mapping, key: &str, file: &Path) -> Result<Option<u64>, Co
                     describe(v)
                 ),
             )
-            .at_line(line_of_key(file, key))
+            .at_line(key_line(text, key))
             .with_fix(format!("{key}: 30"))
         }),
     }
@@ -180,10 +185,6 @@ fn describe(v: &Value) -> String {
     serde_yaml::to_string(v)
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "that value".into())
-}
-
-fn line_of_key(file: &Path, key: &str) -> Option<usize> {
-    key_line(&std::fs::read_to_string(file).ok()?, key)
 }
 
 /// The line that sets `key` (serde_yaml's values carry no positions).

@@ -12,7 +12,6 @@ use crate::config::{HttpUrl, Probe};
 use crate::procfs;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an accepted probe connection may take to show up in the child's `/proc`.
 const OWNER_WAIT: Duration = Duration::from_millis(200);
 const OWNER_POLL: Duration = Duration::from_millis(2);
@@ -43,14 +42,6 @@ pub async fn attempt_owned(probe: &Probe, pgid: i32, timeout: Duration) -> Resul
     match tokio::time::timeout(timeout, attempt_inner(probe, Some(pgid))).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-    }
-}
-
-/// One attempt, whoever answers.
-pub async fn attempt(probe: &Probe) -> Result<(), String> {
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt_inner(probe, None)).await {
-        Ok(r) => r,
-        Err(_) => Err("no answer within 1 s".into()),
     }
 }
 
@@ -208,8 +199,8 @@ mod tests {
     async fn tcp_probe_fails_on_a_closed_port_and_passes_on_an_open_one() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr").to_string();
-        assert!(attempt(&Probe::Tcp(addr.clone())).await.is_ok());
+        assert!(attempt_inner(&Probe::Tcp(addr.clone()), None).await.is_ok());
         drop(l);
-        assert!(attempt(&Probe::Tcp(addr)).await.is_err());
+        assert!(attempt_inner(&Probe::Tcp(addr), None).await.is_err());
     }
 }

@@ -135,6 +135,20 @@ fn group_sockets(pgid: i32) -> Vec<TcpRow> {
         .collect()
 }
 
+/// Whether `pid` is gone: no longer in /proc, or dead and waiting to be reaped.
+pub fn is_gone(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = &s[s.rfind(')')? + 1..];
+            after
+                .split_whitespace()
+                .next()
+                .map(|st| st == "Z" || st == "X")
+        })
+        .unwrap_or(true)
+}
+
 /// Whether `pid` belongs to process group `pgid`.
 pub fn in_group(pid: i32, pgid: i32) -> bool {
     pid == pgid

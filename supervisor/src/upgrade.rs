@@ -93,7 +93,7 @@ pub async fn hand_off(
                 })
             }
         }
-        if nix::sys::signal::kill(pid, None).is_err() || is_zombie(pid) {
+        if nix::sys::signal::kill(pid, None).is_err() || crate::procfs::is_gone(pid.as_raw()) {
             return Err(HandoffError::ChildGone(pid.as_raw()));
         }
         if tokio::time::Instant::now() >= end {
@@ -114,16 +114,6 @@ pub async fn hand_off(
         }
     })?;
     Ok(())
-}
-
-fn is_zombie(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = &s[s.rfind(')')? + 1..];
-            after.split_whitespace().next().map(|st| st == "Z")
-        })
-        .unwrap_or(true)
 }
 
 #[cfg(test)]

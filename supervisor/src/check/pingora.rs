@@ -56,9 +56,9 @@ impl PingoraConf {
         let refused = "steward (exit 78) and Pingora refuse to start with this file";
         let map =
             pingora_conf::parse(path, text).map_err(|e| Finding::from_config_error(&e, refused))?;
-        let grace = pingora_conf::read_u64(&map, GRACE, path)
+        let grace = pingora_conf::read_u64(&map, GRACE, path, text)
             .map_err(|e| Finding::from_config_error(&e, refused))?;
-        let shutdown_timeout = pingora_conf::read_u64(&map, SHUTDOWN_TIMEOUT, path)
+        let shutdown_timeout = pingora_conf::read_u64(&map, SHUTDOWN_TIMEOUT, path, text)
             .map_err(|e| Finding::from_config_error(&e, refused))?;
         let shape: ServerConfShape = serde_yaml::from_str(text).map_err(|e| {
             let msg = e.to_string();
