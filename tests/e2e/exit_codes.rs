@@ -7,9 +7,7 @@ use nix::unistd::Pid;
 use steward_e2e::*;
 
 fn script_config(scratch: &Scratch, script: &str, ready: &str) -> std::path::PathBuf {
-    let path = scratch.write("child.sh", script);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = scratch.write_executable("child.sh", script);
     scratch.write(
         "steward.toml",
         &format!(

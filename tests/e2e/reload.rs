@@ -193,15 +193,13 @@ fn crashed_child_is_restarted_without_refusing_a_connection() {
 #[test]
 fn crash_loop_gives_up_with_the_childs_code() {
     let scratch = Scratch::new("crashloop");
-    let script = scratch.write(
+    let script = scratch.write_executable(
         "child.sh",
         &format!(
             "#!/bin/sh\n# Serves a moment, then crashes.\nexec {} --proxy-config \"$PROXY\" \"$@\" & pid=$!\nsleep 0.3\nkill -9 $pid\nexit 3\n",
             bin("steward-proxy").display()
         ),
     );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let a = proxy_settings(&scratch);
     let config = scratch.write(
         "steward.toml",

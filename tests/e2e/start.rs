@@ -132,12 +132,10 @@ fn explicit_deadline_is_logged_as_configured() {
 
 #[test]
 fn child_that_never_serves_fails_the_start_within_the_timeout() {
-    use std::os::unix::fs::PermissionsExt;
     let scratch = Scratch::new("never-ready");
     // A child that runs and never listens. (steward-proxy probed on an address its proxy.toml
     // does not declare is not even started: the start-up check refuses it with 78.)
-    let child = scratch.write("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
-    std::fs::set_permissions(&child, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let child = scratch.write_executable("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
     let config = scratch.write(
         "steward.toml",
         &format!(

@@ -199,13 +199,11 @@ fn second_sigint_kills_at_once() {
 
 #[test]
 fn sigterm_before_ready_stops_cleanly() {
-    use std::os::unix::fs::PermissionsExt;
     let scratch = Scratch::new("early-term");
     let mut notify = NotifySocket::bind(&scratch.path);
     // A child that never listens keeps steward in "starting". (steward-proxy probed on an
     // address its proxy.toml does not declare is refused at start-up with 78 instead.)
-    let child = scratch.write("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
-    std::fs::set_permissions(&child, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let child = scratch.write_executable("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
     let config = scratch.write(
         "steward.toml",
         &format!(

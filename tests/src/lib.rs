@@ -85,6 +85,14 @@ impl Scratch {
         std::fs::write(&p, text).expect("write scratch file");
         p
     }
+
+    /// Writes a script a test runs as a child (mode 0755).
+    pub fn write_executable(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.write(name, text);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
 }
 
 impl Drop for Scratch {
