@@ -7,6 +7,7 @@
 //! are re-parented to steward, and killed and reaped with the rest of the tree.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -46,7 +47,14 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// With `upgrade`, the child is started with Pingora's `-u` and waits for its listeners
 /// on its upgrade socket. With `test`, it is started with `-t` (check the configuration
 /// and exit) and its output goes to `output`.
-pub fn spawn(cfg: &ChildConfig, effective_conf: &Path, mode: SpawnMode) -> io::Result<Pid> {
+/// With `cgroup_procs` (an open `cgroup.procs`), the child moves itself into that cgroup
+/// before exec, so not one of its processes is ever forked outside it.
+pub fn spawn(
+    cfg: &ChildConfig,
+    effective_conf: &Path,
+    mode: SpawnMode,
+    cgroup_procs: Option<RawFd>,
+) -> io::Result<Pid> {
     let mut cmd = Command::new(&cfg.program);
     cmd.args(&cfg.args);
     match &mode {
@@ -71,9 +79,14 @@ pub fn spawn(cfg: &ChildConfig, effective_conf: &Path, mode: SpawnMode) -> io::R
     }
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child; it only makes
-    // async-signal-safe syscalls (prctl, getppid) and allocates nothing.
+    // async-signal-safe syscalls (write, prctl, getppid) and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = cgroup_procs {
+                // "0" is the writing process. A failure is not fatal: the parent sees
+                // where the child ended up and falls back to process-group kills.
+                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+            }
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             // If steward died between fork and prctl, the signal will never come.
             if nix::unistd::getppid() != parent {

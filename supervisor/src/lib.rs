@@ -36,6 +36,7 @@
 //! actions out. Logs go through `tracing`, to journald with `STEWARD_*` fields under
 //! systemd ([`logging`]).
 
+pub mod cgroup;
 pub mod check;
 pub mod child;
 pub mod config;

@@ -995,7 +995,12 @@ impl Lifecycle {
             self.mode = Mode::Starting;
             out.extend(self.spawn(Why::Crash, now));
         }
-        if self.mode == Mode::Stopping && now >= self.last_status + STATUS_REFRESH && out.is_empty()
+        // Once every generation is killed, "draining" would be wrong; the exit follows.
+        let draining = self.gens.values().any(|g| g.state == GenState::Draining);
+        if self.mode == Mode::Stopping
+            && draining
+            && now >= self.last_status + STATUS_REFRESH
+            && out.is_empty()
         {
             self.last_status = now;
             out.push(Action::Status(self.draining_status(now)));

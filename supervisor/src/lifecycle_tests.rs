@@ -292,6 +292,25 @@ async fn deadline_kills_the_tree_with_work_in_flight() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_killed_generation_waiting_to_be_reaped_is_not_reported_as_draining() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    advance(DEADLINE).await;
+    assert_eq!(
+        kills(&m.handle(Event::Tick, now())),
+        vec![(1, KillReason::Deadline)]
+    );
+    // Killing a large tree can take longer than a status refresh.
+    advance(Duration::from_secs(2)).await;
+    let a = m.handle(Event::Tick, now());
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Status(s) if s.starts_with("draining"))),
+        "{a:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn exit_mode_waits_for_the_child_until_the_deadline() {
     let mut m = starting_with(Policy {
         drain_quiet: None,

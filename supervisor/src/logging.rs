@@ -5,6 +5,9 @@
 //! (`STEWARD_PHASE`, `STEWARD_CHILD_PID`, `STEWARD_DEADLINE_MS`, ...), so
 //! `journalctl -o json -u steward-proxy` can be filtered on them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -15,6 +18,18 @@ pub enum LogTarget {
     Auto,
     Journald,
     Stderr,
+}
+
+static TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// journald learns a record's unit from the sender's cgroup, read from /proc when the
+/// datagram is processed; a steward that exits at once after its last record (a
+/// configuration error, say) can be gone by then, and `journalctl -u` would not show the
+/// one line that says why. Waiting a moment before a failing exit closes that window.
+pub fn before_exit(code: i32) {
+    if code != 0 && TO_JOURNAL.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 pub fn init(target: LogTarget) {
@@ -34,6 +49,7 @@ pub fn init(target: LogTarget) {
                     .with(filter)
                     .with(layer)
                     .init();
+                TO_JOURNAL.store(true, Ordering::Relaxed);
                 return;
             }
             Err(e) => eprintln!("steward: journald unavailable ({e}); logging to stderr"),

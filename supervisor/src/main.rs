@@ -106,6 +106,7 @@ fn main() {
         Command::Restart { target } => client(&target, control::Command::Restart, false),
         Command::Check(args) => steward::check::command(args),
     };
+    logging::before_exit(code);
     std::process::exit(code);
 }
 

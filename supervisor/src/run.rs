@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval};
 use tracing::{error, info, warn};
 
+use crate::cgroup::Cgroups;
 use crate::config::{fmt_duration, Config, DrainMode};
 use crate::control::{self, Command, GenStatus, Reply, Request, Status, TimelineEntry};
 use crate::deadline::{self, Deadline, Outer};
@@ -162,6 +163,21 @@ async fn run_inner(config: Config) -> i32 {
     if let Err(e) = child::become_subreaper() {
         warn!(error = %e, "cannot become child subreaper; orphaned grandchildren would escape");
     }
+    let cgroups = match &outer {
+        Outer::Systemd(u) => {
+            let delegated = systemd::query_delegate(&u.unit).await.unwrap_or_else(|e| {
+                warn!("cannot ask whether unit {} has Delegate=yes: {e}", u.unit);
+                false
+            });
+            Cgroups::setup(Some(&u.unit), delegated)
+        }
+        _ => Cgroups::setup(None, false),
+    };
+    info!(
+        steward_cgroup = cgroups.tag(),
+        "kills: {}",
+        cgroups.describe()
+    );
 
     let watchdog = notify::watchdog_interval();
     if let Some(w) = watchdog {
@@ -206,6 +222,7 @@ async fn run_inner(config: Config) -> i32 {
         timeline_origin: None,
         last_event: None,
         watchdog,
+        cgroups,
         queue: VecDeque::new(),
     };
     driver.run_loop(signals, control_rx, first).await
@@ -287,6 +304,7 @@ struct Driver {
     timeline_origin: Option<Instant>,
     last_event: Option<String>,
     watchdog: Option<Duration>,
+    cgroups: Cgroups,
     /// Events produced while carrying out actions, fed back before waiting again.
     queue: VecDeque<Event>,
 }
@@ -521,6 +539,7 @@ impl Driver {
 
     /// Reaps whatever exited and turns it into events.
     fn reap(&mut self) {
+        let mut orphans = vec![];
         for (pid, status) in child::reap_exited() {
             if self.check.as_ref().is_some_and(|c| c.pid == pid) {
                 let output = self
@@ -556,6 +575,15 @@ impl Driver {
             {
                 Some(gen) => {
                     self.gens.remove(&gen);
+                    // Whatever the generation left in its cgroup has lost its reason to run.
+                    if let Some(n) = self.cgroups.kill_generation(gen).filter(|&n| n > 0) {
+                        warn!(
+                            steward_generation = gen,
+                            steward_killed = n as u64,
+                            "generation {gen}'s child exited and left {n} processes in its cgroup; killed them"
+                        );
+                    }
+                    self.cgroups.remove_generation(gen);
                     if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
                         self.probe = None;
                     }
@@ -564,11 +592,30 @@ impl Driver {
                     }
                     self.queue.push_back(Event::Exited { gen, status });
                 }
-                None => info!(
-                    steward_reaped_pid = pid.as_raw(),
-                    "reaped orphaned descendant pid {pid} ({})",
-                    status.describe()
-                ),
+                None => orphans.push((pid, status)),
+            }
+        }
+        // One record per batch: a killed fork bomb leaves hundreds of orphans.
+        match &orphans[..] {
+            [] => {}
+            [(pid, status)] => info!(
+                steward_reaped_pid = pid.as_raw(),
+                "reaped orphaned descendant pid {pid} ({})",
+                status.describe()
+            ),
+            many => {
+                let shown: Vec<String> = many.iter().take(5).map(|(p, _)| p.to_string()).collect();
+                info!(
+                    steward_reaped = many.len() as u64,
+                    "reaped {} orphaned descendants (pids {}{})",
+                    many.len(),
+                    shown.join(", "),
+                    if many.len() > shown.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                );
             }
         }
     }
@@ -576,7 +623,9 @@ impl Driver {
     /// Kills a generation whose start went wrong and reports it.
     fn spawn_failed(&mut self, gen: GenId, reason: String, code: i32) -> Event {
         if let Some(rt) = self.gens.remove(&gen) {
+            self.cgroups.kill_generation(gen);
             child::kill_tree(rt.pid);
+            self.cgroups.remove_generation(gen);
         }
         if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
             self.probe = None;
@@ -756,6 +805,7 @@ impl Driver {
             &new.child,
             &conf,
             child::SpawnMode::Test { output: &output },
+            None,
         ) {
             Ok(pid) => {
                 info!(
@@ -788,7 +838,30 @@ impl Driver {
         // A socket file left by a child that died mid-bootstrap would refuse the hand-off.
         let _ = std::fs::remove_file(&upgrade_sock);
         let upgrade = !self.sockets.is_empty();
-        let pid = match child::spawn(&cfg.child, &conf, child::SpawnMode::Serve { upgrade }) {
+        let cgroup = self.cgroups.prepare_generation(gen).unwrap_or_else(|e| {
+            warn!(
+                steward_generation = gen,
+                "cannot create generation {gen}'s cgroup: {e}; its kill reaches its process group and descendants only"
+            );
+            None
+        });
+        let spawned = child::spawn(
+            &cfg.child,
+            &conf,
+            child::SpawnMode::Serve { upgrade },
+            cgroup.as_ref().map(|c| c.procs_fd()),
+        );
+        if let (Some(c), Ok(pid)) = (&cgroup, &spawned) {
+            if !self.cgroups.holds(gen, pid.as_raw()) {
+                warn!(
+                    steward_generation = gen,
+                    "child pid {pid} did not enter {}; its kill reaches its process group and descendants only",
+                    c.dir.display()
+                );
+            }
+        }
+        drop(cgroup);
+        let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
                 let code = match e.kind() {
@@ -909,7 +982,7 @@ impl Driver {
             .map(|t| now.saturating_duration_since(t).as_millis() as u64)
             .unwrap_or(0);
         let in_flight = g.and_then(|g| g.in_flight);
-        let killed = child::kill_tree(pid);
+        let killed = self.cgroups.kill_generation(gen).unwrap_or(0) + child::kill_tree(pid);
         let pid = pid.as_raw();
         match reason {
             KillReason::Deadline => warn!(
@@ -976,7 +1049,7 @@ impl Driver {
         if let Some(c) = self.check.take() {
             child::kill_tree(c.pid);
         }
-        let leftovers = child::kill_descendants();
+        let leftovers = self.cgroups.kill_all_but_self() + child::kill_descendants();
         let reaped = child::reap_all(FINAL_REAP);
         if leftovers > 0 {
             warn!(

@@ -110,6 +110,35 @@ async fn systemctl(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether `unit` has `Delegate=yes`, which lets steward arrange cgroups below it.
+pub async fn query_delegate(unit: &str) -> Result<bool, String> {
+    let dbus_err = match tokio::time::timeout(DBUS_TIMEOUT, delegate_via_dbus(unit)).await {
+        Ok(Ok(d)) => return Ok(d),
+        Ok(Err(e)) => e,
+        Err(_) => format!("no answer within {} s", DBUS_TIMEOUT.as_secs()),
+    };
+    let text = systemctl(&["show", "-p", "Delegate", "--value", unit])
+        .await
+        .map_err(|e| format!("D-Bus: {dbus_err}; systemctl: {e}"))?;
+    Ok(text.trim() == "yes")
+}
+
+async fn delegate_via_dbus(unit: &str) -> Result<bool, String> {
+    let conn = zbus::Connection::system()
+        .await
+        .map_err(|e| format!("system bus: {e}"))?;
+    let path: OwnedObjectPath = call(&conn, MANAGER_PATH, MANAGER, "GetUnit", &(unit)).await?;
+    let v: OwnedValue = call(
+        &conn,
+        path.as_str(),
+        PROPERTIES,
+        "Get",
+        &("org.freedesktop.systemd1.Service", "Delegate"),
+    )
+    .await?;
+    bool::try_from(v).map_err(|e| format!("Delegate: {e}"))
+}
+
 /// The unit this process runs in, as `steward check` reads units: for `steward run`'s
 /// start-up check. D-Bus `GetUnitByPID` first, `systemctl show` second, as for the timeout.
 pub async fn query_unit_props() -> Result<UnitProps, String> {

@@ -149,7 +149,8 @@ fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
         .lines()
         .map(|l| l.parse().expect("pid"))
         .collect();
-    assert_eq!(pids.len(), 3);
+    // The child, a grandchild in its group, one in its own session, one double-forked.
+    assert_eq!(pids.len(), 4, "{pids:?}");
     assert!(pids.iter().all(|&p| process_alive(p)));
     let t = Instant::now();
     steward.signal(Signal::SIGTERM);
@@ -172,6 +173,60 @@ fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
         "{:?}",
         notify.messages()
     );
+}
+
+/// Whether `pid` is a living stubborn-child process (not a recycled pid).
+fn stubborn_alive(pid: i32) -> bool {
+    process_alive(pid)
+        && std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|e| e.to_string_lossy().contains("stubborn-child"))
+}
+
+#[test]
+fn a_fork_bomb_racing_the_kill_is_ended_at_the_deadline() {
+    let scratch = Scratch::new("forkbomb");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let pidfile = scratch.path.join("pids");
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
+            scratch.path.display(),
+            bin("stubborn-child").display()
+        ),
+    );
+    let mut s = Steward::start(
+        &scratch.path,
+        &config,
+        &[
+            ("STUBBORN_LISTEN", listen.clone()),
+            ("STUBBORN_PIDFILE", pidfile.display().to_string()),
+            // 63 processes, each replacing a child that dies.
+            ("STUBBORN_FORKBOMB_DEPTH", "5".into()),
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    let count = || {
+        std::fs::read_to_string(&pidfile)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    while count() < 4 + 63 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(count() >= 4 + 63, "the bomb did not grow: {}", count());
+    s.signal(Signal::SIGTERM);
+    let status = s.wait(Duration::from_secs(5)).expect("steward exits");
+    let log = s.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let survivors: Vec<i32> = pids.into_iter().filter(|&p| stubborn_alive(p)).collect();
+    assert!(survivors.is_empty(), "survivors {survivors:?}; log:\n{log}");
+    assert!(log.contains("stop deadline reached"), "log:\n{log}");
 }
 
 #[test]
@@ -246,4 +301,59 @@ fn steward_killed_with_sigkill_takes_its_child_along() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(!process_alive(child), "child {child} outlived steward");
+}
+
+#[test]
+fn after_steward_was_sigkilled_the_next_start_serves_with_the_same_runtime_dir() {
+    // steward owns the listeners, so the stale files are all there: the control socket,
+    // the upgrade socket and the effective conf of the killed steward.
+    let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
+    s.wait_ready();
+    let child = s
+        .steward
+        .child_pid(Duration::from_secs(1))
+        .expect("child pid");
+    s.steward.signal(Signal::SIGKILL);
+    s.wait_exit(Duration::from_secs(2));
+    let end = Instant::now() + Duration::from_secs(2);
+    while process_alive(child) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!process_alive(child), "child {child} outlived steward");
+    assert!(
+        s.control().exists(),
+        "the killed steward left no control socket behind"
+    );
+
+    let second = s.scratch.path.join("second");
+    std::fs::create_dir_all(&second).expect("mkdir");
+    let mut notify = NotifySocket::bind(&second);
+    let config = s.scratch.path.join("steward.toml");
+    let mut again = Steward::start(
+        &second,
+        &config,
+        &[("NOTIFY_SOCKET", notify.path.display().to_string())],
+    );
+    assert!(
+        notify
+            .wait_for("READY=1", Duration::from_secs(20))
+            .is_some(),
+        "no READY after the restart; log:\n{}",
+        again.log_text()
+    );
+    let r = http_get(&s.proxy, "/", Duration::from_secs(5));
+    assert!(
+        matches!(r, Ok((200, _))),
+        "{r:?}; log:\n{}",
+        again.log_text()
+    );
+    let (code, out) = steward_cli("status", &s.control());
+    assert_eq!(code, Some(0), "{out}");
+    again.signal(Signal::SIGTERM);
+    assert_eq!(
+        again.wait(Duration::from_secs(5)).and_then(|st| st.code()),
+        Some(0),
+        "log:\n{}",
+        again.log_text()
+    );
 }

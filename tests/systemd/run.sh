@@ -31,6 +31,8 @@ SCENARIOS=(
   "11 listeners from a socket unit (LISTEN_FDS)"
   "12 steward check on the live unit, and at start-up"
   "13 child crash: steward restarts it, MainPID kept"
+  "14 setsid, double fork, fork bomb of 511"
+  "15 crash loop: steward gives up, Restart= paces"
 )
 
 if ! reason=$(sd_can_run); then
@@ -220,7 +222,7 @@ sd_dropin "$UNIT" 50-stubborn $'[Service]\nTimeoutStopSec=6\nExecStart=\nExecSta
 stubborn_cursor=$(cursor)
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 pids=$(sd_run cat /run/steward/stubborn.pids | tr '\n' ' ')
-expect_match "stubborn child and grandchildren" "$pids" '^[0-9]+ [0-9]+ [0-9]+ $'
+expect_match "stubborn child and its three escapees" "$pids" '^[0-9]+ [0-9]+ [0-9]+ [0-9]+ $'
 t=$(now)
 sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
 expect_lt "systemctl stop (child ignores SIGTERM, TimeoutStopSec=6)" "$(since "$t")" 6
@@ -407,6 +409,79 @@ expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'ended on its o
 sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
 expect_eq Result "$(show Result)" success
 end
+
+# 14 -----------------------------------------------------------------------------------
+begin "${SCENARIOS[13]}"
+reset_unit
+sd_write_file /etc/steward/stubborn.toml $'[child]\ncommand = ["/opt/steward-test/bin/stubborn-child"]\nenv = { STUBBORN_LISTEN = "127.0.0.1:6388", STUBBORN_PIDFILE = "/run/steward/stubborn.pids", STUBBORN_FORKBOMB_DEPTH = "8" }\n[ready]\ntcp = "127.0.0.1:6388"\n[stop]\ndrain = "exit"\n'
+sd_dropin "$UNIT" 50-stubborn $'[Service]\nTimeoutStopSec=6\nExecStart=\nExecStart=/usr/local/bin/steward run --config /etc/steward/stubborn.toml\n'
+c=$(cursor)
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+# Depth 8: 511 bomb processes besides the child and its three escapees. (nspawn's hybrid
+# cgroups give its systemd no pids controller, so TasksMax= would not be enforced here.)
+n=0
+for _ in $(seq 1 100); do
+  n=$(sd_run sh -c 'wc -l < /run/steward/stubborn.pids' 2>/dev/null || echo 0)
+  ((n >= 515)) && break
+  sleep 0.1
+done
+expect_eq "processes recorded before the stop" "$n" 515
+pids=$(sd_run cat /run/steward/stubborn.pids | tr '\n' ' ')
+cgroup=$(show ControlGroup)
+t=$(now)
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_lt "systemctl stop (fork bomb ignoring SIGTERM, TimeoutStopSec=6)" "$(since "$t")" 6
+expect_eq Result "$(show Result)" success
+expect_eq ExecMainStatus "$(show ExecMainStatus)" 0
+expect_no_systemd_kill "$c"
+survivors=0
+for p in $pids; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
+expect_eq "recorded processes alive after the stop ($(wc -w <<<"$pids") recorded)" "$survivors" 0
+if sd_run test -e "/sys/fs/cgroup/unified$cgroup/cgroup.procs" || sd_run test -e "/sys/fs/cgroup$cgroup/cgroup.procs"; then
+  fail "the unit's cgroup $cgroup is still there"
+else
+  ok "the unit's cgroup $cgroup is gone"
+fi
+log=$(journal_since "$c" -u "$UNIT" -o cat)
+expect_match "cgroup mode" "$log" 'kills: each generation in its own cgroup under [^ ]+steward-proxy.service \(Delegate=yes\)'
+expect_match "escalation by cgroup.kill" "$log" 'stop deadline reached after [0-9]+ ms: SIGKILL to child pid [0-9]+.s process tree \([0-9]{3} processes\)'
+end
+
+# 15 -----------------------------------------------------------------------------------
+begin "${SCENARIOS[14]}"
+reset_unit
+sd_write_file /etc/steward/crash.sh $'#!/bin/sh\n# Serves a moment, then crashes.\n/usr/local/bin/steward-proxy --proxy-config /etc/steward/proxy.toml "$@" & pid=$!\nsleep 0.5\nkill -9 $pid\nexit 3\n'
+sd_run chmod 755 /etc/steward/crash.sh
+sd_write_file /etc/steward/crash.toml $'[child]\ncommand = ["/etc/steward/crash.sh"]\npingora_conf = "/etc/steward/pingora.yaml"\n[ready]\nhttp = "http://127.0.0.1:6190/health"\n[restart]\nmax_crashes = 2\nbackoff_min = "100ms"\n'
+sd_dropin "$UNIT" 50-crash $'[Service]\nExecStart=\nExecStart=/usr/local/bin/steward run --config /etc/steward/crash.toml\n'
+c=$(cursor)
+sd_systemctl start "$UNIT" || true
+restarts=0
+for _ in $(seq 1 200); do
+  restarts=$(show NRestarts)
+  ((restarts >= 2)) && break
+  sleep 0.1
+done
+expect_match "NRestarts: systemd took over" "$restarts" '^[2-9]$'
+sd_systemctl stop "$UNIT" >/dev/null 2>&1 || true
+if verdict=$(journal_since "$c" -u "$UNIT" -o json | python3 -c "$(cat <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in sys.stdin if l.strip()]
+exits = [int(r["__MONOTONIC_TIMESTAMP"]) for r in recs if r.get("STEWARD_PHASE") == "exited" and r.get("STEWARD_EXIT_CODE") == "3"]
+gave_up = [r for r in recs if "giving up" in str(r.get("MESSAGE", ""))]
+scheduled = [r for r in recs if "Scheduled restart job" in str(r.get("MESSAGE", ""))]
+gaps = [(b - a) / 1e6 for a, b in zip(exits, exits[1:])]
+problems = []
+if len(exits) < 2: problems.append(f"{len(exits)} steward exits with code 3, expected 2 or more")
+if len(gave_up) < 2: problems.append(f"{len(gave_up)} 'giving up' records")
+if len(scheduled) < 2: problems.append(f"{len(scheduled)} systemd 'Scheduled restart job' records")
+if gaps and min(gaps) < 1.0: problems.append(f"steward ran again {min(gaps):.2f} s after giving up: a tight loop")
+if problems:
+    print("; ".join(problems)); sys.exit(1)
+print(f"steward gave up {len(exits)} times with 3, systemd restarted it each time; gaps {', '.join(f'{g:.1f}' for g in gaps)} s (RestartSec=1 plus steward's own backoff)")
+EOF
+)"); then ok "$verdict"; else fail "$verdict"; fi
+end "n/a"
 
 # ---------------------------------------------------------------------------------------
 echo
