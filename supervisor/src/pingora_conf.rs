@@ -117,7 +117,8 @@ fn clamp(
         return (grace, timeout);
     };
     let budget = deadline.as_secs();
-    if grace + timeout <= budget {
+    // Saturating: u64::MAX seconds in the YAML must not wrap around to a sum that "fits".
+    if grace.saturating_add(timeout) <= budget {
         return (grace, timeout);
     }
     let new_grace = grace.min(budget);
