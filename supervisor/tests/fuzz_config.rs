@@ -252,7 +252,7 @@ fn valid_config() -> impl Strategy<Value = Valid> {
     (
         (
             prop::collection::vec("[a-z0-9]{1,8}", 0..3),
-            prop::collection::vec(("[A-Z][A-Z0-9_]{0,6}", "[ -~]{0,12}"), 0..3),
+            prop::collection::btree_map("[A-Z][A-Z0-9_]{0,6}", "[ -~]{0,12}", 0..3),
             any::<bool>(),
         ),
         (
