@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: setup build run test lint unit e2e systemd-test bench clean
+.PHONY: setup build run test lint unit e2e systemd-test bench fuzz clean
 
 setup:
 	@scripts/setup
@@ -32,6 +32,12 @@ systemd-test: build
 	bash tests/systemd/run.sh
 
 test: lint e2e systemd-test
+
+# The fuzz_* property tests at length (make test runs a few hundred cases of each):
+# `make fuzz`, or `make fuzz FUZZ_CASES=1000000`.
+FUZZ_CASES ?= 100000
+fuzz: setup
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p steward --release --locked --test 'fuzz_*'
 
 bench: build
 	bash bench/stop.sh

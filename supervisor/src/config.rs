@@ -36,6 +36,9 @@ const DEFAULT_HEALTH_FAILURES: u32 = 3;
 /// typed as seconds); refusing them is kinder than a stop that waits for a day.
 const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 const MAX_MARGIN: Duration = Duration::from_secs(3600);
+/// Every other duration key: a timer set from one is an `Instant` plus it, and that
+/// addition panics past the clock's range ("18446744073709551615" parses as seconds).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A configuration problem: which file, where, what, and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +276,18 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             let column = e.span().map(|s| column_of(text, s.start));
-            let message = e.message().trim().replace('\n', "; ");
+            let message = match e.message().trim() {
+                // toml says nothing about a control character in a comment, say: name it.
+                "" => match e
+                    .span()
+                    .and_then(|s| text.get(s.start..))
+                    .and_then(|rest| rest.chars().next())
+                {
+                    Some(c) => format!("character {c:?} is not allowed here"),
+                    None => "invalid TOML".to_string(),
+                },
+                m => m.replace('\n', "; "),
+            };
             let fix = if message.contains("unknown field") {
                 "remove or correct the key; the README lists every accepted key"
             } else {
@@ -296,7 +310,7 @@ impl Config {
         let line_for = |key: &str| find_key_line(text, key);
         let err = |key: &str, msg: String| ConfigError::new(path, msg).at_line(line_for(key));
 
-        let child = build_child(path, &dir, raw.child, &err)?;
+        let child = build_child(&dir, raw.child, &err)?;
         let ready = build_ready(raw.ready, &err)?;
         let stop = build_stop(raw.stop, &err)?;
         let runtime_dir = raw.runtime_dir.map(|p| absolutize(&dir, &p));
@@ -344,12 +358,7 @@ impl Config {
 
 type KeyErr<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 
-fn build_child(
-    path: &Path,
-    dir: &Path,
-    raw: RawChild,
-    err: &KeyErr<'_>,
-) -> Result<ChildConfig, ConfigError> {
+fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfig, ConfigError> {
     let mut command = raw.command.into_iter();
     let Some(program) = command.next().filter(|p| !p.trim().is_empty()) else {
         return Err(err("command", "child.command is empty".into())
@@ -388,11 +397,11 @@ fn build_child(
     let pingora_conf = raw.pingora_conf.map(|p| absolutize(dir, &p));
     if let Some(conf) = &pingora_conf {
         if let Err(e) = std::fs::metadata(conf) {
-            return Err(ConfigError::new(
-                path,
+            // The line comes from the text being parsed: the file on disk may have changed.
+            return Err(err(
+                "pingora_conf",
                 format!("child.pingora_conf {}: {e}", conf.display()),
             )
-            .at_line(find_key_line_in(path, "pingora_conf"))
             .with_fix("point child.pingora_conf at the Pingora YAML the child should use"));
         }
     }
@@ -536,6 +545,15 @@ fn duration_key(
         return Ok(default);
     };
     match parse_span(&text) {
+        Ok(Span::Finite(d)) if d > MAX_DURATION => Err(err(
+            key,
+            format!(
+                "{key} {} is longer than the {} steward accepts",
+                fmt_duration(d),
+                fmt_duration(MAX_DURATION)
+            ),
+        )
+        .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
         Ok(Span::Finite(d)) if !d.is_zero() || key == "margin" => Ok(d),
         Ok(Span::Finite(_)) => Err(err(key, format!("{key} is zero"))
             .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
@@ -637,12 +655,6 @@ pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
                 || l == format!("[{key}]")
         })
         .map(|i| i + 1)
-}
-
-fn find_key_line_in(path: &Path, key: &str) -> Option<usize> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| find_key_line(&t, key))
 }
 
 #[cfg(test)]

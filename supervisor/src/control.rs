@@ -16,8 +16,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 pub const SOCKET_NAME: &str = "control.sock";
-const MAX_REQUEST: u64 = 256;
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest request line read; more is refused unread.
+pub const MAX_REQUEST: u64 = 256;
+/// How long a connection may take to send its line before it is answered with an error.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// A reload can take a start timeout plus a check; the client waits that long at most.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 

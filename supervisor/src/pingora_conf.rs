@@ -117,7 +117,8 @@ fn clamp(
         return (grace, timeout);
     };
     let budget = deadline.as_secs();
-    if grace + timeout <= budget {
+    // Checked: u64::MAX seconds in the YAML must not wrap around to a sum that "fits".
+    if grace.checked_add(timeout).is_some_and(|sum| sum <= budget) {
         return (grace, timeout);
     }
     let new_grace = grace.min(budget);
@@ -145,8 +146,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Mapping, ConfigError> {
                 .with_fix("write `key: value` lines, e.g. `version: 1`"),
         ),
         Err(e) => {
-            let line = e.location().map(|l| l.line());
-            let column = e.location().map(|l| l.column());
+            let (line, column) = position(text, e.location());
             let msg = e.to_string();
             // serde_yaml appends " at line N column M"; the line is shown separately.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -156,6 +156,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Mapping, ConfigError> {
                 .with_fix("fix the YAML syntax on that line"))
         }
     }
+}
+
+/// serde_yaml's error position, moved back inside the text: at the end of a file without a
+/// final newline libyaml reports the line after the last one.
+pub fn position(text: &str, at: Option<serde_yaml::Location>) -> (Option<usize>, Option<usize>) {
+    let Some(at) = at else {
+        return (None, None);
+    };
+    let lines: Vec<&str> = text.split('\n').collect();
+    if at.line() <= lines.len() {
+        return (Some(at.line()), Some(at.column()));
+    }
+    let last = lines.last().map_or(0, |l| l.chars().count());
+    (Some(lines.len()), Some(last + 1))
 }
 
 /// A whole number of seconds, as Pingora's `Option<u64>` keys take it.

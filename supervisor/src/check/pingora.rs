@@ -64,7 +64,8 @@ impl PingoraConf {
             let msg = e.to_string();
             // serde_yaml appends " at line N column M"; the location is shown on its own.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            type_error(path, msg, e.location().map(|l| (l.line(), l.column())))
+            let (line, column) = pingora_conf::position(text, e.location());
+            type_error(path, msg, line.zip(column))
         })?;
         shape.validate(path, text)?;
         let string = |key: &str| text_value(&map, key);

@@ -265,7 +265,12 @@ fn steward_stop(
                 (eff.grace, eff.shutdown_timeout),
             ));
         }
-        Some(eff.grace + eff.shutdown_timeout * s.version.shutdown_timeout_waits())
+        Some(
+            eff.grace.saturating_add(
+                eff.shutdown_timeout
+                    .saturating_mul(s.version.shutdown_timeout_waits()),
+            ),
+        )
     });
     let Span::Finite(t) = timeout.value else {
         return out;
@@ -522,12 +527,20 @@ fn steward_watchdog(cfg: &StewardConfig<'_>, u: &UnitProps) -> Option<Finding> {
     }
     // run.rs probes every health.interval, but at least twice per watchdog interval.
     let period = h.interval.min(w / 2);
-    let replaced_after = period * h.failures + h.timeout;
+    // Saturating: health.failures may be any u32, and Duration's `*` panics on overflow.
+    let replaced_after = period.saturating_mul(h.failures).saturating_add(h.timeout);
     if replaced_after < w {
         return None;
     }
-    let suggest = h.interval * (h.failures + 1) + h.timeout;
-    let suggest = Duration::from_secs(suggest.as_secs() + u64::from(suggest.subsec_nanos() > 0));
+    let suggest = h
+        .interval
+        .saturating_mul(h.failures.saturating_add(1))
+        .saturating_add(h.timeout);
+    let suggest = Duration::from_secs(
+        suggest
+            .as_secs()
+            .saturating_add(u64::from(suggest.subsec_nanos() > 0)),
+    );
     let (at, fix) = unit_fix(u, &u.watchdog, format!("WatchdogSec={}", suggest.as_secs()));
     Some(
         Finding::new(
@@ -796,7 +809,8 @@ fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
     let shutdown = p
         .shutdown_timeout
         .unwrap_or(PINGORA_DEFAULT_SHUTDOWN_TIMEOUT);
-    let stop = grace + shutdown * waits;
+    // Saturating: the YAML may say u64::MAX, and a wrapped sum would read as "fits".
+    let stop = grace.saturating_add(shutdown.saturating_mul(waits));
     if stop == 0 {
         return Vec::new();
     }
@@ -824,8 +838,8 @@ fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
         Span::Finite(t) if Duration::from_secs(stop) > t => {
             // Leave 5 s for Pingora's own exit and the journal.
             let budget = t.as_secs().saturating_sub(5);
-            let yaml_fix = if shutdown * waits <= budget {
-                format!("{GRACE}: {}", budget - shutdown * waits)
+            let yaml_fix = if shutdown.saturating_mul(waits) <= budget {
+                format!("{GRACE}: {}", budget - shutdown.saturating_mul(waits))
             } else {
                 format!("{GRACE}: 0 and {SHUTDOWN_TIMEOUT}: {}", budget / waits)
             };
@@ -839,7 +853,7 @@ fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
                 .why(format!("{why}, longer than {}", timeout.shown))
                 .fix(format!(
                     "{yaml_fix} (or TimeoutStopSec={} in {}'s [Service], if every stop may take that long; or run Pingora under steward, which ends the stop when the last request is done)",
-                    stop + 5,
+                    stop.saturating_add(5),
                     timeout.unit
                 ))
                 .at(at)]
