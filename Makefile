@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: setup build run test lint unit e2e systemd-test bench clean
+.PHONY: setup build run test lint unit e2e systemd-test bench man clean
 
 setup:
 	@scripts/setup
@@ -35,6 +35,12 @@ test: lint e2e systemd-test
 
 bench: build
 	bash bench/stop.sh
+
+# docs/steward.1, generated from steward's command-line definition (`steward man`); the
+# supervisor's tests fail when the committed page is stale.
+man: setup
+	$(CARGO) run -q -p steward --locked -- man > docs/steward.1.tmp
+	mv docs/steward.1.tmp docs/steward.1
 
 clean:
 	$(CARGO) clean
