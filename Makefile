@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: setup build run test lint unit e2e systemd-test bench fuzz clean
+.PHONY: setup build run test lint unit e2e systemd-test bench fuzz man clean
 
 setup:
 	@scripts/setup
@@ -41,6 +41,12 @@ fuzz: setup
 
 bench: build
 	bash bench/stop.sh
+
+# docs/steward.1, generated from steward's command-line definition (`steward man`); the
+# supervisor's tests fail when the committed page is stale.
+man: setup
+	$(CARGO) run -q -p steward --locked -- man > docs/steward.1.tmp
+	mv docs/steward.1.tmp docs/steward.1
 
 clean:
 	$(CARGO) clean

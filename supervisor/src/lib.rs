@@ -46,6 +46,7 @@ pub mod duration;
 pub mod exit;
 pub mod lifecycle;
 pub mod logging;
+pub mod manpage;
 pub mod notify;
 pub mod pingora_conf;
 pub mod probe;

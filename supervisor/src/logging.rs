@@ -16,7 +16,9 @@ use tracing_subscriber::EnvFilter;
 pub enum LogTarget {
     /// journald when systemd connected stderr to the journal, else stderr.
     Auto,
+    /// journald, with the STEWARD_* fields.
     Journald,
+    /// Standard error, as text.
     Stderr,
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use steward::config::{Config, DEFAULT_CONFIG_PATH};
 use steward::control::{self, Reply};
 use steward::logging::{self, LogTarget};
@@ -12,7 +12,15 @@ use steward::{exit, run, runtime_dir};
 #[command(
     name = "steward",
     version,
-    about = "Supervise a Pingora server under systemd: READY when it serves, stop within the unit's deadline, never by systemd's SIGKILL."
+    about = "Supervise a Pingora server under systemd: READY when it serves, stop within the unit's deadline, never by systemd's SIGKILL.",
+    long_about = "steward runs as a systemd service's main process (Type=notify, KillMode=mixed) and \
+starts a Pingora server as its child. It sends READY=1 only once the child serves, forwards \
+SIGTERM, ends the child as soon as no request is left in flight, and at its own stop \
+deadline (the unit's TimeoutStopSec minus a margin) SIGKILLs the child's whole process \
+tree itself, so systemd never has to. It also reloads and restarts the child without \
+refusing a connection, restarts it after a crash, and checks a set-up for contradictions.\n\n\
+`steward run` is the supervisor; `status`, `reload` and `restart` talk to a running one \
+over its control socket; `check` reads the unit, steward's TOML and Pingora's YAML together."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,47 +30,99 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start the child and supervise it until it stops (the unit's ExecStart).
+    #[command(
+        long_about = "Start the child and supervise it until it stops: the unit's ExecStart.\n\n\
+steward reads its TOML (an error exits 78 with the file, the line and the fix), asks systemd \
+for the unit's TimeoutStopSec and derives the stop deadline from it, checks the unit and the \
+files together as `steward check` does, writes the effective Pingora conf into its runtime \
+directory, binds the listeners of sockets.listen, and starts the child with `-c` on that \
+copy (and `-u` when it hands over listeners). READY=1 goes to systemd once the readiness \
+probe passes on a connection the child itself accepted.\n\n\
+While serving it repeats the probe (and feeds systemd's watchdog), restarts a crashed \
+child with exponential backoff, and reloads on SIGHUP or `steward reload`. On SIGTERM or \
+SIGINT it drains the child and exits 0 before systemd's timer.",
+        after_long_help = steward::manpage::run_after_help()
+    )]
     Run {
-        /// steward's TOML configuration.
-        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG_PATH)]
+        /// steward's TOML configuration. Relative paths inside it are relative to its
+        /// directory.
+        #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
-        /// Where log records go.
+        /// Where log records go: journald (with STEWARD_* fields), stderr, or auto
+        /// (journald when systemd connected stderr to the journal, i.e. JOURNAL_STREAM is
+        /// set). STEWARD_LOG sets the filter, e.g. debug.
         #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
         log_target: LogTarget,
     },
     /// Show the running steward's state, generation, child, restarts and last timeline.
+    #[command(
+        long_about = "Show the running steward's state, generation, child, restarts and last timeline.\n\n\
+Prints steward's pid and state (starting, serving, reloading, backoff, stopping), the \
+current generation and its child pid, the uptimes, the restart count, the connections in \
+flight, the stop deadline and where it came from, every generation, and the timeline of the \
+last reload or stop. Exit 0, or 69 when steward cannot be reached."
+    )]
     Status {
-        /// Print the raw JSON reply.
+        /// Print the raw JSON reply (ok, status: state, pid, generation, child_pid,
+        /// uptime_s, child_uptime_s, restarts, in_flight, generations, deadline,
+        /// last_event, timeline).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         target: Target,
     },
     /// Reload: check the new configuration, start the next generation, retire the old one.
-    /// Blocks until done; exits 1 with the reason if the reload failed (the old generation
-    /// then keeps serving). The unit's ExecReload.
+    #[command(
+        long_about = "Reload: check the new configuration, start the next generation, retire the old one. \
+The unit's ExecReload.\n\n\
+steward re-reads its TOML, writes the next effective Pingora conf, runs the child program \
+with `-t` on it, starts the next generation (the program now on disk: this is how a new \
+binary is rolled out), hands it the listeners and waits until it serves; then the old \
+generation drains as in a stop. The command blocks until then and exits 0. It exits 1 with \
+the reason when the reload failed, and the old generation keeps serving, untouched. \
+sockets.listen cannot change in a reload. Exit 69 when steward cannot be reached."
+    )]
     Reload {
         #[command(flatten)]
         target: Target,
     },
     /// Restart the child, keeping the listening sockets.
+    #[command(long_about = "Restart the child, keeping the listening sockets.\n\n\
+A new generation starts at once with the same configuration (no re-read, no `-t` check) and \
+the old one drains. Accepted while starting or serving; otherwise exit 1. Exit 69 when \
+steward cannot be reached.")]
     Restart {
         #[command(flatten)]
         target: Target,
     },
     /// Check the unit, steward's TOML and Pingora's YAML for contradictions (a grace period
     /// longer than the stop timeout, ...). Exit 0 clean, 1 warnings, 2 errors.
+    #[command(
+        long_about = "Check the unit, steward's TOML and Pingora's YAML for contradictions, like nginx -t.\n\n\
+A stop that hangs and ends in systemd's SIGKILL is a contradiction between the unit \
+(TimeoutStopSec), steward's TOML (the deadline) and Pingora's YAML (the grace period). \
+check reads them together and prints each finding (error, warning or info) with what will \
+happen, why, and the line to change. It also checks Pingora run without steward. With no \
+option it checks /etc/steward/steward.toml. Without --config or --pingora-conf the unit \
+decides: an ExecStart running `steward run` is checked under steward with the --config it \
+names, any other as Pingora itself with its -c file.\n\n\
+Exit 0: no finding, or infos only; 1: warnings; 2: at least one error; 64: bad options."
+    )]
     Check(steward::check::CheckArgs),
+    /// Print this manual page (roff) on standard output: `steward man | man -l -`.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Which steward to talk to.
 #[derive(Debug, Args)]
 struct Target {
     /// The control socket [default: control.sock in the runtime directory of --config]
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// steward's configuration, whose runtime directory holds the control socket.
-    #[arg(long, short = 'c', default_value = DEFAULT_CONFIG_PATH)]
+    /// steward's configuration, whose runtime directory holds the control socket
+    /// (runtime_dir, else $RUNTIME_DIRECTORY, else /run/steward as root).
+    #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
 }
 
@@ -105,6 +165,10 @@ fn main() {
         Command::Reload { target } => client(&target, control::Command::Reload, false),
         Command::Restart { target } => client(&target, control::Command::Restart, false),
         Command::Check(args) => steward::check::command(args),
+        Command::Man => {
+            print!("{}", steward::manpage::render(Cli::command()));
+            exit::OK
+        }
     };
     logging::before_exit(code);
     std::process::exit(code);
