@@ -39,6 +39,7 @@
 pub mod check;
 pub mod child;
 pub mod config;
+pub mod container;
 pub mod control;
 pub mod deadline;
 pub mod duration;

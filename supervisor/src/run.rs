@@ -26,7 +26,7 @@ use crate::lifecycle::{
 use crate::notify::{self, Notifier};
 use crate::signals::{Received, Signals};
 use crate::sockets::{Origin, Sockets};
-use crate::{child, exit, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade};
+use crate::{child, container, exit, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade};
 
 /// Names in the runtime directory.
 const EFFECTIVE_CONF: &str = "pingora.yaml";
@@ -59,6 +59,9 @@ async fn run_inner(config: Config) -> i32 {
             return exit::OSERR;
         }
     };
+    if let Err(code) = container::startup() {
+        return code;
+    }
 
     let outer = systemd::query_outer().await;
     if let Outer::Systemd(u) = &outer {
@@ -70,18 +73,11 @@ async fn run_inner(config: Config) -> i32 {
             u.via
         );
     }
-    let deadline = match deadline::resolve(
-        config.stop.deadline,
-        config.stop.margin,
-        config.stop.fallback_deadline,
-        &outer,
-    ) {
+    // `auto` takes STEWARD_STOP_TIMEOUT when set (a container has no systemd to ask).
+    let deadline = match deadline::at_start(&config.stop, &outer) {
         Ok(d) => d,
         Err(e) => {
-            let msg = format!(
-                "{}: {e} (fix: lower stop.margin or raise TimeoutStopSec)",
-                config.path.display()
-            );
+            let msg = e.explain(&config.path);
             error!(steward_phase = "config", "configuration error: {msg}");
             notifier.status(&format!("configuration error: {msg}"));
             return exit::CONFIG;
@@ -327,6 +323,10 @@ impl Driver {
                         self.reap();
                         continue;
                     }
+                    Received::Forward(sig) => {
+                        container::forward(sig, self.machine.current().and_then(|g| g.pid));
+                        continue;
+                    }
                 },
                 r = poll_opt(&mut self.handoff) => {
                     let (gen, result) = r;
@@ -564,7 +564,9 @@ impl Driver {
                     }
                     self.queue.push_back(Event::Exited { gen, status });
                 }
-                None => info!(
+                // Debug, not info: as a container's PID 1 every orphan of the namespace
+                // lands here, and a busy child would flood the log.
+                None => tracing::debug!(
                     steward_reaped_pid = pid.as_raw(),
                     "reaped orphaned descendant pid {pid} ({})",
                     status.describe()
