@@ -10,8 +10,9 @@
 //! `TimeoutStopSec` (90 s) fires and SIGKILLs the lot at a random moment.
 //!
 //! 1. **Start.** [`config`] reads the TOML. [`systemd`] asks systemd for the unit's
-//!    `TimeoutStopUSec` and [`deadline`] turns it into steward's own stop deadline
-//!    (timeout minus a margin), logged with its provenance. [`pingora_conf`] writes an
+//!    `TimeoutStopUSec` (or the environment states the platform's stop timeout) and
+//!    [`deadline`] turns it into steward's own stop deadline (timeout minus a margin),
+//!    logged with its provenance. [`pingora_conf`] writes an
 //!    effective copy of the operator's Pingora YAML into the private [`runtime_dir`], with
 //!    the grace period clamped to fit the deadline and the upgrade socket moved out of
 //!    /tmp. [`child`] spawns the server in its own process group with a parent-death
@@ -30,6 +31,17 @@
 //!    its own, so `Restart=on-failure` works; 78 for configuration errors, which the unit
 //!    lists in `RestartPreventExitStatus=` ([`exit`]).
 //!
+//! 5. **Containers.** The same binary is a container's entrypoint ([`container`]). As
+//!    PID 1 of a PID namespace every orphan is re-parented to steward, which reaps it on
+//!    the next SIGCHLD and forgets it (only its generations' pids feed the lifecycle). The
+//!    kernel drops a signal PID 1 has no handler for, so [`signals`] names every one an
+//!    operator plausibly sends: SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1/SIGUSR2/
+//!    SIGWINCH go to the current child as tini would pass them, SIGQUIT (Pingora's
+//!    upgrade) is ignored with a warning. With no systemd to ask, `deadline = "auto"`
+//!    takes the platform's stop timeout from `STEWARD_STOP_TIMEOUT` (Kubernetes'
+//!    `terminationGracePeriodSeconds`, `docker stop -t`) minus the same margin. A `/proc`
+//!    of another PID namespace is refused: the drain and the kills read it.
+//!
 //! The lifecycle itself is [`lifecycle::Lifecycle`]: a state machine with no I/O whose
 //! transitions are plain functions of (state, event, now). [`run`] is the thin driver
 //! that owns the processes, signals, sockets and timers, feeds events in and carries
@@ -40,6 +52,7 @@ pub mod cgroup;
 pub mod check;
 pub mod child;
 pub mod config;
+pub mod container;
 pub mod control;
 pub mod deadline;
 pub mod duration;

@@ -27,7 +27,7 @@ use crate::lifecycle::{
 use crate::notify::{self, Notifier};
 use crate::signals::{Received, Signals};
 use crate::sockets::{Origin, Sockets};
-use crate::{child, exit, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade};
+use crate::{child, container, exit, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade};
 
 /// Names in the runtime directory.
 const EFFECTIVE_CONF: &str = "pingora.yaml";
@@ -60,6 +60,9 @@ async fn run_inner(config: Config) -> i32 {
             return exit::OSERR;
         }
     };
+    if let Err(code) = container::startup() {
+        return code;
+    }
 
     let outer = systemd::query_outer().await;
     if let Outer::Systemd(u) = &outer {
@@ -71,18 +74,11 @@ async fn run_inner(config: Config) -> i32 {
             u.via
         );
     }
-    let deadline = match deadline::resolve(
-        config.stop.deadline,
-        config.stop.margin,
-        config.stop.fallback_deadline,
-        &outer,
-    ) {
+    // `auto` takes STEWARD_STOP_TIMEOUT when set (a container has no systemd to ask).
+    let deadline = match deadline::at_start(&config.stop, &outer) {
         Ok(d) => d,
         Err(e) => {
-            let msg = format!(
-                "{}: {e} (fix: lower stop.margin or raise TimeoutStopSec)",
-                config.path.display()
-            );
+            let msg = e.explain(&config.path);
             error!(steward_phase = "config", "configuration error: {msg}");
             notifier.status(&format!("configuration error: {msg}"));
             return exit::CONFIG;
@@ -345,6 +341,10 @@ impl Driver {
                         self.reap();
                         continue;
                     }
+                    Received::Forward(sig) => {
+                        container::forward(sig, self.machine.current().and_then(|g| g.pid));
+                        continue;
+                    }
                 },
                 r = poll_opt(&mut self.handoff) => {
                     let (gen, result) = r;
@@ -595,17 +595,18 @@ impl Driver {
                 None => orphans.push((pid, status)),
             }
         }
-        // One record per batch: a killed fork bomb leaves hundreds of orphans.
+        // Debug, not info: as a container's PID 1 every orphan of the namespace lands
+        // here. One record per batch: a killed fork bomb leaves hundreds at once.
         match &orphans[..] {
             [] => {}
-            [(pid, status)] => info!(
+            [(pid, status)] => tracing::debug!(
                 steward_reaped_pid = pid.as_raw(),
                 "reaped orphaned descendant pid {pid} ({})",
                 status.describe()
             ),
             many => {
                 let shown: Vec<String> = many.iter().take(5).map(|(p, _)| p.to_string()).collect();
-                info!(
+                tracing::debug!(
                     steward_reaped = many.len() as u64,
                     "reaped {} orphaned descendants (pids {}{})",
                     many.len(),

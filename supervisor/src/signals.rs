@@ -1,9 +1,26 @@
 //! The signals steward acts on, as one stream. Installed before anything else, so a
 //! SIGTERM that arrives during start-up is seen and handled instead of killing steward
 //! with the default action.
+//!
+//! Every signal an operator or a platform plausibly sends has a handler, because as a
+//! container's PID 1 a signal without one is dropped by the kernel, and outside a
+//! container the default action (terminate, core) would end steward without ending the
+//! child's tree:
+//!
+//! | signal | effect |
+//! |---|---|
+//! | SIGTERM, SIGINT | graceful stop ([`Received::Term`], [`Received::Int`]) |
+//! | SIGHUP | reload |
+//! | SIGCHLD | reap every exited process, orphans included |
+//! | SIGUSR1, SIGUSR2, SIGWINCH | forwarded to the current generation's child, as tini does |
+//! | SIGQUIT | ignored, with a warning: to Pingora it means "hand your listeners to a new process and exit", which steward does itself on reload; forwarding it would end the child behind steward's back |
+//!
+//! Others keep the kernel's default (as PID 1: dropped). SIGKILL cannot be caught: the
+//! child's parent-death signal ends it, and as PID 1 the kernel ends the namespace.
 
 use std::io;
 
+use nix::sys::signal::Signal as Sig;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +29,8 @@ pub enum Received {
     Int,
     Hup,
     Child,
+    /// To be passed on to the current child ([`crate::container::forward`]).
+    Forward(Sig),
 }
 
 pub struct Signals {
@@ -19,6 +38,10 @@ pub struct Signals {
     int: Signal,
     hup: Signal,
     chld: Signal,
+    usr1: Signal,
+    usr2: Signal,
+    winch: Signal,
+    quit: Signal,
 }
 
 impl Signals {
@@ -28,18 +51,31 @@ impl Signals {
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
             chld: signal(SignalKind::child())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+            winch: signal(SignalKind::window_change())?,
+            quit: signal(SignalKind::quit())?,
         })
     }
 
     /// The next signal. Cancel-safe: nothing is lost when another branch wins a select.
     pub async fn next(&mut self) -> Received {
-        tokio::select! {
-            // SIGCHLD first: when the child exits during a stop, its exit decides the outcome.
-            biased;
-            _ = self.chld.recv() => Received::Child,
-            _ = self.term.recv() => Received::Term,
-            _ = self.int.recv() => Received::Int,
-            _ = self.hup.recv() => Received::Hup,
+        loop {
+            tokio::select! {
+                // SIGCHLD first: when the child exits during a stop, its exit decides the outcome.
+                biased;
+                _ = self.chld.recv() => return Received::Child,
+                _ = self.term.recv() => return Received::Term,
+                _ = self.int.recv() => return Received::Int,
+                _ = self.hup.recv() => return Received::Hup,
+                _ = self.usr1.recv() => return Received::Forward(Sig::SIGUSR1),
+                _ = self.usr2.recv() => return Received::Forward(Sig::SIGUSR2),
+                _ = self.winch.recv() => return Received::Forward(Sig::SIGWINCH),
+                _ = self.quit.recv() => tracing::warn!(
+                    steward_signal = "SIGQUIT",
+                    "SIGQUIT ignored: to Pingora it means a graceful upgrade, which steward performs itself (SIGHUP or `steward reload`); SIGTERM stops. If `docker stop` sent it, the image's STOPSIGNAL should be SIGTERM"
+                ),
+            }
         }
     }
 
