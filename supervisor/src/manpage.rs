@@ -133,9 +133,20 @@ pub fn signals() -> Vec<(&'static str, &'static str)> {
         ),
         ("SIGCHLD", "Reaps exited children and orphaned descendants."),
         (
+            "SIGUSR1, SIGUSR2, SIGWINCH",
+            "Forwarded to the current generation's child, as tini does.",
+        ),
+        (
+            "SIGQUIT",
+            "Ignored, with a warning: to Pingora it means a graceful upgrade, which steward \
+             performs itself on reload; SIGTERM stops.",
+        ),
+        (
             "others",
-            "Their default action. If steward dies (SIGKILL, SIGQUIT, ...), each generation's \
-             main process receives SIGKILL through its parent-death signal.",
+            "Their default action (as a container's PID 1: dropped by the kernel). If \
+             steward dies by SIGKILL, each generation's main process receives SIGKILL through \
+             its parent-death signal; under systemd KillMode=mixed ends the rest of the \
+             unit's cgroup, and as PID 1 the kernel ends the whole PID namespace.",
         ),
     ]
 }
@@ -157,6 +168,13 @@ pub fn environment() -> Vec<(&'static str, &'static str)> {
             "Set by systemd: steward asks systemd for its unit's TimeoutStopUSec and checks \
              the unit at start-up. Without it, stop.fallback_deadline applies to \
              stop.deadline = \"auto\".",
+        ),
+        (
+            "STEWARD_STOP_TIMEOUT",
+            "The platform's stop timeout where there is no systemd to ask (Kubernetes' \
+             terminationGracePeriodSeconds, docker stop -t): with stop.deadline = \"auto\" \
+             the deadline is this minus stop.margin. Seconds or a duration (30, 30s, 1min \
+             30s) or infinity; an unusable value is exit 78.",
         ),
         (
             "NOTIFY_SOCKET",
