@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: setup build run test lint unit e2e systemd-test bench fuzz man clean
+.PHONY: setup build run test lint unit e2e systemd-test bench faults fuzz man clean
 
 setup:
 	@scripts/setup
@@ -41,6 +41,10 @@ fuzz: setup
 
 bench: build
 	bash bench/stop.sh
+
+# The fault report table in README.md (bench/faults.rs, then the real-systemd suite).
+faults: build
+	bash bench/faults.sh
 
 # docs/steward.1, generated from steward's command-line definition (`steward man`); the
 # supervisor's tests fail when the committed page is stale.

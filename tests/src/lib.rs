@@ -406,6 +406,9 @@ pub fn load(
                             Err(e) if e.contains("Connection refused") => {
                                 c.refused += 1;
                                 errors.push(e);
+                                // A refusal costs microseconds: without a pause the clients
+                                // would spin and starve the server that is starting up.
+                                std::thread::sleep(Duration::from_millis(1));
                             }
                             Err(e) => {
                                 c.failed += 1;
