@@ -289,7 +289,7 @@ impl Config {
                 m => m.replace('\n', "; "),
             };
             let fix = if message.contains("unknown field") {
-                "remove or correct the key; the README lists every accepted key"
+                "remove or correct the key; docs/operators-guide.md lists every accepted key"
             } else {
                 "correct the TOML syntax on that line"
             };
@@ -339,8 +339,8 @@ impl Config {
         }
         let h = raw.health;
         let health = HealthConfig {
-            interval: duration_key(h.interval, "interval", DEFAULT_HEALTH_INTERVAL, &err)?,
-            timeout: duration_key(h.timeout, "timeout", DEFAULT_HEALTH_TIMEOUT, &err)?,
+            interval: duration_key(h.interval, "health.interval", DEFAULT_HEALTH_INTERVAL, &err)?,
+            timeout: duration_key(h.timeout, "health.timeout", DEFAULT_HEALTH_TIMEOUT, &err)?,
             failures: h.failures.unwrap_or(DEFAULT_HEALTH_FAILURES),
         };
         Ok(Config {
@@ -451,8 +451,8 @@ fn build_ready(raw: RawReady, err: &KeyErr<'_>) -> Result<ReadyConfig, ConfigErr
             .with_fix("[ready] http = \"http://127.0.0.1:6190/health\""))
         }
     };
-    let timeout = duration_key(raw.timeout, "timeout", DEFAULT_START_TIMEOUT, err)?;
-    let interval = duration_key(raw.interval, "interval", DEFAULT_PROBE_INTERVAL, err)?;
+    let timeout = duration_key(raw.timeout, "ready.timeout", DEFAULT_START_TIMEOUT, err)?;
+    let interval = duration_key(raw.interval, "ready.interval", DEFAULT_PROBE_INTERVAL, err)?;
     Ok(ReadyConfig {
         probe,
         timeout,
@@ -544,6 +544,8 @@ fn duration_key(
     let Some(text) = value else {
         return Ok(default);
     };
+    // Messages name the key as qualified; the fix is the line as written in its section.
+    let short = key.rsplit('.').next().unwrap_or(key);
     match parse_span(&text) {
         Ok(Span::Finite(d)) if d > MAX_DURATION => Err(err(
             key,
@@ -553,14 +555,14 @@ fn duration_key(
                 fmt_duration(MAX_DURATION)
             ),
         )
-        .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
+        .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
         Ok(Span::Finite(d)) if !d.is_zero() || key == "margin" => Ok(d),
         Ok(Span::Finite(_)) => Err(err(key, format!("{key} is zero"))
-            .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
+            .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
         Ok(Span::Infinity) => Err(err(key, format!("{key} cannot be infinity"))
-            .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
+            .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
         Err(e) => Err(err(key, format!("{key}: {e}"))
-            .with_fix(format!("{key} = \"{}\"", fmt_duration(default)))),
+            .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
     }
 }
 
@@ -644,8 +646,34 @@ pub(crate) fn column_of(text: &str, offset: usize) -> usize {
     before[line_start..].chars().count() + 1
 }
 
-/// The first line that assigns `key`, for errors raised after parsing.
+/// The first line that assigns `key`, for errors raised after parsing. A qualified
+/// `section.key` is looked for inside `[section]` first, since several sections share
+/// key names (`timeout`, `interval`).
 pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    if let Some((section, bare)) = key.split_once('.') {
+        let header = format!("[{section}]");
+        let lines: Vec<&str> = text.lines().collect();
+        if let Some(start) = lines.iter().position(|l| l.trim() == header) {
+            let found = lines[start + 1..]
+                .iter()
+                .take_while(|l| !l.trim_start().starts_with('['))
+                .position(|l| {
+                    l.trim_start()
+                        .strip_prefix(bare)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                });
+            if let Some(i) = found {
+                return Some(start + 1 + i + 1);
+            }
+        }
+        // Dotted or inline forms (`health.timeout = ...`, `health = { ... }`).
+        return find_unqualified_key_line(text, key)
+            .or_else(|| find_unqualified_key_line(text, section));
+    }
+    find_unqualified_key_line(text, key)
+}
+
+fn find_unqualified_key_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|l| {
             let l = l.trim_start();
@@ -666,6 +694,14 @@ mod tests {
     }
 
     const MINIMAL: &str = "[child]\ncommand = [\"/bin/sh\"]\n[ready]\ntcp = \"127.0.0.1:1\"\n";
+
+    #[test]
+    fn an_error_in_a_key_two_sections_share_names_the_line_in_its_own_section() {
+        let text = format!("{MINIMAL}timeout = \"5s\"\n[health]\ninterval = \"1s\"\ntimeout = \"0s\"\n");
+        let e = parse(&text).expect_err("zero health timeout");
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.message.contains("health.timeout is zero"), "{e}");
+    }
 
     #[test]
     fn minimal_config_takes_documented_defaults() {
