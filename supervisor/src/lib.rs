@@ -17,6 +17,8 @@
 //!    the grace period clamped to fit the deadline and the upgrade socket moved out of
 //!    /tmp. [`child`] spawns the server in its own process group with a parent-death
 //!    signal; steward is a child subreaper, so no descendant can escape as an orphan.
+//!    With `Delegate=yes` in the unit, [`cgroup`] also gives each generation a cgroup of
+//!    its own, entered before exec, so not even a `setsid()` and double fork leaves it.
 //! 2. **Ready.** [`probe`] polls the child's listener (TCP connect or a health URL that
 //!    must answer 200) and checks the port is the child's own; only then [`notify`] sends
 //!    `READY=1`. `STATUS=` tracks every phase.
@@ -25,8 +27,9 @@
 //!    listening ports it had when the stop began. When none has remained for
 //!    `drain_quiet`, the child has nothing left to do: if it has not exited by itself
 //!    (steward-proxy does; a stock Pingora sleeps), steward ends it. At the deadline it
-//!    SIGKILLs the child's process group and every descendant, reaps them and exits, all
-//!    before systemd's timer.
+//!    SIGKILLs the generation (`cgroup.kill` of its cgroup where delegated, else its
+//!    process group and every descendant, repeated until none is left), reaps them and
+//!    exits, all before systemd's timer.
 //! 4. **Exit.** 0 after a stop; the child's own code (128+N for signal N) when it exits on
 //!    its own, so `Restart=on-failure` works; 78 for configuration errors, which the unit
 //!    lists in `RestartPreventExitStatus=` ([`exit`]).
