@@ -525,7 +525,12 @@ impl Lifecycle {
             _ => {
                 self.mode = Mode::Serving;
                 self.first_start = false;
-                vec![Action::NotifyReady(self.serving_status(""))]
+                let mut out = vec![Action::NotifyReady(self.serving_status(""))];
+                // Reloads requested before this generation served.
+                if let Some(waiters) = self.pending_reload.take() {
+                    out.extend(self.begin_reload(waiters));
+                }
+                out
             }
         }
     }
@@ -857,6 +862,23 @@ impl Lifecycle {
                     "reload requested during a reload: it will run once this one ends".into(),
                 )]
             }
+            Mode::Starting | Mode::Backoff => {
+                // Before a generation serves there is nothing to hand over from, but the
+                // request must not be lost: the configuration may have changed after the
+                // starting generation read it. Coalesced like a reload during a reload,
+                // it runs once the starting (or recovering) generation serves.
+                let first = self.pending_reload.is_none();
+                self.pending_reload
+                    .get_or_insert_with(Vec::new)
+                    .extend(waiter);
+                match first {
+                    true => vec![Action::Note(format!(
+                        "reload requested while {}: it will run once the child serves",
+                        self.mode.as_str()
+                    ))],
+                    false => vec![],
+                }
+            }
             mode => vec![Action::ReloadFinished {
                 waiters: waiter.into_iter().collect(),
                 result: Err(format!("cannot reload while {}", mode.as_str())),
@@ -1024,7 +1046,18 @@ impl Lifecycle {
             return vec![];
         };
         self.mode = Mode::Exited;
-        vec![Action::Exit(code)]
+        let mut out = vec![];
+        // Reloads requested before a start that failed: nobody is left to run them.
+        let mut waiters = std::mem::take(&mut self.reload_waiters);
+        waiters.extend(self.pending_reload.take().unwrap_or_default());
+        if !waiters.is_empty() {
+            out.push(Action::ReloadFinished {
+                waiters,
+                result: Err(format!("steward is exiting with code {code}")),
+            });
+        }
+        out.push(Action::Exit(code));
+        out
     }
 }
 

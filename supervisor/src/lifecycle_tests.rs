@@ -725,11 +725,173 @@ async fn stop_during_a_reload_answers_the_waiters_and_stops_every_generation() {
     assert_eq!(exit_code(&a), Some(0));
 }
 
+// ----- signals at odd moments (operator's guide, "Signals at odd moments") -------------
+
 #[tokio::test(start_paused = true)]
-async fn reload_before_the_child_serves_is_refused() {
+async fn reload_before_the_child_serves_waits_and_runs_once_it_serves() {
     let mut m = starting();
     let a = m.handle(Event::Reload { waiter: Some(3) }, now());
+    assert!(reload_result(&a).is_none(), "not answered yet: {a:?}");
+    assert!(!a.contains(&Action::CheckConfig), "{a:?}");
+    assert!(
+        matches!(&a[..], [Action::Note(s)] if s.contains("once the child serves")),
+        "logged: {a:?}"
+    );
+    assert_eq!(m.mode(), Mode::Starting);
+    let a = m.handle(Event::Ready { gen: 1 }, now());
+    assert!(matches!(&a[0], Action::NotifyReady(s) if s.contains("generation 1")));
+    assert!(a.contains(&Action::CheckConfig), "{a:?}");
+    assert_eq!(m.mode(), Mode::Reloading);
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert_eq!(reload_result(&a), Some((vec![3], Ok(2))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_sighups_before_the_child_serves_become_one_reload() {
+    let mut m = starting();
+    for _ in 0..1000 {
+        m.handle(Event::Reload { waiter: None }, now());
+    }
+    let a = m.handle(Event::Ready { gen: 1 }, now());
+    assert_eq!(
+        a.iter().filter(|x| **x == Action::CheckConfig).count(),
+        1,
+        "{a:?}"
+    );
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert!(!a.contains(&Action::CheckConfig), "no second reload: {a:?}");
+    assert_eq!(m.mode(), Mode::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_during_crash_backoff_runs_once_the_recovered_generation_serves() {
+    let mut m = serving();
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(1),
+        },
+        now(),
+    );
+    assert_eq!(m.mode(), Mode::Backoff);
+    let a = m.handle(Event::Reload { waiter: Some(4) }, now());
+    assert!(reload_result(&a).is_none(), "{a:?}");
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(spawns(&m.handle(Event::Tick, now())), vec![(2, Why::Crash)]);
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert!(a.contains(&Action::CheckConfig), "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_before_the_child_serves_answers_the_waiting_reload() {
+    let mut m = starting();
+    m.handle(Event::Reload { waiter: Some(5) }, now());
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    let (w, r) = reload_result(&a).expect("answered");
+    assert_eq!(w, vec![5]);
+    assert!(r.expect_err("refused").contains("stopping"));
+    assert!(a.contains(&Action::Terminate { gen: 1 }));
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+    assert!(!a.contains(&Action::CheckConfig));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_first_start_answers_the_waiting_reload_before_exiting() {
+    let mut m = starting();
+    m.handle(Event::Reload { waiter: Some(6) }, now());
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(2),
+        },
+        now(),
+    );
+    let (w, r) = reload_result(&a).expect("answered");
+    assert_eq!(w, vec![6]);
+    assert!(r.expect_err("refused").contains("exiting"), "{a:?}");
+    assert_eq!(a.last(), Some(&Action::Exit(2)), "answered first: {a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sighup_during_a_stop_is_refused_and_changes_nothing() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(Event::Reload { waiter: None }, now());
+    assert_eq!(
+        a,
+        vec![Action::ReloadFinished {
+            waiters: vec![],
+            result: Err("cannot reload while stopping".into())
+        }]
+    );
+    assert_eq!(m.mode(), Mode::Stopping);
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_during_a_reload_check_stops_without_spawning_the_next_generation() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: Some(8) }, now());
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
     assert!(reload_result(&a).expect("answered").1.is_err());
+    let a = m.handle(Event::ConfigChecked(Ok(())), now());
+    assert!(spawns(&a).is_empty(), "{a:?}");
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn second_sigint_during_a_reload_kills_both_generations_and_exits_0() {
+    let mut m = serving();
+    next_generation_started(&mut m, Some(9));
+    let a = m.handle(Event::Stop(StopSignal::Int), now());
+    assert!(reload_result(&a).expect("answered").1.is_err());
+    assert!(kills(&a).is_empty(), "the first SIGINT drains: {a:?}");
+    let a = m.handle(Event::Stop(StopSignal::Int), now());
+    assert_eq!(
+        kills(&a),
+        vec![(1, KillReason::Operator), (2, KillReason::Operator)]
+    );
+    m.handle(
+        Event::Exited {
+            gen: 2,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(0));
 }
 
 // ----- operator restart and health ----------------------------------------------------

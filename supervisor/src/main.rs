@@ -152,6 +152,11 @@ fn main() {
     };
     let code = match cli.command {
         Command::Run { config, log_target } => {
+            // Before anything else, so a SIGHUP or SIGTERM during the configuration read
+            // waits for steward's handlers instead of killing it (signals::block_early).
+            if let Err(e) = steward::signals::block_early() {
+                eprintln!("steward: cannot block signals until their handlers exist: {e}");
+            }
             logging::init(log_target);
             match Config::load(&config) {
                 Ok(cfg) => run_supervisor(cfg),

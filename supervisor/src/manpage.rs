@@ -128,8 +128,9 @@ pub fn signals() -> Vec<(&'static str, &'static str)> {
         (
             "SIGHUP",
             "Reload, as steward reload does, with no one to answer. During a reload it is \
-             coalesced into one more reload; while starting, restarting after a crash or \
-             stopping it is refused with a warning.",
+             coalesced into one more reload; before the child serves (start-up, restart, \
+             crash backoff) it is coalesced into one reload once the child serves; during a \
+             stop it is refused with a warning.",
         ),
         ("SIGCHLD", "Reaps exited children and orphaned descendants."),
         (

@@ -44,6 +44,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many timeline entries `steward status` keeps.
 const TIMELINE_MAX: usize = 64;
+/// How many distinct signals steward handles: at most this many are pending at once.
+const HANDLED_SIGNALS: usize = 8;
 
 /// Runs the supervisor until the last child is gone; returns steward's exit code.
 pub async fn run(config: Config) -> i32 {
@@ -149,12 +151,50 @@ async fn run_inner(config: Config) -> i32 {
         Err(e) => warn!("no control socket ({e}); steward status/reload/restart unavailable, SIGHUP still reloads"),
     }
 
-    if let Some(Received::Term | Received::Int) = signals.pending().await {
-        info!(
-            steward_phase = "exited",
-            "stop signal before the child was started; exiting"
-        );
-        return exit::OK;
+    // Signals that arrived while steward prepared. Every one is drained and decided here,
+    // none thrown away unseen: a stop ends steward before anything was started; a SIGHUP
+    // is kept and becomes one reload once the first generation serves, since the
+    // configuration may have changed after steward read it.
+    // Bounded: a storm still arriving must not hold the start back; whatever comes later
+    // is read by the main loop, where the lifecycle decides (a stop before READY, or a
+    // reload coalesced until READY).
+    let mut reload_before_start = false;
+    for _ in 0..HANDLED_SIGNALS {
+        let Some(sig) = signals.pending().await else {
+            break;
+        };
+        match sig {
+            Received::Term | Received::Int => {
+                info!(
+                    steward_phase = "exited",
+                    steward_signal = if sig == Received::Term {
+                        "SIGTERM"
+                    } else {
+                        "SIGINT"
+                    },
+                    "stop signal before the child was started; exiting"
+                );
+                return exit::OK;
+            }
+            Received::Hup => {
+                if !reload_before_start {
+                    info!(
+                        steward_phase = "starting",
+                        steward_signal = "SIGHUP",
+                        "SIGHUP before the child was started: one reload will run once it serves"
+                    );
+                }
+                reload_before_start = true;
+            }
+            // Nothing of steward's has run yet; the main loop reaps whatever there is on
+            // the next SIGCHLD.
+            Received::Child => {}
+            Received::Forward(s) => warn!(
+                steward_phase = "starting",
+                steward_signal = s.as_str(),
+                "{s} before the child was started: no child to pass it to; dropped"
+            ),
+        }
     }
     if let Err(e) = child::become_subreaper() {
         warn!(error = %e, "cannot become child subreaper; orphaned grandchildren would escape");
@@ -197,6 +237,10 @@ async fn run_inner(config: Config) -> i32 {
         health_failures: config.health.failures,
     };
     let (machine, first) = Lifecycle::start(policy, Instant::now());
+    let mut queue = VecDeque::new();
+    if reload_before_start {
+        queue.push_back(Event::Reload { waiter: None });
+    }
     let mut driver = Driver {
         config,
         next_config: None,
@@ -219,7 +263,7 @@ async fn run_inner(config: Config) -> i32 {
         last_event: None,
         watchdog,
         cgroups,
-        queue: VecDeque::new(),
+        queue,
     };
     driver.run_loop(signals, control_rx, first).await
 }

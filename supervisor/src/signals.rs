@@ -17,10 +17,17 @@
 //!
 //! Others keep the kernel's default (as PID 1: dropped). SIGKILL cannot be caught: the
 //! child's parent-death signal ends it, and as PID 1 the kernel ends the namespace.
+//!
+//! Until the handlers exist, `steward run` keeps these signals blocked ([`block_early`]):
+//! a SIGHUP or SIGTERM that arrives while the configuration is read stays pending instead
+//! of ending steward with the default action, and [`Signals::install`] then empties the
+//! signal mask, so it (and any signal a parent left blocked and pending across `exec`) is
+//! delivered to the new handlers. What each means before the first child serves is decided
+//! in [`crate::run`] and [`crate::lifecycle`] (operator's guide, "Signals at odd moments").
 
 use std::io;
 
-use nix::sys::signal::Signal as Sig;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal as Sig};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +51,34 @@ pub struct Signals {
     quit: Signal,
 }
 
+/// The signals steward has handlers for.
+const HANDLED: [Sig; 8] = [
+    Sig::SIGTERM,
+    Sig::SIGINT,
+    Sig::SIGHUP,
+    Sig::SIGCHLD,
+    Sig::SIGUSR1,
+    Sig::SIGUSR2,
+    Sig::SIGWINCH,
+    Sig::SIGQUIT,
+];
+
+/// Blocks the handled signals until [`Signals::install`]: one that arrives before the
+/// handlers exist stays pending instead of taking the default action (for SIGHUP and
+/// SIGTERM: steward dies, and as PID 1 it would be dropped). Call it first thing, before
+/// any thread is started, so every thread inherits the mask. Child processes are not
+/// affected: std's `Command` gives every child an empty mask.
+pub fn block_early() -> io::Result<()> {
+    let mut set = SigSet::empty();
+    for s in HANDLED {
+        set.add(s);
+    }
+    set.thread_block().map_err(io::Error::from)
+}
+
 impl Signals {
     pub fn install() -> io::Result<Signals> {
-        Ok(Signals {
+        let signals = Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
@@ -55,7 +87,13 @@ impl Signals {
             usr2: signal(SignalKind::user_defined2())?,
             winch: signal(SignalKind::window_change())?,
             quit: signal(SignalKind::quit())?,
-        })
+        };
+        // The handlers exist: whatever is pending (blocked by block_early, or left blocked
+        // and pending across exec by a parent) is delivered to them now. A signal a parent
+        // left blocked would otherwise never arrive: a SIGTERM could not stop steward.
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .map_err(io::Error::from)?;
+        Ok(signals)
     }
 
     /// The next signal. Cancel-safe: nothing is lost when another branch wins a select.
@@ -81,6 +119,9 @@ impl Signals {
 
     /// A signal that already arrived, without waiting.
     pub async fn pending(&mut self) -> Option<Received> {
+        // One turn of the runtime first: a signal delivered a moment ago (when install
+        // emptied the mask) is only seen once the driver has read its wake-up.
+        tokio::task::yield_now().await;
         tokio::select! {
             biased;
             s = self.next() => Some(s),

@@ -18,6 +18,16 @@ pub enum Kind {
     StockPingora,
 }
 
+/// Less common choices for [`Setup::start_opts`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Opts<'a> {
+    /// steward-proxy's readiness path instead of `/health` (another path answers 404, so
+    /// the child never becomes ready).
+    pub ready_path: Option<&'a str>,
+    /// Signals blocked and pending when steward starts ([`Steward::start_with_pending`]).
+    pub pending: &'a [nix::sys::signal::Signal],
+}
+
 /// A request's outcome and when it ended.
 pub type Finished = (Result<(u16, String), String>, std::time::Instant);
 
@@ -39,6 +49,18 @@ impl Setup {
     /// As [`Setup::start`], with steward owning the listeners when `sockets`, and `more`
     /// TOML tables appended.
     pub fn start_with(kind: Kind, yaml: &str, stop: &str, sockets: bool, more: &str) -> Setup {
+        Setup::start_opts(kind, yaml, stop, sockets, more, Opts::default())
+    }
+
+    /// As [`Setup::start_with`], with [`Opts`].
+    pub fn start_opts(
+        kind: Kind,
+        yaml: &str,
+        stop: &str,
+        sockets: bool,
+        more: &str,
+        opts: Opts,
+    ) -> Setup {
         let mut extra = more.to_string();
         let scratch = Scratch::new("setup");
         let notify = NotifySocket::bind(&scratch.path);
@@ -59,7 +81,11 @@ impl Setup {
                         bin("steward-proxy").display(),
                         a.settings.display()
                     ),
-                    format!("http = \"http://{}/health\"", a.health),
+                    format!(
+                        "http = \"http://{}{}\"",
+                        a.health,
+                        opts.ready_path.unwrap_or("/health")
+                    ),
                     a.proxy,
                     None,
                 )
@@ -88,7 +114,7 @@ impl Setup {
                 yaml_path.display()
             ),
         );
-        let steward = Steward::start(&scratch.path, &config, &env);
+        let steward = Steward::start_with_pending(&scratch.path, &config, &env, opts.pending);
         Setup {
             scratch,
             steward,

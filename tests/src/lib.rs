@@ -256,6 +256,18 @@ pub struct Steward {
 impl Steward {
     /// Starts `steward run --config <config>` with stderr in `<dir>/steward.log`.
     pub fn start(dir: &Path, config: &Path, env: &[(&str, String)]) -> Steward {
+        Steward::start_with_pending(dir, config, env, &[])
+    }
+
+    /// As [`Steward::start`], with `pending` signals already blocked and pending when
+    /// steward's `exec` begins (both survive `exec`): they are there before steward has a
+    /// handler, the earliest moment a signal can reach it.
+    pub fn start_with_pending(
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, String)],
+        pending: &[Signal],
+    ) -> Steward {
         let log = dir.join("steward.log");
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(bin("steward"));
@@ -270,6 +282,29 @@ impl Steward {
             .env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if !pending.is_empty() {
+            use std::os::unix::process::CommandExt;
+            let sigs: Vec<i32> = pending.iter().map(|s| *s as i32).collect();
+            // SAFETY: runs between fork and exec; it only calls async-signal-safe
+            // functions (sigemptyset, sigaddset, sigprocmask, getpid, kill) on a set on
+            // the stack, and allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    for &s in &sigs {
+                        libc::sigaddset(&mut set, s);
+                    }
+                    if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for &s in &sigs {
+                        libc::kill(libc::getpid(), s);
+                    }
+                    Ok(())
+                });
+            }
         }
         let started = Instant::now();
         let child = cmd.spawn().expect("spawn steward");
