@@ -36,6 +36,38 @@ pub enum SpawnMode<'a> {
     Test { output: &'a Path },
 }
 
+/// Marks every descriptor steward inherited (other than stdin, stdout and stderr)
+/// close-on-exec, so none reaches a child: whoever started steward may have left a pipe or
+/// a socket open (a shell, a CI runner, a test harness), and a child holding the write end
+/// of someone's pipe keeps its reader waiting for ever. systemd's `LISTEN_FDS` sockets are
+/// handed over explicitly through the upgrade socket, never by inheritance. Returns how
+/// many were marked.
+pub fn close_inherited_on_exec() -> usize {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect(),
+        Err(_) => return 0,
+    };
+    let mut marked = 0;
+    for fd in fds {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        // The directory listing's own descriptor is gone by now: EBADF, skipped.
+        let Ok(flags) = fcntl(fd, FcntlArg::F_GETFD) else {
+            continue;
+        };
+        let flags = FdFlag::from_bits_truncate(flags);
+        if !flags.contains(FdFlag::FD_CLOEXEC)
+            && fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC)).is_ok()
+        {
+            marked += 1;
+        }
+    }
+    marked
+}
+
 /// Makes orphaned descendants steward's children instead of init's.
 pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)

@@ -15,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::runtime_dir::{self, RuntimeDirError};
+
 pub const SOCKET_NAME: &str = "control.sock";
 /// The longest request line read; more is refused unread.
 pub const MAX_REQUEST: u64 = 256;
@@ -116,30 +118,26 @@ pub struct TimelineEntry {
     pub event: String,
 }
 
-/// Binds the socket, replacing a stale one left by a steward that was killed.
-pub fn bind(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
+/// Binds the socket, replacing a stale one left by a steward that was killed. Refuses
+/// when another steward answers on it (two stewards on one runtime directory would
+/// overwrite each other's conf and hand-off socket) or when another user owns the entry.
+pub fn bind(dir: &Path) -> Result<(UnixListener, PathBuf), RuntimeDirError> {
     let path = dir.join(SOCKET_NAME);
-    match std::fs::symlink_metadata(&path) {
-        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
-            // Another live steward on the same runtime directory would answer.
-            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another steward", path.display()),
-                ));
-            }
-            std::fs::remove_file(&path)?;
-        }
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket", path.display()),
-            ))
-        }
-        Err(_) => {}
+    if let Some(entry) = runtime_dir::clear_stale(dir, SOCKET_NAME, true)? {
+        tracing::info!(
+            "replaced a stale {} at {} (left by a steward that did not exit cleanly)",
+            entry.describe(),
+            path.display()
+        );
     }
-    let listener = UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let fail = |what: &str, e: std::io::Error| RuntimeDirError {
+        path: path.clone(),
+        message: format!("cannot {what} the control socket: {e}"),
+        in_use: false,
+    };
+    let listener = UnixListener::bind(&path).map_err(|e| fail("bind", e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail("make private (chmod 0600)", e))?;
     Ok((listener, path))
 }
 

@@ -54,6 +54,10 @@ pub async fn run(config: Config) -> i32 {
 }
 
 async fn run_inner(config: Config) -> i32 {
+    let inherited = child::close_inherited_on_exec();
+    if inherited > 0 {
+        tracing::debug!("{inherited} inherited descriptors marked close-on-exec");
+    }
     let notifier = Notifier::from_env();
     let mut signals = match Signals::install() {
         Ok(s) => s,
@@ -118,6 +122,36 @@ async fn run_inner(config: Config) -> i32 {
         notifier.status(&format!("failed: {e}"));
         return exit::CANTCREAT;
     }
+    // The control socket is claimed before anything else is written: a second steward on
+    // the same directory must stop here, before it overwrites the first one's conf.
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let _control_file = match control::bind(&dir) {
+        Ok((listener, path)) => {
+            info!("control socket {}", path.display());
+            tokio::task::spawn_local(control::serve(listener, control_tx));
+            RemoveOnDrop(path)
+        }
+        Err(e) => {
+            error!(steward_phase = "config", "{e}");
+            notifier.status(&format!("failed: {e}"));
+            return exit::CANTCREAT;
+        }
+    };
+    // The socket is the child's to create; whatever a dead child or someone else left
+    // there would refuse the hand-off.
+    match runtime_dir::clear_stale(&dir, UPGRADE_SOCK, false) {
+        Ok(Some(entry)) => info!(
+            "replaced a stale {} at {}",
+            entry.describe(),
+            dir.join(UPGRADE_SOCK).display()
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            error!(steward_phase = "config", "{e}");
+            notifier.status(&format!("failed: {e}"));
+            return exit::CANTCREAT;
+        }
+    }
     if let Err((code, msg)) = write_effective(&config, &deadline, &dir, EFFECTIVE_CONF) {
         error!(steward_phase = "config", "{msg}");
         notifier.status(&format!("failed: {msg}"));
@@ -142,14 +176,6 @@ async fn run_inner(config: Config) -> i32 {
             return exit::OSERR;
         }
     };
-    let (control_tx, control_rx) = mpsc::channel(16);
-    match control::bind(&dir) {
-        Ok((listener, path)) => {
-            info!("control socket {}", path.display());
-            tokio::task::spawn_local(control::serve(listener, control_tx));
-        }
-        Err(e) => warn!("no control socket ({e}); steward status/reload/restart unavailable, SIGHUP still reloads"),
-    }
 
     // Signals that arrived while steward prepared. Every one is drained and decided here,
     // none thrown away unseen: a stop ends steward before anything was started; a SIGHUP
@@ -266,6 +292,16 @@ async fn run_inner(config: Config) -> i32 {
         queue,
     };
     driver.run_loop(signals, control_rx, first).await
+}
+
+/// steward's control socket file, removed on every way out of `run`, so an early exit
+/// leaves nothing a later start would have to judge.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Reads the operator's Pingora YAML and writes the effective copy as `name`; on failure
@@ -880,8 +916,22 @@ impl Driver {
             _ => (self.config.clone(), self.dir.join(EFFECTIVE_CONF)),
         };
         let upgrade_sock = self.dir.join(UPGRADE_SOCK);
-        // A socket file left by a child that died mid-bootstrap would refuse the hand-off.
-        let _ = std::fs::remove_file(&upgrade_sock);
+        // A socket file left by a child that died mid-bootstrap would refuse the hand-off;
+        // an entry of another user is not steward's to remove.
+        if let Err(e) = runtime_dir::clear_stale(&self.dir, UPGRADE_SOCK, false) {
+            let reason = e.to_string();
+            error!(
+                steward_phase = "starting",
+                steward_generation = gen,
+                "{reason}"
+            );
+            self.queue.push_back(Event::SpawnFailed {
+                gen,
+                reason,
+                code: exit::CANTCREAT,
+            });
+            return;
+        }
         let upgrade = !self.sockets.is_empty();
         let cgroup = self.cgroups.prepare_generation(gen).unwrap_or_else(|e| {
             warn!(
