@@ -697,7 +697,8 @@ mod tests {
 
     #[test]
     fn an_error_in_a_key_two_sections_share_names_the_line_in_its_own_section() {
-        let text = format!("{MINIMAL}timeout = \"5s\"\n[health]\ninterval = \"1s\"\ntimeout = \"0s\"\n");
+        let text =
+            format!("{MINIMAL}timeout = \"5s\"\n[health]\ninterval = \"1s\"\ntimeout = \"0s\"\n");
         let e = parse(&text).expect_err("zero health timeout");
         assert_eq!(e.line, Some(8), "{e}");
         assert!(e.message.contains("health.timeout is zero"), "{e}");

@@ -11,6 +11,12 @@ fn fixture(case: &str) -> PathBuf {
 }
 
 fn steward(dir: &Path, args: &[&str]) -> Output {
+    steward_with_env(dir, args, &[])
+}
+
+/// `steward` with `env` set; STEWARD_STOP_TIMEOUT is unset unless `env` sets it, so that
+/// the caller's environment cannot change a check.
+fn steward_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_fixtures/bin");
     // `steward run` writes its effective conf here rather than in /run/steward.
     let runtime = std::env::temp_dir().join(format!(
@@ -25,6 +31,8 @@ fn steward(dir: &Path, args: &[&str]) -> Output {
         .env("RUNTIME_DIRECTORY", &runtime)
         .env_remove("INVOCATION_ID")
         .env_remove("JOURNAL_STREAM")
+        .env_remove("STEWARD_STOP_TIMEOUT")
+        .envs(env.iter().copied())
         .output()
         .expect("steward runs");
     let _ = std::fs::remove_dir_all(&runtime);
@@ -38,6 +46,16 @@ fn check(case: &str, extra: &[&str]) -> Output {
     all.extend(args.split_whitespace());
     all.extend(extra);
     steward(&dir, &all)
+}
+
+/// `steward check` of a fixture case with STEWARD_STOP_TIMEOUT set to `timeout`.
+fn check_with_stop_timeout(case: &str, timeout: &str, extra: &[&str]) -> Output {
+    let dir = fixture(case);
+    let args = std::fs::read_to_string(dir.join("args")).expect("args");
+    let mut all = vec!["check"];
+    all.extend(args.split_whitespace());
+    all.extend(extra);
+    steward_with_env(&dir, &all, &[("STEWARD_STOP_TIMEOUT", timeout)])
 }
 
 fn stdout(o: &Output) -> String {
@@ -195,4 +213,72 @@ fn run_logs_warnings_and_goes_on() {
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("steward_check=\"user-ignored\""), "{log}");
     assert!(log.contains("started child"), "{log}");
+}
+
+#[test]
+fn the_report_says_the_stop_timeout_came_from_the_environment() {
+    let o = check_with_stop_timeout("steward-no-unit", "30", &[]);
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.contains("stop timeout 30 s from STEWARD_STOP_TIMEOUT")),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}");
+}
+
+#[test]
+fn the_margin_is_checked_against_the_stop_timeout_from_the_environment() {
+    // The default margin 5 s leaves nothing of 4 s; against systemd's 90 s it would fit.
+    let o = check_with_stop_timeout("steward-no-unit", "4", &[]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("error[margin-exceeds-timeout]"), "{out}");
+    assert!(out.contains("STEWARD_STOP_TIMEOUT 4 s"), "{out}");
+}
+
+#[test]
+fn without_a_stop_timeout_in_the_environment_systemds_default_is_assumed() {
+    let out = stdout(&check("steward-no-unit", &[]));
+    assert!(
+        out.contains("the stop checks assume TimeoutStopSec 90 s, systemd's default"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_invalid_stop_timeout_in_the_environment_is_an_error_naming_it() {
+    let o = check_with_stop_timeout("steward-no-unit", "soon", &["--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(o.status.code(), Some(2));
+    let first = &doc["findings"][0];
+    assert_eq!(first["id"], "parse-error", "{doc}");
+    assert_eq!(first["severity"], "error", "{doc}");
+    let what = first["what"].as_str().unwrap_or_default();
+    assert!(what.starts_with("STEWARD_STOP_TIMEOUT=\"soon\""), "{what}");
+}
+
+#[test]
+fn the_stop_timeout_option_outranks_the_environment() {
+    let o = check_with_stop_timeout("steward-no-unit", "4", &["--stop-timeout", "30"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("stop timeout 30 s from --stop-timeout"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_stop_timeout_option_with_a_unit_is_a_usage_error() {
+    let o = check("steward-clean", &["--stop-timeout", "30"]);
+    assert_eq!(o.status.code(), Some(64));
+}
+
+#[test]
+fn a_unit_outranks_the_stop_timeout_in_the_environment() {
+    // The unit's TimeoutStopSec is the timer that fires; the shell's variable is not the service's.
+    let o = check_with_stop_timeout("steward-clean", "4", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }

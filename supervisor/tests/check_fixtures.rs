@@ -20,6 +20,9 @@ fn actual(case: &str) -> (Vec<String>, i32) {
         .args(args.split_whitespace())
         .args(["--format", "json"])
         .current_dir(&dir)
+        // The cases are checked against their units or systemd's default, whatever the
+        // environment of the test says.
+        .env_remove("STEWARD_STOP_TIMEOUT")
         .env(
             "PATH",
             format!("{}:/usr/bin:/bin", fixtures().join("bin").display()),
@@ -142,6 +145,10 @@ cases! {
     malformed_proxy_toml_is_located => "parse-error-proxy-toml",
     unit_line_systemd_ignores_is_a_warning => "parse-error-unit-line",
     missing_pingora_conf_is_unreadable => "unreadable-pingora-conf",
+    unit_without_delegate_kills_without_cgroups => "steward-delegate-missing",
+    delegate_with_controllers_is_delegation => "steward-delegate-controllers",
+    delegate_from_a_drop_in_is_found => "steward-delegate-from-drop-in",
+    delegate_no_in_a_drop_in_wins_and_is_located_there => "steward-delegate-no-in-drop-in",
 }
 
 #[test]

@@ -203,6 +203,8 @@ fn embedded_config_passes_steward_check() {
         .args(["check", "--config"])
         .arg(dir.join("steward.toml"))
         .env("PATH", path)
+        // As in the pod: the stop checks then use the manifest's timeout, not systemd's 90 s.
+        .env("STEWARD_STOP_TIMEOUT", env_var("STEWARD_STOP_TIMEOUT"))
         .output()
         .expect("run steward check");
     let _ = std::fs::remove_dir_all(&dir);

@@ -99,6 +99,7 @@ pub const ALL_IDS: &[&str] = &[
     SERVICE_TYPE,
     NOTIFY_ACCESS,
     KILL_MODE,
+    DELEGATE_MISSING,
     STOP_FAILURE_MODE_ABORT,
     RESTART_PREVENT_78,
     WATCHDOG_WITHOUT_PROBE,
@@ -125,6 +126,7 @@ pub const DEADLINE_BEYOND_TIMEOUT: &str = "deadline-beyond-timeout";
 pub const SERVICE_TYPE: &str = "service-type";
 pub const NOTIFY_ACCESS: &str = "notify-access";
 pub const KILL_MODE: &str = "kill-mode-not-mixed";
+pub const DELEGATE_MISSING: &str = "delegate-missing";
 pub const STOP_FAILURE_MODE_ABORT: &str = "stop-failure-mode-abort";
 pub const RESTART_PREVENT_78: &str = "restart-prevent-78-missing";
 pub const WATCHDOG_WITHOUT_PROBE: &str = "watchdog-without-probe";

@@ -22,13 +22,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use findings::{tidy, Finding, Location, Severity, ALL_IDS};
-pub use rules::PingoraVersion;
+pub use rules::{PingoraVersion, PlatformTimeout};
 pub use unit::UnitProps;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::deadline::{self, fmt_span, STOP_TIMEOUT_ENV};
+use crate::duration::Span;
 use findings::{
     DEADLINE_BEYOND_TIMEOUT, GRACE_CLAMPED, LISTENER_MISMATCH, MARGIN_EXCEEDS_TIMEOUT, NO_UNIT,
-    UNREADABLE,
+    PARSE_ERROR, UNREADABLE,
 };
 use pingora::PingoraConf;
 use rules::{StewardConfig, Surroundings};
@@ -69,6 +71,16 @@ pub struct CheckArgs {
     /// The server's Pingora version; 0.8 and older wait out the shutdown timeout twice.
     #[arg(long, value_name = "VERSION", value_parser = PingoraVersion::parse)]
     pub pingora_version: Option<PingoraVersion>,
+    /// Without a unit (a container): the platform's stop timeout, SIGTERM to SIGKILL
+    /// (`30`, `30s`, `infinity`), checked against instead of systemd's default 90 s.
+    /// Default: STEWARD_STOP_TIMEOUT from the environment, as `steward run` reads it.
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = parse_stop_timeout_arg,
+        conflicts_with_all = ["unit", "unit_file"]
+    )]
+    pub stop_timeout: Option<Span>,
     /// `human` (one block per finding, worst first) or `json`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -86,6 +98,16 @@ pub struct Inputs {
     pub pingora_defaults: bool,
     pub proxy_config: Option<PathBuf>,
     pub pingora_version: String,
+    /// Without a unit: the platform's stop timeout the stop checks used.
+    pub stop_timeout: Option<StopTimeoutInput>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StopTimeoutInput {
+    /// "30 s" or "infinity".
+    pub value: String,
+    /// "STEWARD_STOP_TIMEOUT" or "--stop-timeout".
+    pub source: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,12 +164,32 @@ pub fn check(args: &CheckArgs) -> Checked {
         });
         out.extend(u.problems.iter().cloned());
     }
+    // Only without a unit: with one, its TimeoutStopSec is the timer that fires, and the
+    // environment of `steward check` is not the service's.
+    let platform = match unit_requested {
+        true => Ok(None),
+        false => platform_timeout(args.stop_timeout),
+    };
+    // An unusable STEWARD_STOP_TIMEOUT: its error stands, and the stop is not compared
+    // with a timeout the platform does not have.
+    let (platform, timeout_unusable) = match platform {
+        Ok(p) => (p, false),
+        Err(f) => {
+            out.push(*f);
+            (None, true)
+        }
+    };
+    inputs.stop_timeout = platform.map(|p| StopTimeoutInput {
+        value: fmt_span(p.value),
+        source: p.source,
+    });
     if !unit_requested {
-        out.push(no_unit());
+        out.push(no_unit(platform, timeout_unusable));
     }
     let s = Surroundings {
         unit: unit.as_ref(),
-        assume_default_unit: true,
+        assume_default_unit: !timeout_unusable,
+        platform_timeout: platform,
         version,
     };
     match target(args, unit.as_ref(), unit_requested) {
@@ -185,9 +227,11 @@ pub fn check(args: &CheckArgs) -> Checked {
 /// own words, or that already stopped it, are left out.
 pub fn startup_findings(config: &Config, unit: Option<&UnitProps>) -> Vec<Finding> {
     let text = std::fs::read_to_string(&config.path).unwrap_or_default();
+    // run resolved STEWARD_STOP_TIMEOUT into its deadline already, and logged it.
     let s = Surroundings {
         unit,
         assume_default_unit: false,
+        platform_timeout: None,
         version: PingoraVersion::ASSUMED,
     };
     let mut out = evaluate_steward(config, &text, &s, &mut Inputs::default());
@@ -358,17 +402,59 @@ fn evaluate_steward(
     out
 }
 
-fn no_unit() -> Finding {
-    Finding::new(
-        NO_UNIT,
-        Severity::Info,
-        "the systemd unit was not checked",
-    )
-    .why(format!(
-        "no --unit or --unit-file was given; the stop checks assume TimeoutStopSec {} s, systemd's default",
-        unit::SYSTEMD_DEFAULT_TIMEOUT_STOP.as_secs()
-    ))
-    .fix("steward check --unit NAME (live) or --unit-file FILE (offline)")
+/// `--stop-timeout`, read as `steward run` reads STEWARD_STOP_TIMEOUT.
+fn parse_stop_timeout_arg(text: &str) -> Result<Span, String> {
+    deadline::parse_stop_timeout(std::ffi::OsStr::new(text)).map_err(|e| match e {
+        deadline::DeadlineError::BadEnv { why, .. } => why,
+        other => other.to_string(),
+    })
+}
+
+/// The platform's stop timeout for a check without a unit: `--stop-timeout`, else
+/// STEWARD_STOP_TIMEOUT; a set but unusable variable is an error finding, as it stops
+/// `steward run`.
+fn platform_timeout(flag: Option<Span>) -> Result<Option<PlatformTimeout>, Box<Finding>> {
+    if let Some(value) = flag {
+        return Ok(Some(PlatformTimeout {
+            value,
+            source: "--stop-timeout",
+        }));
+    }
+    match deadline::stop_timeout_from_env() {
+        Ok(value) => Ok(value.map(|value| PlatformTimeout {
+            value,
+            source: STOP_TIMEOUT_ENV,
+        })),
+        Err(e) => Err(Box::new(
+            Finding::new(PARSE_ERROR, Severity::Error, e.to_string())
+                .why("steward run refuses to start with it (exit 78), and steward check cannot compare the stop with it; the stop checks are skipped")
+                .fix(format!(
+                    "set {STOP_TIMEOUT_ENV} to the platform's stop timeout in seconds, the same number as Kubernetes' terminationGracePeriodSeconds or docker stop -t (e.g. {STOP_TIMEOUT_ENV}=30), or unset it"
+                )),
+        )),
+    }
+}
+
+fn no_unit(platform: Option<PlatformTimeout>, timeout_unusable: bool) -> Finding {
+    let stop = match (platform, timeout_unusable) {
+        (Some(p), _) => format!(
+            "the stop checks use the platform's stop timeout {} from {}",
+            fmt_span(p.value),
+            p.source
+        ),
+        (None, true) => format!("the stop checks are skipped: {STOP_TIMEOUT_ENV} is unusable"),
+        (None, false) => format!(
+            "the stop checks assume TimeoutStopSec {} s, systemd's default",
+            unit::SYSTEMD_DEFAULT_TIMEOUT_STOP.as_secs()
+        ),
+    };
+    let fix = match platform {
+        Some(_) => "none needed in a container; under systemd, steward check --unit NAME (live) or --unit-file FILE (offline)".to_string(),
+        None => format!("steward check --unit NAME (live) or --unit-file FILE (offline); in a container, set {STOP_TIMEOUT_ENV} (or --stop-timeout) to the platform's stop timeout"),
+    };
+    Finding::new(NO_UNIT, Severity::Info, "the systemd unit was not checked")
+        .why(format!("no --unit or --unit-file was given; {stop}"))
+        .fix(fix)
 }
 
 fn live_unit(name: &str) -> Result<UnitProps, Box<Finding>> {
@@ -408,6 +494,51 @@ mod tests {
             "/usr/local/bin/steward run --config /etc/s.toml"
         )));
         assert!(!runs_steward(&cmd("/bin/pingora -d -c /etc/pingora.conf")));
+    }
+
+    /// A unit read from a scratch file; `tag` keeps tests running in parallel apart.
+    fn unit_file(tag: &str, text: &str) -> UnitProps {
+        let dir = std::env::temp_dir().join(format!(
+            "steward-check-startup-{}-{tag}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let path = dir.join("s.service");
+        std::fs::write(&path, text).expect("unit file");
+        let unit = unit::load_unit_file(&path, &[]).expect("unit");
+        let _ = std::fs::remove_dir_all(&dir);
+        unit
+    }
+
+    const NO_DELEGATE: &str = "[Service]\nType=notify\nKillMode=mixed\nRuntimeDirectory=steward\nExecStart=/usr/local/bin/steward run\n";
+
+    fn startup_config() -> Config {
+        Config::parse(
+            Path::new("/nonexistent/steward.toml"),
+            "[child]\ncommand = [\"/bin/sh\"]\n[ready]\ntcp = \"127.0.0.1:1\"\n",
+        )
+        .expect("config")
+    }
+
+    #[test]
+    fn start_up_reports_a_missing_delegate_once_as_a_warning() {
+        let unit = unit_file("once", NO_DELEGATE);
+        let found = startup_findings(&startup_config(), Some(&unit));
+        let delegate: Vec<_> = found
+            .iter()
+            .filter(|f| f.id == findings::DELEGATE_MISSING)
+            .collect();
+        assert_eq!(delegate.len(), 1, "{found:?}");
+        assert_eq!(delegate[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn a_missing_delegate_does_not_stop_the_start() {
+        let unit = unit_file("go-on", NO_DELEGATE);
+        assert!(!log_startup(&startup_findings(
+            &startup_config(),
+            Some(&unit)
+        )));
     }
 
     #[test]

@@ -94,6 +94,9 @@ fn describe_inputs(i: &Inputs) -> String {
         }
         None => {}
     }
+    if let Some(t) = &i.stop_timeout {
+        parts.push(format!("stop timeout {} from {}", t.value, t.source));
+    }
     if parts.is_empty() {
         "nothing could be read".into()
     } else {

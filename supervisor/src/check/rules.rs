@@ -92,7 +92,19 @@ pub struct Surroundings<'a> {
     /// (`steward check`), `false` skips the stop checks (`steward run` outside systemd,
     /// where its own fallback deadline applies).
     pub assume_default_unit: bool,
+    /// Without a unit: the platform's stop timeout the operator stated (a container's
+    /// `STEWARD_STOP_TIMEOUT`), compared with instead of systemd's default.
+    pub platform_timeout: Option<PlatformTimeout>,
     pub version: PingoraVersion,
+}
+
+/// The stop timeout of a platform without systemd (Kubernetes, docker), as stated to
+/// `steward check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformTimeout {
+    pub value: Span,
+    /// Where it was stated: "STEWARD_STOP_TIMEOUT" or "--stop-timeout".
+    pub source: &'static str,
 }
 
 /// The unit's stop timeout, or the one assumed without a unit.
@@ -101,12 +113,34 @@ struct StopTimeout {
     /// "TimeoutStopSec 30 s (steward-proxy.service:21)"
     shown: String,
     unit: String,
+    /// The platform's timer (a container), not systemd's: the messages name what fires.
+    platform: bool,
+}
+
+impl StopTimeout {
+    /// Who sends the final SIGKILL.
+    fn killer(&self) -> &'static str {
+        if self.platform {
+            "the platform's"
+        } else {
+            "systemd's"
+        }
+    }
+
+    /// The setting that gives the stop more time.
+    fn setting(&self) -> &'static str {
+        if self.platform {
+            deadline::STOP_TIMEOUT_ENV
+        } else {
+            "TimeoutStopSec"
+        }
+    }
 }
 
 impl Surroundings<'_> {
     fn stop_timeout(&self) -> Option<StopTimeout> {
-        match self.unit {
-            Some(u) => Some(StopTimeout {
+        match (self.unit, self.platform_timeout) {
+            (Some(u), _) => Some(StopTimeout {
                 value: u.timeout_stop.value,
                 shown: shown(
                     "TimeoutStopSec",
@@ -114,16 +148,24 @@ impl Surroundings<'_> {
                     &u.timeout_stop,
                 ),
                 unit: u.name.clone(),
+                platform: false,
             }),
-            None if self.assume_default_unit => Some(StopTimeout {
+            (None, Some(p)) => Some(StopTimeout {
+                value: p.value,
+                shown: format!("stop timeout {} from {}", fmt_span(p.value), p.source),
+                unit: "the platform".into(),
+                platform: true,
+            }),
+            (None, None) if self.assume_default_unit => Some(StopTimeout {
                 value: Span::Finite(SYSTEMD_DEFAULT_TIMEOUT_STOP),
                 shown: format!(
                     "TimeoutStopSec {}, systemd's default (no unit was given)",
                     fmt_duration(SYSTEMD_DEFAULT_TIMEOUT_STOP)
                 ),
                 unit: "the unit".into(),
+                platform: false,
             }),
-            None => None,
+            (None, None) => None,
         }
     }
 }
@@ -219,12 +261,24 @@ fn steward_stop(
         timeout_stop: timeout.value,
         via: "steward check",
     });
-    let d = match deadline::resolve(
-        c.stop.deadline,
-        c.stop.margin,
-        c.stop.fallback_deadline,
-        &outer,
-    ) {
+    // The platform's timeout is resolved as `steward run` resolves STEWARD_STOP_TIMEOUT.
+    let resolved = if timeout.platform {
+        deadline::resolve_with_env(
+            c.stop.deadline,
+            c.stop.margin,
+            c.stop.fallback_deadline,
+            &Outer::NotSystemd,
+            Some(timeout.value),
+        )
+    } else {
+        deadline::resolve(
+            c.stop.deadline,
+            c.stop.margin,
+            c.stop.fallback_deadline,
+            &outer,
+        )
+    };
+    let d = match resolved {
         Ok(d) => d,
         Err(e) => {
             let t = match timeout.value {
@@ -242,7 +296,7 @@ fn steward_stop(
                 "steward refuses to start (exit 78): no time would be left to drain",
             )
             .why(format!("{e}; {}", timeout.shown))
-            .fix(format!("{fix} (or raise TimeoutStopSec)"))
+            .fix(format!("{fix} (or raise {})", raise(&timeout)))
             .at(at)];
         }
     };
@@ -287,7 +341,7 @@ fn steward_stop(
         if child_outlasts {
             let (at, fix) = cfg.fix("stop", "drain", "drain = \"connections\"".into());
             out.push(
-                Finding::new(STOP_TIMEOUT_EXCEEDED, Severity::Error, kill_at_timeout(s.unit, t))
+                Finding::new(STOP_TIMEOUT_EXCEEDED, Severity::Error, kill_at_timeout(s.unit, &timeout, t))
                     .why(format!(
                         "with stop.drain = \"exit\" steward waits for the child to exit by itself, and a stock Pingora child sleeps out its grace period: {} s, idle or not; {deadline_shown} does not end it before {}",
                         child_stop.unwrap_or_default(),
@@ -302,10 +356,10 @@ fn steward_stop(
                 Finding::new(
                     DEADLINE_BEYOND_TIMEOUT,
                     Severity::Warning,
-                    format!("a stop still draining after {} (a long request in flight) ends in systemd's SIGKILL of every process, not in steward's orderly kill and report", fmt_duration(t)),
+                    format!("a stop still draining after {} (a long request in flight) ends in {} SIGKILL of every process, not in steward's orderly kill and report", fmt_duration(t), timeout.killer()),
                 )
                 .why(format!("{deadline_shown} is not before {}", timeout.shown))
-                .fix(format!("{fix} (TimeoutStopSec minus stop.margin)"))
+                .fix(format!("{fix} ({} minus stop.margin)", timeout.setting()))
                 .at(at),
             );
         }
@@ -329,7 +383,11 @@ fn steward_stop(
                 Finding::new(
                     MARGIN_TOO_SMALL,
                     Severity::Warning,
-                    "when a drain reaches steward's deadline, systemd's timer can fire while steward is still killing and reaping the child: systemd then SIGKILLs what is left and marks the stop failed",
+                    if timeout.platform {
+                        "when a drain reaches steward's deadline, the platform's timer can fire while steward is still killing and reaping the child: the platform then SIGKILLs what is left, and steward's exit status is lost"
+                    } else {
+                        "when a drain reaches steward's deadline, systemd's timer can fire while steward is still killing and reaping the child: systemd then SIGKILLs what is left and marks the stop failed"
+                    },
                 )
                 .why(format!(
                     "steward's deadline {} leaves {} before {}; killing and reaping the child's tree may take up to {}",
@@ -344,6 +402,19 @@ fn steward_stop(
         }
     }
     out
+}
+
+/// How to give the stop more time: the unit's setting, or the platform's together with the
+/// variable that states it to steward.
+fn raise(timeout: &StopTimeout) -> String {
+    if timeout.platform {
+        format!(
+            "{} together with the platform's stop timeout",
+            deadline::STOP_TIMEOUT_ENV
+        )
+    } else {
+        "TimeoutStopSec".into()
+    }
 }
 
 fn suggest_margin(t: Duration) -> String {
@@ -384,8 +455,15 @@ fn grace_clamped(
     .at(at)
 }
 
-/// systemd's words for a stop that outlasts `TimeoutStopSec`.
-fn kill_at_timeout(unit: Option<&UnitProps>, t: Duration) -> String {
+/// systemd's (or the platform's) words for a stop that outlasts its timeout.
+fn kill_at_timeout(unit: Option<&UnitProps>, timeout: &StopTimeout, t: Duration) -> String {
+    if timeout.platform {
+        // docker and the kubelet signal the container's PID 1 and then kill the namespace.
+        return format!(
+            "the platform's stop (docker stop, Kubernetes) will wait {} after SIGTERM and then SIGKILL every process; in-flight requests are cut at a random point",
+            fmt_duration(t)
+        );
+    }
     let whom = match unit.map(|u| u.kill_mode.value.as_str()) {
         Some("process") | Some("none") => "the main process",
         _ => "every process",
@@ -459,6 +537,22 @@ fn steward_unit(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
                 ))
                 .fix(fix)
                 .at(at),
+        );
+    }
+    if !u.delegate.value {
+        let (at, fix) = unit_fix(u, &u.delegate, "Delegate=yes".into());
+        out.push(
+            Finding::new(
+                DELEGATE_MISSING,
+                Severity::Warning,
+                "processes the child moves out of its process group (setsid(), a double fork) outlive a reload: a retired generation's kill reaches only its process group and descendants, so they keep running until steward exits; and every kill is signals over the process tree, repeated while a fork races it, instead of one cgroup.kill",
+            )
+            .why(format!(
+                "{}; with Delegate=yes steward starts each generation in its own cgroup and ends it, and everything it started, with cgroup.kill",
+                shown("Delegate", "no", &u.delegate)
+            ))
+            .fix(fix)
+            .at(at),
         );
     }
     if u.timeout_stop_failure_mode.value == "abort" {
@@ -849,21 +943,36 @@ fn pingora_stop(p: &PingoraConf, s: &Surroundings<'_>) -> Vec<Finding> {
                 Some(false) => format!("add {yaml_fix}"),
                 None => format!("give Pingora a conf (-c) with {yaml_fix}"),
             };
-            vec![Finding::new(STOP_TIMEOUT_EXCEEDED, Severity::Error, kill_at_timeout(s.unit, t))
-                .why(format!("{why}, longer than {}", timeout.shown))
-                .fix(format!(
-                    "{yaml_fix} (or TimeoutStopSec={} in {}'s [Service], if every stop may take that long; or run Pingora under steward, which ends the stop when the last request is done)",
+            // Pingora alone does not read STEWARD_STOP_TIMEOUT: only the platform's setting.
+            let longer = if timeout.platform {
+                format!("a platform stop timeout of {} s", stop.saturating_add(5))
+            } else {
+                format!(
+                    "TimeoutStopSec={} in {}'s [Service]",
                     stop.saturating_add(5),
                     timeout.unit
+                )
+            };
+            vec![Finding::new(STOP_TIMEOUT_EXCEEDED, Severity::Error, kill_at_timeout(s.unit, &timeout, t))
+                .why(format!("{why}, longer than {}", timeout.shown))
+                .fix(format!(
+                    "{yaml_fix} (or {longer}, if every stop may take that long; or run Pingora under steward, which ends the stop when the last request is done)"
                 ))
                 .at(at)]
         }
         _ => vec![Finding::new(
             STOP_WAITS_GRACE,
             Severity::Info,
-            format!("every systemctl stop takes {stop} s, even with no request in flight"),
+            format!(
+                "every {} takes {stop} s, even with no request in flight",
+                if timeout.platform { "stop" } else { "systemctl stop" }
+            ),
         )
-        .why(format!("{why}; the unit allows it ({})", timeout.shown))
+        .why(format!(
+            "{why}; {} allows it ({})",
+            if timeout.platform { "the platform" } else { "the unit" },
+            timeout.shown
+        ))
         .fix(format!("a smaller {GRACE}, or run Pingora under steward, which ends the stop when the last request is done"))
         .at(p.at(GRACE))],
     }
@@ -975,11 +1084,30 @@ mod tests {
         assert_eq!(shared_dir("/run/steward-nonexistent/upgrade.sock"), None);
     }
 
+    fn systemd_default() -> StopTimeout {
+        StopTimeout {
+            value: Span::Finite(Duration::from_secs(90)),
+            shown: String::new(),
+            unit: "the unit".into(),
+            platform: false,
+        }
+    }
+
     #[test]
     fn the_stop_message_names_the_wait_and_the_signal() {
         assert_eq!(
-            kill_at_timeout(None, Duration::from_secs(90)),
+            kill_at_timeout(None, &systemd_default(), Duration::from_secs(90)),
             "systemctl stop will wait 90 s and then SIGKILL every process; in-flight requests are cut at a random point"
         );
+    }
+
+    #[test]
+    fn the_stop_message_names_the_platform_for_a_platform_timeout() {
+        let t = StopTimeout {
+            platform: true,
+            ..systemd_default()
+        };
+        assert!(kill_at_timeout(None, &t, Duration::from_secs(30))
+            .starts_with("the platform's stop (docker stop, Kubernetes) will wait 30 s"));
     }
 }

@@ -83,6 +83,9 @@ pub struct UnitProps {
     pub pid_file: Prop<Option<String>>,
     pub exec_start: Prop<Vec<Command>>,
     pub exec_reload: Prop<Vec<Command>>,
+    /// `Delegate=`: yes (a controller list included) lets steward give each generation its
+    /// own cgroup and end it with `cgroup.kill`.
+    pub delegate: Prop<bool>,
     /// Lines of the unit's files that systemd would ignore (warnings).
     pub problems: Vec<Finding>,
 }
@@ -123,6 +126,7 @@ impl UnitProps {
             pid_file: Prop::default_value(None),
             exec_start: Prop::default_value(Vec::new()),
             exec_reload: Prop::default_value(Vec::new()),
+            delegate: Prop::default_value(false),
             problems: Vec::new(),
         }
     }
@@ -171,6 +175,7 @@ impl UnitProps {
                 ),
                 "ExecStart" => extend(&mut u.exec_start, a, command_of(&a.value)),
                 "ExecReload" => extend(&mut u.exec_reload, a, command_of(&a.value)),
+                "Delegate" => set(&mut u.delegate, a, delegate_of(&a.value)),
                 _ => None,
             };
             if let Some(expected) = problem {
@@ -218,6 +223,7 @@ impl UnitProps {
         locate!(self.pid_file, "PIDFile");
         locate!(self.exec_start, "ExecStart");
         locate!(self.exec_reload, "ExecReload");
+        locate!(self.delegate, "Delegate");
     }
 
     /// From `org.freedesktop.DBus.Properties.GetAll` of the unit's `Unit` and `Service`
@@ -289,6 +295,11 @@ impl UnitProps {
                     .map(|v| commands(v))
                     .unwrap_or_default(),
             ),
+            // Absent only before systemd 218, which had no delegation.
+            delegate: Prop::live(matches!(
+                service.get("Delegate").map(|v| &**v),
+                Some(Value::Bool(true))
+            )),
             ..UnitProps::defaults(name, "D-Bus", files)
         })
     }
@@ -350,6 +361,8 @@ impl UnitProps {
             ),
             exec_start: Prop::live(execs("ExecStart")),
             exec_reload: Prop::live(execs("ExecReload")),
+            // systemctl prints the boolean as yes/no.
+            delegate: Prop::live(one("Delegate").is_ok_and(|v| v == "yes")),
             ..UnitProps::defaults(name, "systemctl show", files)
         })
     }
@@ -357,7 +370,7 @@ impl UnitProps {
 
 /// The properties `systemctl show -p` is asked for (what [`UnitProps::from_systemctl_show`]
 /// reads).
-pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload";
+pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload,Delegate";
 
 fn check_loaded(name: &str, load_state: &str) -> Result<(), String> {
     match load_state {
@@ -413,6 +426,17 @@ fn set_choice(p: &mut Prop<String>, a: &Assignment, allowed: &[&str]) -> Option<
     } else {
         Some(format!("expected one of {}", allowed.join(", ")))
     }
+}
+
+/// `Delegate=` as systemd reads it (systemd.resource-control(5)): a boolean, or a list of
+/// controllers, which turns delegation on too; the empty string also turns it on (it only
+/// resets the controller list). So only a false boolean turns it off, and no value is
+/// ignored: systemd skips unknown controller names but keeps delegation on.
+fn delegate_of(value: &str) -> bool {
+    !matches!(
+        value.to_ascii_lowercase().as_str(),
+        "0" | "no" | "n" | "false" | "f" | "off"
+    )
 }
 
 /// A list setting: each assignment appends, an empty one empties the list.
@@ -833,6 +857,88 @@ mod tests {
         assert_eq!(p.pid_file.value, None);
         assert_eq!(p.main_command().map(|c| c[1].as_str()), Some("run"));
         assert!(p.exec_reload.value.is_empty());
+    }
+
+    #[test]
+    fn delegate_is_off_by_default() {
+        let p = props("[Service]\nExecStart=/bin/true\n");
+        assert!(!p.delegate.value);
+        assert!(p.delegate.is_default);
+    }
+
+    #[test]
+    fn delegate_booleans_are_read_in_every_spelling() {
+        for yes in ["yes", "true", "1", "on", "Y", "TRUE"] {
+            assert!(
+                props(&format!("[Service]\nDelegate={yes}\n"))
+                    .delegate
+                    .value,
+                "{yes}"
+            );
+        }
+        for no in ["no", "false", "0", "off", "N", "False"] {
+            assert!(
+                !props(&format!("[Service]\nDelegate={no}\n")).delegate.value,
+                "{no}"
+            );
+        }
+    }
+
+    #[test]
+    fn delegate_with_controllers_turns_delegation_on() {
+        assert!(props("[Service]\nDelegate=cpu memory\n").delegate.value);
+    }
+
+    #[test]
+    fn delegate_empty_turns_delegation_on() {
+        assert!(props("[Service]\nDelegate=no\nDelegate=\n").delegate.value);
+    }
+
+    #[test]
+    fn the_last_delegate_assignment_wins_and_is_located() {
+        let p = props("[Service]\nDelegate=yes\nDelegate=no\n");
+        assert!(!p.delegate.value);
+        assert_eq!(p.delegate.at.and_then(|a| a.line), Some(3));
+    }
+
+    #[test]
+    fn systemctl_show_reads_delegate() {
+        let show = |d: &str| {
+            UnitProps::from_systemctl_show(&format!(
+                "Id=x.service\nLoadState=loaded\nType=notify\nKillMode=mixed\nNotifyAccess=main\nTimeoutStopUSec=30s\nRestart=no\nWatchdogUSec=0\nDelegate={d}\n"
+            ))
+            .map(|p| p.delegate.value)
+        };
+        assert_eq!(show("yes"), Ok(true));
+        assert_eq!(show("no"), Ok(false));
+    }
+
+    #[test]
+    fn dbus_reads_delegate_as_a_boolean() {
+        let unit: HashMap<String, OwnedValue> = [
+            ("Id", Value::from("x.service")),
+            ("LoadState", Value::from("loaded")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), OwnedValue::try_from(v).expect("owned")))
+        .collect();
+        let service = |delegate: bool| -> HashMap<String, OwnedValue> {
+            [
+                ("Type", Value::from("notify")),
+                ("KillMode", Value::from("mixed")),
+                ("NotifyAccess", Value::from("main")),
+                ("TimeoutStopUSec", Value::from(30_000_000u64)),
+                ("Restart", Value::from("no")),
+                ("WatchdogUSec", Value::from(0u64)),
+                ("Delegate", Value::from(delegate)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), OwnedValue::try_from(v).expect("owned")))
+            .collect()
+        };
+        let read = |d| UnitProps::from_dbus(&unit, &service(d)).map(|p| p.delegate.value);
+        assert_eq!(read(true), Ok(true));
+        assert_eq!(read(false), Ok(false));
     }
 
     #[test]
