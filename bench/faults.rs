@@ -17,6 +17,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use steward_e2e::*;
 
+/// A fault by name, and how to try it.
+type Fault = fn() -> Row;
+
 struct Row {
     fault: &'static str,
     outcome: String,
@@ -242,10 +245,7 @@ fn child_hang() -> Row {
         recover: back
             .map(|d| format!("serving again in {}", secs(d)))
             .unwrap_or("not within 15 s".into()),
-        lost: format!(
-            "{} (requests the hung child had accepted)",
-            lost(&c)
-        ),
+        lost: format!("{} (requests the hung child had accepted)", lost(&c)),
         survivors: survivors(&procs),
     }
 }
@@ -267,7 +267,9 @@ fn steward_sigkill() -> Row {
         &s.scratch.path.join("steward.toml"),
         &[("NOTIFY_SOCKET", notify.path.display().to_string())],
     );
-    let ready = notify.wait_for("READY=1", Duration::from_secs(20)).map(|_| t.elapsed());
+    let ready = notify
+        .wait_for("READY=1", Duration::from_secs(20))
+        .map(|_| t.elapsed());
     let c = l.finish();
     if std::env::var_os("FAULTS_VERBOSE").is_some() {
         eprintln!("{}", again.log_text());
@@ -277,7 +279,8 @@ fn steward_sigkill() -> Row {
         fault: "steward SIGKILLed under load, then started again (same runtime dir)",
         outcome: format!(
             "child ended by its parent-death signal{}; the restart reuses the stale runtime dir",
-            gone.map(|d| format!(" within {}", secs(d))).unwrap_or_default()
+            gone.map(|d| format!(" within {}", secs(d)))
+                .unwrap_or_default()
         ),
         recover: ready
             .map(|d| format!("READY {} after the new start", secs(d)))
@@ -306,7 +309,11 @@ fn broken_reload() -> Row {
         outcome: format!(
             "`steward reload` exits {} with the YAML error; generation 1 {}",
             code.map(|c| c.to_string()).unwrap_or("none".into()),
-            if same { "keeps serving" } else { "was replaced" }
+            if same {
+                "keeps serving"
+            } else {
+                "was replaced"
+            }
         ),
         recover: format!("refused in {}", secs(took)),
         lost: lost(&c),
@@ -339,7 +346,12 @@ fn sighup_storm() -> Row {
     });
     let c = l.finish();
     if std::env::var_os("FAULTS_VERBOSE").is_some() {
-        for line in s.steward.log_text().lines().filter(|l| l.contains("reload") || l.contains("generation")) {
+        for line in s
+            .steward
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("reload") || l.contains("generation"))
+        {
             eprintln!("{line}");
         }
     }
@@ -347,7 +359,12 @@ fn sighup_storm() -> Row {
         fault: "1,000 SIGHUPs in a burst, under load",
         outcome: format!("coalesced into {} reloads", last.saturating_sub(1)),
         recover: settled
-            .map(|d| format!("settled in {}", secs(d.saturating_sub(Duration::from_secs(3)))))
+            .map(|d| {
+                format!(
+                    "settled in {}",
+                    secs(d.saturating_sub(Duration::from_secs(3)))
+                )
+            })
             .unwrap_or("not settled in 60 s".into()),
         lost: lost(&c),
         survivors: 0,
@@ -366,7 +383,10 @@ fn sigterm_during_reload() -> Row {
     let more = tree(s.steward.pid());
     let t = Instant::now();
     s.steward.signal(Signal::SIGTERM);
-    let code = s.steward.wait(Duration::from_secs(10)).and_then(|st| st.code());
+    let code = s
+        .steward
+        .wait(Duration::from_secs(10))
+        .and_then(|st| st.code());
     let took = t.elapsed();
     let all: Vec<Proc> = procs.into_iter().chain(more).collect();
     Row {
@@ -476,7 +496,11 @@ fn runtime_dir_blocked() -> Row {
         .find(|l| l.contains("runtime directory"))
         .map(|l| {
             let msg = l.split("runtime directory").nth(1).unwrap_or("");
-            msg.split(" steward_").next().unwrap_or("").trim().to_string()
+            msg.split(" steward_")
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
         })
         .unwrap_or_default();
     let line = line.replace(&scratch.path.display().to_string(), "…");
@@ -520,7 +544,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let faults: Vec<(&str, fn() -> Row)> = vec![
+    let faults: Vec<(&str, Fault)> = vec![
         ("stubborn", || stubborn(None)),
         ("forkbomb", || stubborn(Some(5))),
         ("crash", child_crash),
