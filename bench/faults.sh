@@ -6,6 +6,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 out=bench/fault-report.md
+sd_failed=0
+mkdir -p target
 {
   echo "Faults tried against the real binaries on $(date -u +%F) ($(nproc) cores), by \`make faults\`:"
   echo
@@ -18,7 +20,10 @@ out=bench/fault-report.md
     echo "Under systemd 252 (\`tests/systemd/run.sh\`; a scenario fails if systemd itself had to"
     echo "SIGKILL anything or its stop timed out):"
     echo
-    bash tests/systemd/run.sh </dev/null | sed -n '/^| scenario/,/^systemd:/p'
+    # The suite's full output (each check, and the journal of a failed scenario) stays in
+    # target/; the report takes its summary table.
+    bash tests/systemd/run.sh </dev/null >target/fault-report-systemd.log 2>&1 || sd_failed=1
+    sed -n '/^| scenario/,/^systemd:/p' target/fault-report-systemd.log
   fi
 } >"$out.tmp"
 mv "$out.tmp" "$out"
@@ -34,3 +39,7 @@ _, tail = rest.split(end, 1)
 open("README.md", "w").write(f"{head}{begin}\n{report}\n{end}{tail}")
 PY
 cat "$out"
+if ((sd_failed)); then
+  echo "a systemd scenario failed: see target/fault-report-systemd.log" >&2
+  exit 1
+fi
