@@ -282,6 +282,7 @@ async fn run_inner(config: Config) -> i32 {
         health_probe: None,
         check: None,
         drain_poll: None,
+        drain_count: None,
         waiters: HashMap::new(),
         next_waiter: 1,
         timeline: VecDeque::new(),
@@ -374,6 +375,8 @@ struct Driver {
     health_probe: Option<BoxFuture<bool>>,
     check: Option<CheckRun>,
     drain_poll: Option<Interval>,
+    /// A drain count running on a blocking thread.
+    drain_count: Option<BoxFuture<Vec<(GenId, usize)>>>,
     waiters: HashMap<u64, oneshot::Sender<Reply>>,
     next_waiter: u64,
     timeline: VecDeque<(Instant, String)>,
@@ -457,10 +460,30 @@ impl Driver {
                         self.drain_poll = None;
                         continue;
                     }
-                    for gen in draining {
-                        if let Some(rt) = self.gens.get(&gen) {
-                            let n = procfs::downstream_connections(rt.pid.as_raw(), &rt.ports);
-                            self.queue.push_back(Event::Drain { gen, in_flight: n });
+                    // Counting reads the host's TCP tables: tens of milliseconds with many
+                    // TIME_WAIT entries, far more on a starved CPU. It runs on a blocking
+                    // thread so signals, reaps and the deadline are never kept waiting.
+                    if self.drain_count.is_none() {
+                        let targets: Vec<(GenId, i32, HashSet<u16>)> = draining
+                            .iter()
+                            .filter_map(|g| self.gens.get(g).map(|rt| (*g, rt.pid.as_raw(), rt.ports.clone())))
+                            .collect();
+                        let job = tokio::task::spawn_blocking(move || {
+                            targets
+                                .into_iter()
+                                .map(|(gen, pid, ports)| (gen, procfs::downstream_connections(pid, &ports)))
+                                .collect::<Vec<_>>()
+                        });
+                        self.drain_count = Some(Box::pin(async move { job.await.unwrap_or_default() }));
+                    }
+                    continue;
+                }
+                counts = poll_opt_val(&mut self.drain_count) => {
+                    self.drain_count = None;
+                    for (gen, in_flight) in counts {
+                        // A generation that exited meanwhile has nothing left to count.
+                        if self.gens.contains_key(&gen) {
+                            self.queue.push_back(Event::Drain { gen, in_flight });
                         }
                     }
                     continue;
@@ -571,13 +594,15 @@ impl Driver {
                 .and_then(|g| g.serving_since)
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             restarts: self.machine.restarts(),
-            in_flight: current.and_then(|g| {
-                let rt = self.gens.get(&g.id)?;
-                let mut ports = rt.ports.clone();
-                ports.extend(self.sockets.ports());
-                ports.extend(procfs::listening_ports(rt.pid.as_raw()));
-                Some(procfs::downstream_connections(rt.pid.as_raw(), &ports))
-            }),
+            // The drain's last count, not a fresh one: reading the TCP tables costs tens
+            // of milliseconds per call on a host with many TIME_WAIT entries, and a
+            // monitor polling `steward status` would stall this loop (and a starting
+            // generation's probe) that long each time.
+            in_flight: self
+                .machine
+                .gens()
+                .filter_map(|g| g.in_flight)
+                .reduce(|a, b| a + b),
             generations: self
                 .machine
                 .gens()
