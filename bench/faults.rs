@@ -217,6 +217,9 @@ fn child_crash() -> Row {
         serving_generation(&control).is_some_and(|(g, _)| g >= 2)
     });
     let c = l.finish();
+    if std::env::var_os("FAULTS_VERBOSE").is_some() {
+        eprintln!("{}", s.steward.log_text());
+    }
     Row {
         fault: "child SIGKILLed under load (4 clients)",
         outcome: "steward restarts it on the same listeners; MainPID kept".into(),

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant as StdInstant};
 
 use nix::sys::signal::Signal;
@@ -305,6 +306,13 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// The ports `pid` listens on, and `extra`.
+fn ports_of(pid: i32, extra: &[u16]) -> HashSet<u16> {
+    let mut ports = procfs::listening_ports(pid);
+    ports.extend(extra.iter().copied());
+    ports
+}
+
 /// Reads the operator's Pingora YAML and writes the effective copy as `name`; on failure
 /// the exit code and the one-line reason.
 fn write_effective(
@@ -347,7 +355,8 @@ fn write_effective(
 struct GenRt {
     pid: Pid,
     /// Ports whose downstream connections are this generation's requests in flight.
-    ports: HashSet<u16>,
+    /// Set once, by a blocking thread: see [`Driver::snapshot_ports`].
+    ports: Arc<OnceLock<HashSet<u16>>>,
 }
 
 /// A `child -t` run checking a reload's configuration.
@@ -464,14 +473,18 @@ impl Driver {
                     // TIME_WAIT entries, far more on a starved CPU. It runs on a blocking
                     // thread so signals, reaps and the deadline are never kept waiting.
                     if self.drain_count.is_none() {
-                        let targets: Vec<(GenId, i32, HashSet<u16>)> = draining
+                        let targets: Vec<(GenId, i32, Arc<OnceLock<HashSet<u16>>>)> = draining
                             .iter()
                             .filter_map(|g| self.gens.get(g).map(|rt| (*g, rt.pid.as_raw(), rt.ports.clone())))
                             .collect();
+                        let extra = self.extra_ports();
                         let job = tokio::task::spawn_blocking(move || {
                             targets
                                 .into_iter()
-                                .map(|(gen, pid, ports)| (gen, procfs::downstream_connections(pid, &ports)))
+                                .map(|(gen, pid, cell)| {
+                                    let ports = cell.get_or_init(|| ports_of(pid, &extra));
+                                    (gen, procfs::downstream_connections(pid, ports))
+                                })
                                 .collect::<Vec<_>>()
                         });
                         self.drain_count = Some(Box::pin(async move { job.await.unwrap_or_default() }));
@@ -1022,7 +1035,7 @@ impl Driver {
             gen,
             GenRt {
                 pid,
-                ports: HashSet::new(),
+                ports: Arc::new(OnceLock::new()),
             },
         );
         if upgrade {
@@ -1044,27 +1057,34 @@ impl Driver {
         });
     }
 
-    /// Records the ports whose connections are the generation's requests in flight. Taken
-    /// when it starts serving, not at the stop: reading the TCP tables can take tens of
-    /// milliseconds on a busy host, and the stop must not wait for it.
-    fn snapshot_ports(&mut self, gen: GenId) {
-        let extra: Vec<u16> = self
-            .sockets
+    /// Ports steward knows are the generation's: its own listeners and the probe's.
+    fn extra_ports(&self) -> Vec<u16> {
+        self.sockets
             .ports()
             .into_iter()
             .chain(self.config.ready.probe.port())
-            .collect();
-        if let Some(rt) = self.gens.get_mut(&gen) {
-            rt.ports = procfs::listening_ports(rt.pid.as_raw());
-            rt.ports.extend(extra);
+            .collect()
+    }
+
+    /// Records, on a blocking thread, the ports whose connections are the generation's
+    /// requests in flight. Taken when it starts serving, while its listeners are open;
+    /// never on this loop: under connection churn the kernel re-walks its socket hash at
+    /// every read of /proc/net/tcp, and one snapshot has been seen to take seconds.
+    fn snapshot_ports(&mut self, gen: GenId) {
+        let extra = self.extra_ports();
+        if let Some(rt) = self.gens.get(&gen) {
+            let (pid, cell) = (rt.pid.as_raw(), rt.ports.clone());
+            if cell.get().is_none() {
+                tokio::task::spawn_blocking(move || {
+                    cell.get_or_init(|| ports_of(pid, &extra)).len()
+                });
+            }
         }
     }
 
     fn terminate(&mut self, gen: GenId) {
-        if self.gens.get(&gen).is_some_and(|rt| rt.ports.is_empty()) {
-            // Stopped before it served: its listeners, if any, are still open.
-            self.snapshot_ports(gen);
-        }
+        // Stopped before it served: its listeners, if any, are still open.
+        self.snapshot_ports(gen);
         let Some(rt) = self.gens.get_mut(&gen) else {
             return;
         };
