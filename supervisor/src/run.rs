@@ -356,7 +356,7 @@ struct GenRt {
     pid: Pid,
     /// Ports whose downstream connections are this generation's requests in flight.
     /// Set once, by a blocking thread: see [`Driver::snapshot_ports`].
-    ports: Arc<OnceLock<HashSet<u16>>>,
+    ports: PortsCell,
 }
 
 /// A `child -t` run checking a reload's configuration.
@@ -367,6 +367,8 @@ struct CheckRun {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+/// A generation's listening ports, filled once by a blocking thread.
+type PortsCell = Arc<OnceLock<HashSet<u16>>>;
 
 struct Driver {
     config: Config,
@@ -473,7 +475,7 @@ impl Driver {
                     // TIME_WAIT entries, far more on a starved CPU. It runs on a blocking
                     // thread so signals, reaps and the deadline are never kept waiting.
                     if self.drain_count.is_none() {
-                        let targets: Vec<(GenId, i32, Arc<OnceLock<HashSet<u16>>>)> = draining
+                        let targets: Vec<(GenId, i32, PortsCell)> = draining
                             .iter()
                             .filter_map(|g| self.gens.get(g).map(|rt| (*g, rt.pid.as_raw(), rt.ports.clone())))
                             .collect();
