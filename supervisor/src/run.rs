@@ -1085,8 +1085,14 @@ impl Driver {
     }
 
     fn terminate(&mut self, gen: GenId) {
-        // Stopped before it served: its listeners, if any, are still open.
-        self.snapshot_ports(gen);
+        // The ports must be known before SIGTERM closes the child's listeners. Normally the
+        // snapshot taken when it began serving is done; if not (stopped before it served,
+        // or the snapshot is still running), it is taken or awaited here, once.
+        let extra = self.extra_ports();
+        if let Some(rt) = self.gens.get(&gen) {
+            let pid = rt.pid.as_raw();
+            rt.ports.get_or_init(|| ports_of(pid, &extra));
+        }
         let Some(rt) = self.gens.get_mut(&gen) else {
             return;
         };
