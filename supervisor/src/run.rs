@@ -54,7 +54,12 @@ pub async fn run(config: Config) -> i32 {
     local.run_until(run_inner(config)).await
 }
 
+/// How long an idle blocking thread lives: for steward's whole life, in practice.
+pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 async fn run_inner(config: Config) -> i32 {
+    // Start the blocking thread now, while threads can still be created (see main.rs).
+    let _ = tokio::task::spawn_blocking(|| ()).await;
     let inherited = child::close_inherited_on_exec();
     if inherited > 0 {
         tracing::debug!("{inherited} inherited descriptors marked close-on-exec");

@@ -937,3 +937,122 @@ fn no_descriptor_accumulates_across_100_reloads() {
     );
     stop(s);
 }
+
+// ---------------------------------------------------------------- pids limit
+
+/// A pids cgroup (v1 `pids` hierarchy, as on hybrid hosts) limited to `max` tasks.
+struct PidsLimit {
+    dir: PathBuf,
+}
+
+impl PidsLimit {
+    fn new(name: &str, max: u32) -> Option<PidsLimit> {
+        let base = Path::new("/sys/fs/cgroup/pids");
+        if !base.join("cgroup.procs").exists() {
+            return None;
+        }
+        let dir = base.join(format!("steward-e2e-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::write(dir.join("pids.max"), max.to_string()).ok()?;
+        Some(PidsLimit { dir })
+    }
+
+    fn current(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("pids.current"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn procs(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for PidsLimit {
+    fn drop(&mut self) {
+        for p in self.procs() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_fork_bomb_at_its_pids_limit_is_ended_at_the_deadline_and_steward_keeps_working() {
+    if !root("a_fork_bomb_at_its_pids_limit_is_ended_at_the_deadline_and_steward_keeps_working") {
+        return;
+    }
+    let Some(limit) = PidsLimit::new("bomb", 64) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("no pids cgroup hierarchy at /sys/fs/cgroup/pids on CI");
+        }
+        println!("SKIPPED: no pids cgroup hierarchy");
+        return;
+    };
+    let scratch = Scratch::new("pids-limit");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\nenv = {{ STUBBORN_LISTEN = \"{listen}\", STUBBORN_FORKBOMB_DEPTH = \"8\" }}\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\n",
+            scratch.path.display(),
+            bin("stubborn-child").display()
+        ),
+    );
+    // steward enters the limited cgroup itself, so its child and the bomb are born in it,
+    // as they would be in a unit with TasksMax=.
+    let mut s = start_via(
+        &scratch.path,
+        "sh",
+        &[
+            "-c".into(),
+            format!(
+                "echo $$ > {}/cgroup.procs && exec {}",
+                limit.dir.display(),
+                steward_run_line(&config)
+            ),
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    while limit.current() < 64 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        limit.current(),
+        64,
+        "the bomb did not reach the limit; log:\n{}",
+        s.log_text()
+    );
+    assert!(
+        wait_accepting(&listen, Duration::from_secs(10)),
+        "log:\n{}",
+        s.log_text()
+    );
+    // A request the child never answers keeps the drain count at 1 until the deadline.
+    let _held = std::net::TcpStream::connect(&listen).expect("connect");
+    // Longer than tokio's default idle time for a blocking thread (10 s): the drain count
+    // must find steward's blocking thread still there, since none can be created now.
+    std::thread::sleep(Duration::from_secs(11));
+    // At the limit, steward still answers on its control socket: it needs no new task.
+    let (code, out) = steward_cli("status", &scratch.path.join("run/control.sock"));
+    assert_eq!(code, Some(0), "{out}; log:\n{}", s.log_text());
+    assert_eq!(limit.current(), 64, "the bomb let go of the limit");
+    s.signal(Signal::SIGTERM);
+    let code = exit_code(&mut s);
+    let log = s.log_text();
+    assert_eq!(code, Some(0), "log:\n{log}");
+    assert!(log.contains("stop deadline reached"), "log:\n{log}");
+    let end = Instant::now() + Duration::from_secs(2);
+    while !limit.procs().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(limit.procs(), Vec::<i32>::new(), "survivors; log:\n{log}");
+}
