@@ -87,24 +87,29 @@ pub const TCP_LISTEN: u8 = 0x0A;
 
 /// Parses the kernel's text table (header line first).
 pub fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local = f.get(1)?;
-            let remote = f.get(2)?;
-            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
-            let inode = f.get(9)?.parse().ok()?;
-            Some(TcpRow {
-                local: local.to_string(),
-                remote: remote.to_string(),
-                local_port: port,
-                state,
-                inode,
-            })
-        })
-        .collect()
+    text.lines().skip(1).filter_map(parse_tcp_row).collect()
+}
+
+/// One line of the table; None for the header or a line that does not parse.
+fn parse_tcp_row(line: &str) -> Option<TcpRow> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let local = f.get(1)?;
+    let remote = f.get(2)?;
+    let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+    let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+    let inode = f.get(9)?.parse().ok()?;
+    Some(TcpRow {
+        local: local.to_string(),
+        remote: remote.to_string(),
+        local_port: port,
+        state,
+        inode,
+    })
+}
+
+/// The socket inode a table line names (its tenth field), read without parsing the rest.
+fn row_inode(line: &str) -> Option<u64> {
+    line.split_whitespace().nth(9)?.parse().ok()
 }
 
 fn socket_inodes(pid: i32) -> HashSet<u64> {
@@ -126,13 +131,22 @@ fn group_sockets(pgid: i32) -> Vec<TcpRow> {
         return vec![];
     };
     let inodes: HashSet<u64> = members.iter().flat_map(|&p| socket_inodes(p)).collect();
-    // One network namespace for the whole group: one table read is enough.
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|t| fs::read_to_string(format!("/proc/{first}/net/{t}")).ok())
-        .flat_map(|text| parse_tcp_table(&text))
-        .filter(|r| r.inode != 0 && inodes.contains(&r.inode))
-        .collect()
+    // One network namespace for the whole group: one table read is enough. Read line by
+    // line and keep only the group's rows: with tens of thousands of TIME_WAIT entries the
+    // whole table is megabytes, and on the blocking thread that reads it such buffers
+    // stay in its malloc arena (steward's RSS would grow by tens of MiB).
+    let mut rows = vec![];
+    for t in ["tcp", "tcp6"] {
+        let Ok(f) = fs::File::open(format!("/proc/{first}/net/{t}")) else {
+            continue;
+        };
+        for line in std::io::BufRead::lines(std::io::BufReader::new(f)).map_while(Result::ok) {
+            if row_inode(&line).is_some_and(|i| i != 0 && inodes.contains(&i)) {
+                rows.extend(parse_tcp_row(&line));
+            }
+        }
+    }
+    rows
 }
 
 /// Whether `pid` is gone: no longer in /proc, or dead and waiting to be reaped.
