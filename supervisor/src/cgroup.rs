@@ -25,9 +25,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
 use crate::procfs;
 
 /// Where steward's own processes live once it has moved out of the unit's cgroup, which
@@ -287,25 +284,18 @@ fn wait_empty(dir: &Path) {
 }
 
 /// SIGKILL to every living process listed in `dir` (but `spare`), repeated until none is
-/// left: a process forked while the list was read is caught in the next round.
+/// left or [`EMPTY_TIMEOUT`] has passed.
 fn kill_listed_until_empty(dir: &Path, spare: i32) -> usize {
-    let mut signalled = 0;
     let end = Instant::now() + EMPTY_TIMEOUT;
-    loop {
-        let living: Vec<i32> = listed_pids(dir)
-            .into_iter()
-            .filter(|&p| p != spare && !procfs::is_gone(p))
-            .collect();
-        if living.is_empty() || Instant::now() >= end {
-            return signalled;
-        }
-        for p in living {
-            if kill(Pid::from_raw(p), Signal::SIGKILL).is_ok() {
-                signalled += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    crate::child::sigkill_until_none(
+        || {
+            listed_pids(dir)
+                .into_iter()
+                .filter(|&p| p != spare)
+                .collect()
+        },
+        |_| Instant::now() >= end,
+    )
 }
 
 #[cfg(test)]

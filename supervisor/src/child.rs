@@ -156,29 +156,47 @@ pub fn kill_descendants() -> usize {
 }
 
 fn kill_until_gone(pgid: Option<Pid>, root: i32) -> usize {
+    sigkill_until_none(
+        || {
+            if let Some(g) = pgid {
+                let _ = killpg(g, Signal::SIGKILL);
+            }
+            let procs = procfs::all_processes();
+            let mut targets = procfs::descendants(&procs, root);
+            if let Some(g) = pgid {
+                targets.extend(procfs::group_members(&procs, g.as_raw()));
+                targets.push(g.as_raw());
+            }
+            targets.sort_unstable();
+            targets.dedup();
+            targets
+        },
+        |round| round >= 50,
+    )
+}
+
+/// SIGKILL to every living pid that `candidates` names, round after round, until a round
+/// finds none alive (a process forked while the list was read is caught in the next
+/// one) or `give_up(round)` says so. Returns how many signals were delivered.
+pub(crate) fn sigkill_until_none(
+    mut candidates: impl FnMut() -> Vec<i32>,
+    mut give_up: impl FnMut(usize) -> bool,
+) -> usize {
     let mut signalled = 0;
-    for _ in 0..50 {
-        if let Some(g) = pgid {
-            let _ = killpg(g, Signal::SIGKILL);
+    for round in 0.. {
+        if give_up(round) {
+            break;
         }
-        let procs = procfs::all_processes();
-        let mut targets = procfs::descendants(&procs, root);
-        if let Some(g) = pgid {
-            targets.extend(procfs::group_members(&procs, g.as_raw()));
-            targets.push(g.as_raw());
-        }
-        targets.sort_unstable();
-        targets.dedup();
         // Zombies are already dead; only living ones need another signal.
-        let living: Vec<i32> = targets
+        let living: Vec<i32> = candidates()
             .into_iter()
             .filter(|&p| !procfs::is_gone(p))
             .collect();
         if living.is_empty() {
             break;
         }
-        for p in &living {
-            if kill(Pid::from_raw(*p), Signal::SIGKILL).is_ok() {
+        for p in living {
+            if kill(Pid::from_raw(p), Signal::SIGKILL).is_ok() {
                 signalled += 1;
             }
         }
