@@ -79,15 +79,6 @@ fn survivors(procs: &[Proc]) -> usize {
         .count()
 }
 
-fn status_json(control: &std::path::Path) -> serde_json::Value {
-    let out = std::process::Command::new(bin("steward"))
-        .args(["status", "--json", "--socket"])
-        .arg(control)
-        .output()
-        .expect("steward status");
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
 fn serving_generation(control: &std::path::Path) -> Option<(u64, i32)> {
     let v = status_json(control);
     let s = &v["status"];
@@ -153,13 +144,10 @@ impl Load {
 fn stubborn(depth: Option<u32>) -> Row {
     let scratch = Scratch::new("fault-stubborn");
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
-            scratch.path.display(),
-            bin("stubborn-child").display()
-        ),
+    let config = stubborn_config(
+        &scratch,
+        &listen,
+        "[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
     );
     let mut env = vec![
         ("STUBBORN_LISTEN", listen.clone()),
@@ -417,14 +405,7 @@ fn sigterm_during_reload() -> Row {
 fn never_ready() -> Row {
     let scratch = Scratch::new("fault-never-ready");
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\ntimeout = \"2s\"\n",
-            scratch.path.display(),
-            bin("stubborn-child").display()
-        ),
-    );
+    let config = stubborn_config(&scratch, &listen, "timeout = \"2s\"\n");
     // It listens elsewhere: the probe never passes.
     let elsewhere = format!("127.0.0.1:{}", free_port());
     let t = Instant::now();
@@ -446,24 +427,7 @@ fn never_ready() -> Row {
 
 fn crash_loop() -> Row {
     let scratch = Scratch::new("fault-crashloop");
-    let script = scratch.write_executable(
-        "child.sh",
-        &format!(
-            "#!/bin/sh\nexec {} --proxy-config \"$PROXY\" \"$@\" & pid=$!\nsleep 0.3\nkill -9 $pid\nexit 3\n",
-            bin("steward-proxy").display()
-        ),
-    );
-    let a = proxy_settings(&scratch);
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\nenv = {{ PROXY = \"{}\" }}\n[ready]\nhttp = \"http://{}/health\"\n[restart]\nmax_crashes = 2\nbackoff_min = \"100ms\"\n",
-            scratch.path.display(),
-            script.display(),
-            a.settings.display(),
-            a.health
-        ),
-    );
+    let config = crash_loop_config(&scratch, "100ms");
     let t = Instant::now();
     let mut s = Steward::start(&scratch.path, &config, &[]);
     let code = s.wait(Duration::from_secs(30)).and_then(|st| st.code());

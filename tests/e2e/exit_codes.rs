@@ -38,14 +38,7 @@ fn child_exit_code_is_passed_on() {
 fn without_restarts_a_child_killed_by_a_signal_gives_128_plus_n() {
     let scratch = Scratch::new("sig9");
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[restart]\nmax_crashes = 0\n",
-            scratch.path.display(),
-            bin("stubborn-child").display()
-        ),
-    );
+    let config = stubborn_config(&scratch, &listen, "[restart]\nmax_crashes = 0\n");
     let mut notify = NotifySocket::bind(&scratch.path);
     let mut steward = Steward::start(
         &scratch.path,

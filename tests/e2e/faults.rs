@@ -129,15 +129,6 @@ fn wait_serving(s: &Steward, control: &Path) {
     }
 }
 
-fn status_json(control: &Path) -> serde_json::Value {
-    let out = Command::new(bin("steward"))
-        .args(["status", "--json", "--socket"])
-        .arg(control)
-        .output()
-        .expect("steward status");
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
 fn stop(mut s: Steward) {
     s.signal(Signal::SIGTERM);
     assert_eq!(exit_code(&mut s), Some(0), "log:\n{}", s.log_text());
@@ -186,6 +177,30 @@ fn world_copy(scratch: &Scratch, name: &str) -> PathBuf {
     to
 }
 
+/// steward as nobody, supervising steward-proxy with its runtime directory at `rt`. Root
+/// writes through mode bits, so a permission fault needs another user.
+fn start_as_nobody(scratch: &Scratch, rt: &Path) -> Steward {
+    let proxy = world_copy(scratch, "steward-proxy");
+    let steward = world_copy(scratch, "steward");
+    let (config, _) = config(scratch, rt, false, Some(&proxy));
+    start_via(
+        &scratch.path,
+        "setpriv",
+        &[
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+            "--".into(),
+            steward.display().to_string(),
+            "run".into(),
+            "--log-target".into(),
+            "stderr".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+    )
+}
+
 fn private_dir(p: &Path) {
     std::fs::create_dir_all(p).expect("mkdir");
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).expect("chmod");
@@ -205,25 +220,7 @@ fn runtime_dir_without_write_permission_exits_73_naming_the_fix() {
     std::fs::create_dir(&rt).expect("mkdir");
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o500)).expect("chmod");
     chown_nobody(&rt);
-    let proxy = world_copy(&scratch, "steward-proxy");
-    let steward = world_copy(&scratch, "steward");
-    let (config, _) = config(&scratch, &rt, false, Some(&proxy));
-    let mut s = start_via(
-        &scratch.path,
-        "setpriv",
-        &[
-            "--reuid=65534".into(),
-            "--regid=65534".into(),
-            "--clear-groups".into(),
-            "--".into(),
-            steward.display().to_string(),
-            "run".into(),
-            "--log-target".into(),
-            "stderr".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
-    );
+    let mut s = start_as_nobody(&scratch, &rt);
     assert_eq!(exit_code(&mut s), Some(73), "log:\n{}", s.log_text());
     let log = s.log_text();
     println!("{log}");
@@ -245,25 +242,7 @@ fn runtime_dir_under_an_unwritable_parent_exits_73_naming_the_fix() {
     let scratch = Scratch::new("parent");
     std::fs::set_permissions(&scratch.path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let rt = scratch.path.join("run");
-    let proxy = world_copy(&scratch, "steward-proxy");
-    let steward = world_copy(&scratch, "steward");
-    let (config, _) = config(&scratch, &rt, false, Some(&proxy));
-    let mut s = start_via(
-        &scratch.path,
-        "setpriv",
-        &[
-            "--reuid=65534".into(),
-            "--regid=65534".into(),
-            "--clear-groups".into(),
-            "--".into(),
-            steward.display().to_string(),
-            "run".into(),
-            "--log-target".into(),
-            "stderr".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
-    );
+    let mut s = start_as_nobody(&scratch, &rt);
     assert_eq!(exit_code(&mut s), Some(73), "log:\n{}", s.log_text());
     let log = s.log_text();
     println!("{log}");

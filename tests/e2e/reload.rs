@@ -13,12 +13,9 @@ use nix::unistd::Pid;
 use steward_e2e::*;
 
 fn status_json(s: &Setup) -> serde_json::Value {
-    let out = std::process::Command::new(bin("steward"))
-        .args(["status", "--json", "--socket"])
-        .arg(s.control())
-        .output()
-        .expect("steward status");
-    serde_json::from_slice(&out.stdout).expect("status JSON")
+    let v = steward_e2e::status_json(&s.control());
+    assert!(!v.is_null(), "steward status gave no JSON");
+    v
 }
 
 fn generation(s: &Setup) -> (u64, i32) {
@@ -193,24 +190,7 @@ fn crashed_child_is_restarted_without_refusing_a_connection() {
 #[test]
 fn crash_loop_gives_up_with_the_childs_code() {
     let scratch = Scratch::new("crashloop");
-    let script = scratch.write_executable(
-        "child.sh",
-        &format!(
-            "#!/bin/sh\n# Serves a moment, then crashes.\nexec {} --proxy-config \"$PROXY\" \"$@\" & pid=$!\nsleep 0.3\nkill -9 $pid\nexit 3\n",
-            bin("steward-proxy").display()
-        ),
-    );
-    let a = proxy_settings(&scratch);
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\nenv = {{ PROXY = \"{}\" }}\n[ready]\nhttp = \"http://{}/health\"\n[restart]\nmax_crashes = 2\nbackoff_min = \"50ms\"\n",
-            scratch.path.display(),
-            script.display(),
-            a.settings.display(),
-            a.health
-        ),
-    );
+    let config = crash_loop_config(&scratch, "50ms");
     let mut steward = Steward::start(&scratch.path, &config, &[]);
     let status = steward.wait(Duration::from_secs(20)).expect("gives up");
     let log = steward.log_text();

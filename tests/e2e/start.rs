@@ -13,13 +13,10 @@ fn ready_arrives_only_after_the_port_accepts() {
     let scratch = Scratch::new("late-bind");
     let mut notify = NotifySocket::bind(&scratch.path);
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
-            scratch.path.display(),
-            bin("stubborn-child").display()
-        ),
+    let config = stubborn_config(
+        &scratch,
+        &listen,
+        "[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
     );
     let steward = Steward::start(
         &scratch.path,

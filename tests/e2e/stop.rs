@@ -123,13 +123,10 @@ fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
     let notify = NotifySocket::bind(&scratch.path);
     let listen = format!("127.0.0.1:{}", free_port());
     let pidfile = scratch.path.join("pids");
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
-            scratch.path.display(),
-            bin("stubborn-child").display()
-        ),
+    let config = stubborn_config(
+        &scratch,
+        &listen,
+        "[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
     );
     let mut notify = notify;
     let mut steward = Steward::start(
@@ -187,13 +184,10 @@ fn a_fork_bomb_racing_the_kill_is_ended_at_the_deadline() {
     let scratch = Scratch::new("forkbomb");
     let listen = format!("127.0.0.1:{}", free_port());
     let pidfile = scratch.path.join("pids");
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
-            scratch.path.display(),
-            bin("stubborn-child").display()
-        ),
+    let config = stubborn_config(
+        &scratch,
+        &listen,
+        "[stop]\ndeadline = \"1s\"\ndrain = \"exit\"\n",
     );
     let mut s = Steward::start(
         &scratch.path,
@@ -286,10 +280,8 @@ fn sigterm_before_ready_stops_cleanly() {
     assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
 }
 
-#[test]
-fn steward_killed_with_sigkill_takes_its_child_along() {
-    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "");
-    s.wait_ready();
+/// SIGKILLs a serving steward and asserts its child dies with it (parent-death signal).
+fn sigkill_steward_and_see_its_child_go(s: &mut Setup) {
     let child = s
         .steward
         .child_pid(Duration::from_secs(1))
@@ -304,22 +296,19 @@ fn steward_killed_with_sigkill_takes_its_child_along() {
 }
 
 #[test]
+fn steward_killed_with_sigkill_takes_its_child_along() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "");
+    s.wait_ready();
+    sigkill_steward_and_see_its_child_go(&mut s);
+}
+
+#[test]
 fn after_steward_was_sigkilled_the_next_start_serves_with_the_same_runtime_dir() {
     // steward owns the listeners, so the stale files are all there: the control socket,
     // the upgrade socket and the effective conf of the killed steward.
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
-    let child = s
-        .steward
-        .child_pid(Duration::from_secs(1))
-        .expect("child pid");
-    s.steward.signal(Signal::SIGKILL);
-    s.wait_exit(Duration::from_secs(2));
-    let end = Instant::now() + Duration::from_secs(2);
-    while process_alive(child) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(!process_alive(child), "child {child} outlived steward");
+    sigkill_steward_and_see_its_child_go(&mut s);
     assert!(
         s.control().exists(),
         "the killed steward left no control socket behind"

@@ -15,18 +15,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use steward_e2e::*;
 
-fn status_json(s: &Setup) -> serde_json::Value {
-    let out = std::process::Command::new(bin("steward"))
-        .args(["status", "--json", "--socket"])
-        .arg(s.control())
-        .output()
-        .expect("steward status");
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
 /// (state, current generation, generations steward still has).
 fn status(s: &Setup) -> (String, u64, usize) {
-    let v = status_json(s);
+    let v = status_json(&s.control());
     let st = &v["status"];
     (
         st["state"].as_str().unwrap_or("").to_string(),

@@ -470,6 +470,54 @@ pub fn load(
 }
 
 /// Runs `steward <command> --socket <socket>`; its exit code and output.
+/// steward.toml supervising the stubborn-child fixture, which is ready once `listen`
+/// accepts; `more` follows the `[ready]` table's `tcp` line (more `[ready]` keys, then
+/// other tables).
+pub fn stubborn_config(scratch: &Scratch, listen: &str, more: &str) -> PathBuf {
+    scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"{listen}\"\n{more}",
+            scratch.path.display(),
+            bin("stubborn-child").display()
+        ),
+    )
+}
+
+/// steward.toml supervising a steward-proxy that serves 0.3 s after each start, then
+/// crashes (SIGKILL, and its wrapper exits 3), with `max_crashes = 2` and the given
+/// `backoff_min`.
+pub fn crash_loop_config(scratch: &Scratch, backoff_min: &str) -> PathBuf {
+    let script = scratch.write_executable(
+        "child.sh",
+        &format!(
+            "#!/bin/sh\n# Serves a moment, then crashes.\nexec {} --proxy-config \"$PROXY\" \"$@\" & pid=$!\nsleep 0.3\nkill -9 $pid\nexit 3\n",
+            bin("steward-proxy").display()
+        ),
+    );
+    let a = proxy_settings(scratch);
+    scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\nenv = {{ PROXY = \"{}\" }}\n[ready]\nhttp = \"http://{}/health\"\n[restart]\nmax_crashes = 2\nbackoff_min = \"{backoff_min}\"\n",
+            scratch.path.display(),
+            script.display(),
+            a.settings.display(),
+            a.health
+        ),
+    )
+}
+
+/// `steward status --json` on `socket`: the reply, or Null when no JSON came back.
+pub fn status_json(socket: &Path) -> serde_json::Value {
+    let out = Command::new(bin("steward"))
+        .args(["status", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .expect("steward status");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 pub fn steward_cli(command: &str, socket: &Path) -> (Option<i32>, String) {
     let out = Command::new(bin("steward"))
         .args([command, "--socket"])
