@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::procfs;
+use crate::worker::Io;
 
 /// Where steward's own processes live once it has moved out of the unit's cgroup, which
 /// must have no processes of its own once generations live in sub-cgroups.
@@ -34,7 +35,7 @@ const GEN_PREFIX: &str = "gen-";
 /// How long a kill may take to empty a cgroup before steward gives up waiting.
 const EMPTY_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Cgroups {
     Delegated { base: PathBuf },
     Unit { dir: PathBuf },
@@ -83,7 +84,7 @@ fn unit_cgroup<'a>(own: &'a str, unit: &str) -> Option<&'a str> {
 impl Cgroups {
     /// Decides the mode. `unit` is the systemd unit steward runs in, if any; `delegated`
     /// whether that unit has `Delegate=yes`.
-    pub fn setup(unit: Option<&str>, delegated: bool) -> Cgroups {
+    pub fn setup(_: &Io, unit: Option<&str>, delegated: bool) -> Cgroups {
         let off = |why: &str| Cgroups::Off { why: why.into() };
         let Some(unit) = unit else {
             return off("not a systemd service");
@@ -163,7 +164,7 @@ impl Cgroups {
     }
 
     /// Whether `pid` runs in generation `gen`'s cgroup (it moved itself in before exec).
-    pub fn holds(&self, gen: u64, pid: i32) -> bool {
+    pub fn holds(&self, _: &Io, gen: u64, pid: i32) -> bool {
         let Cgroups::Delegated { .. } = self else {
             return false;
         };
@@ -179,7 +180,7 @@ impl Cgroups {
 
     /// Kills everything in generation `gen`'s cgroup and waits until it is empty. Returns
     /// how many processes it held, or None where generations have no cgroup.
-    pub fn kill_generation(&self, gen: u64) -> Option<usize> {
+    pub fn kill_generation(&self, io: &Io, gen: u64) -> Option<usize> {
         let Cgroups::Delegated { base } = self else {
             return None;
         };
@@ -187,7 +188,7 @@ impl Cgroups {
         if !dir.exists() {
             return Some(0);
         }
-        Some(kill_cgroup(&dir))
+        Some(kill_cgroup(io, &dir))
     }
 
     /// Removes generation `gen`'s cgroup once it is empty; a busy one is left for the next
@@ -200,17 +201,19 @@ impl Cgroups {
 
     /// On the way out: kills every process of the unit but steward itself. Returns how
     /// many were signalled.
-    pub fn kill_all_but_self(&self) -> usize {
+    pub fn kill_all_but_self(&self, io: &Io) -> usize {
         match self {
             Cgroups::Delegated { base } => {
                 let mut n = 0;
                 for dir in gen_dirs(base) {
-                    n += kill_cgroup(&dir);
+                    n += kill_cgroup(io, &dir);
                     let _ = std::fs::remove_dir(&dir);
                 }
                 n
             }
-            Cgroups::Unit { dir } => kill_listed_until_empty(dir, nix::unistd::getpid().as_raw()),
+            Cgroups::Unit { dir } => {
+                kill_listed_until_empty(io, dir, nix::unistd::getpid().as_raw())
+            }
             Cgroups::Off { .. } => 0,
         }
     }
@@ -261,7 +264,7 @@ fn listed_pids(dir: &Path) -> Vec<i32> {
 
 /// `cgroup.kill` where the kernel has it, SIGKILL to each listed process where not; then
 /// waits for the cgroup to empty. Returns how many processes it held.
-fn kill_cgroup(dir: &Path) -> usize {
+fn kill_cgroup(io: &Io, dir: &Path) -> usize {
     let held = listed_pids(dir).len();
     let killed_at_once = OpenOptions::new()
         .write(true)
@@ -269,25 +272,26 @@ fn kill_cgroup(dir: &Path) -> usize {
         .and_then(|mut f| f.write_all(b"1"))
         .is_ok();
     if killed_at_once {
-        wait_empty(dir);
+        wait_empty(io, dir);
         held
     } else {
-        kill_listed_until_empty(dir, -1).max(held)
+        kill_listed_until_empty(io, dir, -1).max(held)
     }
 }
 
-fn wait_empty(dir: &Path) {
+fn wait_empty(io: &Io, dir: &Path) {
     let end = Instant::now() + EMPTY_TIMEOUT;
-    while listed_pids(dir).iter().any(|&p| !procfs::is_gone(p)) && Instant::now() < end {
+    while listed_pids(dir).iter().any(|&p| !procfs::is_gone(io, p)) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 /// SIGKILL to every living process listed in `dir` (but `spare`), repeated until none is
 /// left or [`EMPTY_TIMEOUT`] has passed.
-fn kill_listed_until_empty(dir: &Path, spare: i32) -> usize {
+fn kill_listed_until_empty(io: &Io, dir: &Path, spare: i32) -> usize {
     let end = Instant::now() + EMPTY_TIMEOUT;
     crate::child::sigkill_until_none(
+        io,
         || {
             listed_pids(dir)
                 .into_iter()
@@ -331,13 +335,17 @@ mod tests {
 
     #[test]
     fn outside_systemd_there_is_no_cgroup_mode() {
-        assert_eq!(Cgroups::setup(None, true).tag(), "off");
+        assert_eq!(Cgroups::setup(&Io::for_tests(), None, true).tag(), "off");
     }
 
     #[test]
     fn a_unit_steward_is_not_in_is_never_used() {
         // The test process's cgroup is not a unit called this, so it must not be claimed.
-        let c = Cgroups::setup(Some("no-such-unit-for-steward-tests.service"), true);
+        let c = Cgroups::setup(
+            &Io::for_tests(),
+            Some("no-such-unit-for-steward-tests.service"),
+            true,
+        );
         assert_eq!(c.tag(), "off", "{c:?}");
     }
 
@@ -347,6 +355,6 @@ mod tests {
             dir: PathBuf::from("/nonexistent"),
         };
         assert!(c.prepare_generation(1).expect("no error").is_none());
-        assert_eq!(c.kill_generation(1), None);
+        assert_eq!(c.kill_generation(&Io::for_tests(), 1), None);
     }
 }

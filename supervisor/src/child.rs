@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use crate::config::ChildConfig;
 use crate::lifecycle::ChildStatus;
 use crate::procfs;
+use crate::worker::Io;
 
 /// Variables that belong to steward's relation with systemd, not the child's.
 const PRIVATE_ENV: &[&str] = &[
@@ -145,23 +146,24 @@ pub fn signal(pid: Pid, sig: Signal) -> nix::Result<()> {
 /// SIGKILL to a generation's process group and every descendant of its child, repeated
 /// until none is left, so a process that forks while being killed is caught too.
 /// Returns how many processes were signalled.
-pub fn kill_tree(pgid: Pid) -> usize {
-    kill_until_gone(Some(pgid), pgid.as_raw())
+pub fn kill_tree(io: &Io, pgid: Pid) -> usize {
+    kill_until_gone(io, Some(pgid), pgid.as_raw())
 }
 
 /// SIGKILL to every descendant of steward: on the way out, orphans a generation left
 /// behind were re-parented to steward and cannot be told apart.
-pub fn kill_descendants() -> usize {
-    kill_until_gone(None, nix::unistd::getpid().as_raw())
+pub fn kill_descendants(io: &Io) -> usize {
+    kill_until_gone(io, None, nix::unistd::getpid().as_raw())
 }
 
-fn kill_until_gone(pgid: Option<Pid>, root: i32) -> usize {
+fn kill_until_gone(io: &Io, pgid: Option<Pid>, root: i32) -> usize {
     sigkill_until_none(
+        io,
         || {
             if let Some(g) = pgid {
                 let _ = killpg(g, Signal::SIGKILL);
             }
-            let procs = procfs::all_processes();
+            let procs = procfs::all_processes(io);
             let mut targets = procfs::descendants(&procs, root);
             if let Some(g) = pgid {
                 targets.extend(procfs::group_members(&procs, g.as_raw()));
@@ -179,6 +181,7 @@ fn kill_until_gone(pgid: Option<Pid>, root: i32) -> usize {
 /// finds none alive (a process forked while the list was read is caught in the next
 /// one) or `give_up(round)` says so. Returns how many signals were delivered.
 pub(crate) fn sigkill_until_none(
+    io: &Io,
     mut candidates: impl FnMut() -> Vec<i32>,
     mut give_up: impl FnMut(usize) -> bool,
 ) -> usize {
@@ -190,7 +193,7 @@ pub(crate) fn sigkill_until_none(
         // Zombies are already dead; only living ones need another signal.
         let living: Vec<i32> = candidates()
             .into_iter()
-            .filter(|&p| !procfs::is_gone(p))
+            .filter(|&p| !procfs::is_gone(io, p))
             .collect();
         if living.is_empty() {
             break;
@@ -221,23 +224,38 @@ pub fn reap_exited() -> Vec<(Pid, ChildStatus)> {
     out
 }
 
-/// Waits (briefly) until steward has no child left, killing stragglers; used on the way out.
-pub fn reap_all(timeout: std::time::Duration) -> Vec<(Pid, ChildStatus)> {
-    let end = std::time::Instant::now() + timeout;
+/// Waits (briefly) until steward has no child left; used on the way out.
+pub async fn reap_all(timeout: std::time::Duration) -> Vec<(Pid, ChildStatus)> {
+    let end = tokio::time::Instant::now() + timeout;
     let mut out = vec![];
     loop {
         out.extend(reap_exited());
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Err(Errno::ECHILD) => return out,
-            Ok(WaitStatus::Exited(pid, code)) => out.push((pid, ChildStatus::Code(code))),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                out.push((pid, ChildStatus::Signal(sig as i32)))
-            }
-            _ => {}
-        }
-        if std::time::Instant::now() >= end {
+        if let Err(Errno::ECHILD) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             return out;
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        if tokio::time::Instant::now() >= end {
+            return out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
+}
+
+/// Whether steward's child `pid` has exited (it may not be reaped yet); asks the kernel,
+/// not /proc, and reaps nothing.
+pub fn has_exited(pid: Pid) -> bool {
+    // SAFETY: waitid only writes into the siginfo_t it is given, which lives on this
+    // stack frame; WNOWAIT leaves the child to be reaped by the main loop.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid.as_raw() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // Not steward's child (r != 0, ECHILD): nothing to tell; the caller's kill(pid, 0)
+    // knows whether it exists.
+    // SAFETY: si_pid is set by waitid when a child changed state, and zero otherwise.
+    r == 0 && unsafe { info.si_pid() } != 0
 }

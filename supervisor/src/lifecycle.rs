@@ -175,9 +175,13 @@ pub enum Event {
         gen: GenId,
         status: ChildStatus,
     },
+    /// A drain poll's count of a draining generation's requests in flight. `closed`: it
+    /// holds no listener any more, so it cannot take another connection and a count of
+    /// zero is final (no `drain_quiet` to wait out).
     Drain {
         gen: GenId,
         in_flight: usize,
+        closed: bool,
     },
     Stop(StopSignal),
     /// A reload request; `waiter` identifies who is waiting for the answer, if anyone.
@@ -406,7 +410,11 @@ impl Lifecycle {
             Event::SpawnFailed { gen, reason, code } => self.spawn_failed(gen, reason, code, now),
             Event::Ready { gen } => self.ready(gen, now),
             Event::Exited { gen, status } => self.exited(gen, status, now),
-            Event::Drain { gen, in_flight } => self.observe_drain(gen, in_flight, now),
+            Event::Drain {
+                gen,
+                in_flight,
+                closed,
+            } => self.observe_drain(gen, in_flight, closed, now),
             Event::Stop(sig) => self.stop(sig, now),
             Event::Reload { waiter } => self.reload(waiter),
             Event::ConfigChecked(result) => self.config_checked(result, now),
@@ -802,7 +810,13 @@ impl Lifecycle {
         out
     }
 
-    fn observe_drain(&mut self, gen: GenId, in_flight: usize, now: Instant) -> Vec<Action> {
+    fn observe_drain(
+        &mut self,
+        gen: GenId,
+        in_flight: usize,
+        closed: bool,
+        now: Instant,
+    ) -> Vec<Action> {
         let Some(g) = self.gens.get_mut(&gen) else {
             return vec![];
         };
@@ -820,6 +834,9 @@ impl Lifecycle {
         if changed && self.mode == Mode::Stopping {
             self.last_status = now;
             out.push(Action::Status(self.draining_status(now)));
+        }
+        if in_flight == 0 && closed {
+            out.extend(self.kill(gen, KillReason::Drained));
         }
         out.extend(self.tick(now));
         out

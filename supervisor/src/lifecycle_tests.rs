@@ -183,6 +183,7 @@ async fn idle_child_is_ended_after_the_quiet_period() {
         Event::Drain {
             gen: 1,
             in_flight: 0,
+            closed: false,
         },
         now(),
     );
@@ -202,6 +203,62 @@ async fn idle_child_is_ended_after_the_quiet_period() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_idle_child_whose_listeners_are_closed_is_ended_at_once() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+            closed: true,
+        },
+        now(),
+    );
+    assert_eq!(kills(&a), vec![(1, KillReason::Drained)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_request_ending_after_the_listeners_closed_ends_the_child_at_once() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 1,
+            closed: true,
+        },
+        now(),
+    );
+    assert!(kills(&a).is_empty(), "a request is still in flight: {a:?}");
+    advance(Duration::from_millis(5)).await;
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+            closed: true,
+        },
+        now(),
+    );
+    assert_eq!(kills(&a), vec![(1, KillReason::Drained)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_in_flight_with_a_listener_still_open_waits_out_the_quiet_period() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+            closed: false,
+        },
+        now(),
+    );
+    assert!(kills(&a).is_empty(), "{a:?}");
+    assert_eq!(m.next_wakeup(), Some(now() + QUIET));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_in_flight_resets_the_quiet_period() {
     let mut m = serving();
     m.handle(Event::Stop(StopSignal::Term), now());
@@ -209,6 +266,7 @@ async fn a_request_in_flight_resets_the_quiet_period() {
         Event::Drain {
             gen: 1,
             in_flight: 0,
+            closed: false,
         },
         now(),
     );
@@ -217,6 +275,7 @@ async fn a_request_in_flight_resets_the_quiet_period() {
         Event::Drain {
             gen: 1,
             in_flight: 1,
+            closed: false,
         },
         now(),
     );
@@ -225,6 +284,7 @@ async fn a_request_in_flight_resets_the_quiet_period() {
         Event::Drain {
             gen: 1,
             in_flight: 0,
+            closed: false,
         },
         now(),
     );
@@ -246,6 +306,7 @@ async fn draining_status_counts_requests_in_flight_and_time_left() {
         Event::Drain {
             gen: 1,
             in_flight: 3,
+            closed: false,
         },
         now(),
     );
@@ -269,6 +330,7 @@ async fn deadline_kills_the_tree_with_work_in_flight() {
         Event::Drain {
             gen: 1,
             in_flight: 1,
+            closed: false,
         },
         now(),
     );
@@ -398,6 +460,7 @@ async fn infinite_deadline_never_kills_a_busy_child() {
         Event::Drain {
             gen: 1,
             in_flight: 1,
+            closed: false,
         },
         now(),
     );
@@ -605,6 +668,7 @@ async fn reload_checks_then_starts_the_next_generation_then_retires_the_old() {
         Event::Drain {
             gen: 1,
             in_flight: 0,
+            closed: false,
         },
         now(),
     );

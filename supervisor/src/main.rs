@@ -263,10 +263,6 @@ fn run_supervisor(cfg: Config) -> i32 {
     // One thread: the child's parent-death signal is tied to the thread that forked it.
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        // The blocking thread (TCP table reads) is started once at start-up and kept: a
-        // child that fills the unit's pids limit (TasksMax=) must not leave steward unable
-        // to create it when it is needed, which tokio answers with a panic.
-        .thread_keep_alive(run::BLOCKING_KEEP_ALIVE)
         .build()
     {
         Ok(rt) => rt.block_on(run::run(cfg)),

@@ -10,11 +10,15 @@ use tokio::net::TcpStream;
 
 use crate::config::{HttpUrl, Probe};
 use crate::procfs;
+use crate::tcp::{self, Owner};
+use crate::worker::Worker;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// How long an accepted probe connection may take to show up in the child's `/proc`.
 const OWNER_WAIT: Duration = Duration::from_millis(200);
 const OWNER_POLL: Duration = Duration::from_millis(2);
+/// One look at the kernel's tables takes microseconds; a worker that is this late is stuck.
+const WORKER_WAIT: Duration = Duration::from_secs(1);
 
 impl Probe {
     pub fn describe(&self) -> String {
@@ -38,8 +42,13 @@ impl Probe {
 /// connection. A TCP connect alone proves little: when steward holds the listening socket
 /// the kernel completes the handshake into the backlog whoever accepts, and during a reload
 /// the old generation may answer. `Err` says why it failed.
-pub async fn attempt_owned(probe: &Probe, pgid: i32, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, attempt_inner(probe, Some(pgid))).await {
+pub async fn attempt_owned(
+    probe: &Probe,
+    pgid: i32,
+    timeout: Duration,
+    worker: &Worker,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, attempt_inner(probe, Some((pgid, worker)))).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
@@ -50,7 +59,7 @@ pub async fn attempt_owned(probe: &Probe, pgid: i32, timeout: Duration) -> Resul
 static ENDPOINT_NAMES_PID: AtomicU8 = AtomicU8::new(0);
 const PID_HEADER: &str = "x-served-by-pid";
 
-async fn attempt_inner(probe: &Probe, owner: Option<i32>) -> Result<(), String> {
+async fn attempt_inner(probe: &Probe, owner: Option<(i32, &Worker)>) -> Result<(), String> {
     let authority = match probe {
         Probe::Tcp(a) => a.as_str(),
         Probe::Http(u) => u.authority.as_str(),
@@ -59,15 +68,19 @@ async fn attempt_inner(probe: &Probe, owner: Option<i32>) -> Result<(), String> 
         .await
         .map_err(|e| format!("connect {authority}: {e}"))?;
     // Cheapest proof of who serves: the answer names its process. Otherwise the accepted
-    // connection is looked up in the child's sockets before anything is sent, since the
-    // server closes it right after answering.
-    if let (Probe::Http(url), Some(pgid)) = (probe, owner) {
+    // connection is looked up before anything is sent, since the server closes it right
+    // after answering.
+    if let (Probe::Http(url), Some((pgid, worker))) = (probe, owner) {
         if ENDPOINT_NAMES_PID.load(Ordering::Relaxed) != 2 {
             let (code, pid) = http_get(&mut s, url).await?;
             return match pid {
                 Some(pid) => {
                     ENDPOINT_NAMES_PID.store(1, Ordering::Relaxed);
-                    if !procfs::in_group(pid, pgid) {
+                    let ours = worker
+                        .call(WORKER_WAIT, move |io| procfs::in_group(io, pid, pgid))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if !ours {
                         Err(format!(
                             "{url} was answered by pid {pid}, not by child pid {pgid}"
                         ))
@@ -86,17 +99,33 @@ async fn attempt_inner(probe: &Probe, owner: Option<i32>) -> Result<(), String> 
             };
         }
     }
-    if let (Some(pgid), Some(port)) = (owner, probe.port()) {
-        let client_port = s
-            .local_addr()
-            .map(|a| a.port())
-            .map_err(|e| e.to_string())?;
-        // Wall-clock: on a busy host each look at the TCP tables takes a while itself.
+    if let Some((pgid, worker)) = owner {
+        let (client, server) = match (s.local_addr(), s.peer_addr()) {
+            (Ok(c), Ok(p)) => (c, p),
+            (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
+        };
         let deadline = tokio::time::Instant::now() + OWNER_WAIT;
-        while !procfs::accepted_by(pgid, port, client_port) {
+        loop {
+            let owner = worker
+                .call(WORKER_WAIT, move |io| {
+                    tcp::probe_owner(io, pgid, server, client)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let why = match owner {
+                Owner::Child => break,
+                Owner::Gone => {
+                    return Err(format!(
+                        "{authority} closed the connection before anyone accepted it"
+                    ))
+                }
+                Owner::Queued => "nobody accepted it",
+                // The accepting process may not have installed the descriptor yet.
+                Owner::Other(_) => "another process accepted it",
+            };
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!(
-                    "{authority} took the connection, but child pid {pgid} did not accept it within {} ms",
+                    "{authority} took the connection, but child pid {pgid} did not accept it within {} ms ({why})",
                     OWNER_WAIT.as_millis()
                 ));
             }
@@ -166,6 +195,7 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn the_answering_pid_is_read_from_its_header() {
@@ -186,13 +216,62 @@ mod tests {
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
     }
 
+    /// A listener in a process group of its own (a `python3` that accepts one
+    /// connection when told), standing in for the child; the test process is "someone
+    /// else".
     #[tokio::test]
-    async fn owned_probe_fails_when_someone_else_accepts() {
+    async fn an_owned_probe_passes_only_when_the_childs_group_accepts() {
+        let worker = Worker::start().expect("worker");
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr").to_string();
-        // This test process holds the listener; pid 1's group does not.
-        let r = attempt_owned(&Probe::Tcp(addr), 1, Duration::from_secs(1)).await;
-        assert!(r.is_err(), "{r:?}");
+        l.set_nonblocking(true).expect("nonblocking");
+        // The test process accepts every connection: the probe must fail, naming why.
+        let accepter = std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_secs(3);
+            let mut held = vec![];
+            while std::time::Instant::now() < end {
+                if let Ok((s, _)) = l.accept() {
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            held.len()
+        });
+        let sleeper = std::process::Command::new("sleep")
+            .arg("10")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let r = attempt_owned(
+            &Probe::Tcp(addr.clone()),
+            sleeper.id() as i32,
+            Duration::from_secs(2),
+            &worker,
+        )
+        .await;
+        let e = r.expect_err("accepted by someone else");
+        assert!(e.contains("another process accepted it"), "{e}");
+        // The same probe, with the accepting process as the child: it passes.
+        let me = nix::unistd::getpgrp().as_raw();
+        let r = attempt_owned(&Probe::Tcp(addr), me, Duration::from_secs(2), &worker).await;
+        assert_eq!(r, Ok(()));
+        let mut sleeper = sleeper;
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert!(accepter.join().expect("join") >= 2);
+    }
+
+    #[tokio::test]
+    async fn an_owned_probe_fails_while_nobody_accepts() {
+        let worker = Worker::start().expect("worker");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let me = nix::unistd::getpgrp().as_raw();
+        let e = attempt_owned(&Probe::Tcp(addr), me, Duration::from_secs(2), &worker)
+            .await
+            .expect_err("never accepted");
+        assert!(e.contains("nobody accepted it"), "{e}");
+        drop(l);
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
-//! What `/proc` tells about the child's process tree and its TCP connections.
+//! What `/proc` tells about the child's process tree and the sockets it holds.
 //!
-//! This is how steward sees a stock Pingora child drain. Pingora 0.9.1 closes its listeners
-//! and idle keep-alive connections at SIGTERM, then sleeps out its grace period whatever
-//! is left; the requests still in flight are exactly the ESTABLISHED connections the child
-//! holds on its listening ports. When that count reaches zero, nothing is left to wait for.
+//! Which processes make up a generation, which socket inodes they hold in descriptors,
+//! and, where netlink is refused ([`crate::tcp`]), their rows of `/proc/<pid>/net/tcp`.
+//! Every read here blocks: the functions that read take the I/O worker's [`Io`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::sockdiag::TcpSock;
+use crate::worker::Io;
 
 /// A process as `/proc/<pid>/stat` describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +31,11 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 }
 
 /// Every process visible in `/proc`.
-pub fn all_processes() -> Vec<ProcStat> {
+pub fn all_processes(_: &Io) -> Vec<ProcStat> {
+    all_processes_unchecked()
+}
+
+fn all_processes_unchecked() -> Vec<ProcStat> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return vec![];
     };
@@ -112,29 +119,100 @@ fn row_inode(line: &str) -> Option<u64> {
     line.split_whitespace().nth(9)?.parse().ok()
 }
 
-fn socket_inodes(pid: i32) -> HashSet<u64> {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return HashSet::new();
-    };
-    dir.filter_map(|e| {
-        let target = fs::read_link(e.ok()?.path()).ok()?;
-        let t = target.to_str()?;
-        t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-    })
-    .collect()
+fn socket_inodes(pid: i32) -> impl Iterator<Item = u64> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let target = fs::read_link(e.ok()?.path()).ok()?;
+            let t = target.to_str()?;
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
 }
 
-/// TCP sockets owned by any process of the group: rows whose inode one of them holds.
-fn group_sockets(pgid: i32) -> Vec<TcpRow> {
-    let members = group_members(&all_processes(), pgid);
+fn stat_of(pid: i32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// The processes of process group `pgid`, whose leader is steward's child `pgid`.
+///
+/// Found from the leader down (`/proc/<pid>/task/<tid>/children`) plus steward's own
+/// children (orphans of the group re-parented to steward): a few reads for a generation
+/// of one process, where a scan of `/proc` costs as many reads as the host has processes.
+pub fn group_pids(_: &Io, pgid: i32) -> Vec<i32> {
+    if !std::path::Path::new(&format!("/proc/{pgid}/task/{pgid}/children")).exists() {
+        // A kernel without CONFIG_PROC_CHILDREN: the whole scan.
+        return group_members(&all_processes_unchecked(), pgid);
+    }
+    let mut out = vec![];
+    let mut seen = HashSet::new();
+    let me = std::process::id() as i32;
+    let mut stack: Vec<i32> = std::iter::once(pgid).chain(children_of(me)).collect();
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        if stat_of(pid).is_some_and(|s| s.pgrp == pgid) {
+            out.push(pid);
+            stack.extend(children_of(pid));
+        }
+    }
+    out
+}
+
+/// Socket inodes any process of the group holds.
+pub fn group_socket_inodes(io: &Io, pgid: i32) -> HashSet<u64> {
+    group_pids(io, pgid)
+        .into_iter()
+        .flat_map(socket_inodes)
+        .collect()
+}
+
+/// Whether a process of the group holds socket `inode`; stops at the first that does.
+pub fn group_holds(io: &Io, pgid: i32, inode: u64) -> bool {
+    group_pids(io, pgid)
+        .into_iter()
+        .any(|p| socket_inodes(p).any(|i| i == inode))
+}
+
+/// Whether `pid` lives in steward's own network namespace, the one its netlink socket
+/// answers for.
+pub fn same_netns(_: &Io, pid: i32) -> bool {
+    match (
+        fs::read_link(format!("/proc/{pid}/ns/net")),
+        fs::read_link("/proc/self/ns/net"),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        // Cannot tell: assume the common case.
+        _ => true,
+    }
+}
+
+/// TCP rows of `/proc/<pid>/net/tcp{,6}` whose socket a process of the group holds.
+pub fn group_tcp_rows(io: &Io, pgid: i32) -> Vec<TcpRow> {
+    let members = group_pids(io, pgid);
     let Some(&first) = members.first() else {
         return vec![];
     };
     let inodes: HashSet<u64> = members.iter().flat_map(|&p| socket_inodes(p)).collect();
     // One network namespace for the whole group: one table read is enough. Read line by
     // line and keep only the group's rows: with tens of thousands of TIME_WAIT entries the
-    // whole table is megabytes, and on the blocking thread that reads it such buffers
-    // stay in its malloc arena (steward's RSS would grow by tens of MiB).
+    // whole table is megabytes, and such buffers would stay in the worker's malloc arena.
     let mut rows = vec![];
     for t in ["tcp", "tcp6"] {
         let Ok(f) = fs::File::open(format!("/proc/{first}/net/{t}")) else {
@@ -149,8 +227,22 @@ fn group_sockets(pgid: i32) -> Vec<TcpRow> {
     rows
 }
 
+/// Whether `rows` hold the server side of the connection from client port `client_port`
+/// to `port`: that is, the group accepted it.
+pub fn accepted_in(rows: &[TcpRow], port: u16, client_port: u16) -> bool {
+    rows.iter().any(|r| {
+        r.local_port == port
+            && r.state == TCP_ESTABLISHED
+            && r.remote
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                == Some(client_port)
+    })
+}
+
 /// Whether `pid` is gone: no longer in /proc, or dead and waiting to be reaped.
-pub fn is_gone(pid: i32) -> bool {
+pub fn is_gone(_: &Io, pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -164,65 +256,40 @@ pub fn is_gone(pid: i32) -> bool {
 }
 
 /// Whether `pid` belongs to process group `pgid`.
-pub fn in_group(pid: i32, pgid: i32) -> bool {
-    pid == pgid
-        || fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|t| parse_stat(&t))
-            .is_some_and(|s| s.pgrp == pgid)
+pub fn in_group(_: &Io, pid: i32, pgid: i32) -> bool {
+    pid == pgid || stat_of(pid).is_some_and(|s| s.pgrp == pgid)
 }
 
-/// Whether the group holds the server side of the connection from client port
-/// `client_port` to `port`: that is, one of its processes accepted it.
-pub fn accepted_by(pgid: i32, port: u16, client_port: u16) -> bool {
-    group_sockets(pgid).into_iter().any(|r| {
-        r.local_port == port
-            && r.state == TCP_ESTABLISHED
-            && r.remote
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok())
-                == Some(client_port)
-    })
-}
-
-/// Socket inodes any process of the group holds.
-pub fn group_socket_inodes(pgid: i32) -> HashSet<u64> {
-    group_members(&all_processes(), pgid)
-        .into_iter()
-        .flat_map(socket_inodes)
-        .collect()
-}
-
-/// Ports the group listens on.
-pub fn listening_ports(pgid: i32) -> HashSet<u16> {
-    group_sockets(pgid)
-        .into_iter()
-        .filter(|r| r.state == TCP_LISTEN)
-        .map(|r| r.local_port)
-        .collect()
-}
-
-/// Downstream connections the group still holds on `ports`: requests in flight, or about
-/// to be closed. Upstream connections have ephemeral local ports and are not counted, nor
-/// are connections the group made to itself (a proxy and its built-in origin, whose pooled
-/// keep-alive connection would otherwise look like a client forever).
-pub fn downstream_connections(pgid: i32, ports: &HashSet<u16>) -> usize {
-    count_downstream(&group_sockets(pgid), ports)
-}
-
-fn count_downstream(rows: &[TcpRow], ports: &HashSet<u16>) -> usize {
-    let own: HashSet<(&str, &str)> = rows
-        .iter()
-        .map(|r| (r.local.as_str(), r.remote.as_str()))
-        .collect();
-    rows.iter()
-        .filter(|r| {
-            (r.state == TCP_ESTABLISHED || r.state == TCP_CLOSE_WAIT)
-                && ports.contains(&r.local_port)
-                && !own.contains(&(r.remote.as_str(), r.local.as_str()))
+impl TcpRow {
+    /// The row as sock_diag would describe it.
+    pub fn to_sock(&self) -> Option<TcpSock> {
+        Some(TcpSock {
+            local: parse_hex_addr(&self.local)?,
+            remote: parse_hex_addr(&self.remote)?,
+            state: self.state,
+            inode: self.inode,
         })
-        .count()
+    }
+}
+
+/// The kernel's `address:port` in hex: the address as the kernel stores it (32-bit words
+/// in host order), the port big-endian as text.
+fn parse_hex_addr(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |s: &str| u32::from_str_radix(s, 16).ok().map(|w| w.to_ne_bytes());
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(addr)?)),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(addr.get(i * 8..i * 8 + 8)?)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -280,39 +347,25 @@ mod tests {
         );
     }
 
-    fn row(local: &str, remote: &str, state: u8) -> TcpRow {
-        TcpRow {
-            local: local.into(),
-            remote: remote.into(),
-            local_port: u16::from_str_radix(local.rsplit(':').next().unwrap_or("0"), 16)
-                .unwrap_or(0),
-            state,
-            inode: 1,
+    #[test]
+    fn a_table_row_reads_as_the_socket_netlink_would_describe() {
+        let row = parse_tcp_table(
+            "  sl  local_address rem_address   st\n   1: 0100007F:1A0B 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 55124 1\n",
+        );
+        let s = row[0].to_sock().expect("parses");
+        assert_eq!(s.local, "127.0.0.1:6667".parse().expect("addr"));
+        assert_eq!(s.remote, "127.0.0.1:54321".parse().expect("addr"));
+        assert_eq!((s.state, s.inode), (TCP_ESTABLISHED, 55124));
+    }
+
+    #[test]
+    fn an_ipv6_table_address_is_read_word_by_word() {
+        // ::1 as /proc/net/tcp6 prints it on a little-endian host.
+        let a = parse_hex_addr("00000000000000000000000001000000:1A0B").expect("parses");
+        if cfg!(target_endian = "little") {
+            assert_eq!(a, "[::1]:6667".parse().expect("addr"));
         }
-    }
-
-    #[test]
-    fn client_connections_on_listening_ports_are_counted() {
-        let ports = HashSet::from([0x1A0B]);
-        let rows = [
-            row("0100007F:1A0B", "00000000:0000", TCP_LISTEN),
-            row("0100007F:1A0B", "0100007F:D431", TCP_ESTABLISHED),
-            row("0100007F:1A0B", "0100007F:D432", TCP_CLOSE_WAIT),
-            // An upstream connection: ephemeral local port.
-            row("0100007F:C000", "0100007F:0050", TCP_ESTABLISHED),
-        ];
-        assert_eq!(count_downstream(&rows, &ports), 2);
-    }
-
-    #[test]
-    fn connections_to_itself_are_not_downstream() {
-        // The proxy (ephemeral port D500) pools a keep-alive connection to its own origin
-        // listening on 1A0C: both ends belong to the group.
-        let ports = HashSet::from([0x1A0B, 0x1A0C]);
-        let rows = [
-            row("0100007F:D500", "0100007F:1A0C", TCP_ESTABLISHED),
-            row("0100007F:1A0C", "0100007F:D500", TCP_ESTABLISHED),
-        ];
-        assert_eq!(count_downstream(&rows, &ports), 0);
+        assert_eq!(parse_hex_addr("0100007F"), None);
+        assert_eq!(parse_hex_addr("01007F:0050"), None);
     }
 }

@@ -9,7 +9,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant as StdInstant};
 
 use nix::sys::signal::Signal;
@@ -28,7 +27,11 @@ use crate::lifecycle::{
 use crate::notify::{self, Notifier};
 use crate::signals::{Received, Signals};
 use crate::sockets::{Origin, Sockets};
-use crate::{child, container, exit, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade};
+use crate::tcp::{self, DrainCount, Snapshot};
+use crate::worker::{Worker, WorkerError};
+use crate::{
+    child, container, exit, files, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade,
+};
 
 /// Names in the runtime directory.
 const EFFECTIVE_CONF: &str = "pingora.yaml";
@@ -47,6 +50,17 @@ const READY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 const TIMELINE_MAX: usize = 64;
 /// How many distinct signals steward handles: at most this many are pending at once.
 const HANDLED_SIGNALS: usize = 8;
+/// How long a read of a configuration file may take on the I/O worker. Files are
+/// regular and capped ([`files`]), so only a stuck disk makes one late.
+const FILE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one look at a generation's sockets may take on the I/O worker.
+const FACTS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a kill may take on the I/O worker: its loops are bounded well below this.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a `-t` run's output steward reads: its last lines say why it failed.
+const CHECK_OUTPUT_TAIL: u64 = 64 * 1024;
+/// The longest line of `-t` output steward repeats in a log line or a reply.
+const CHECK_LINE_MAX: usize = 512;
 
 /// Runs the supervisor until the last child is gone; returns steward's exit code.
 pub async fn run(config: Config) -> i32 {
@@ -54,12 +68,16 @@ pub async fn run(config: Config) -> i32 {
     local.run_until(run_inner(config)).await
 }
 
-/// How long an idle blocking thread lives: for steward's whole life, in practice.
-pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
-
 async fn run_inner(config: Config) -> i32 {
-    // Start the blocking thread now, while threads can still be created (see main.rs).
-    let _ = tokio::task::spawn_blocking(|| ()).await;
+    // The I/O worker first, while threads can still be created: a child that fills the
+    // unit's pids limit must not leave steward without it.
+    let worker = match Worker::start() {
+        Ok(w) => w,
+        Err(e) => {
+            error!(error = %e, "cannot start steward's I/O worker thread");
+            return exit::OSERR;
+        }
+    };
     let inherited = child::close_inherited_on_exec();
     if inherited > 0 {
         tracing::debug!("{inherited} inherited descriptors marked close-on-exec");
@@ -158,7 +176,9 @@ async fn run_inner(config: Config) -> i32 {
             return exit::CANTCREAT;
         }
     }
-    if let Err((code, msg)) = write_effective(&config, &deadline, &dir, EFFECTIVE_CONF) {
+    if let Err((code, msg)) =
+        write_effective(&worker, &config, &deadline, &dir, EFFECTIVE_CONF).await
+    {
         error!(steward_phase = "config", "{msg}");
         notifier.status(&format!("failed: {msg}"));
         return code;
@@ -231,15 +251,27 @@ async fn run_inner(config: Config) -> i32 {
     if let Err(e) = child::become_subreaper() {
         warn!(error = %e, "cannot become child subreaper; orphaned grandchildren would escape");
     }
-    let cgroups = match &outer {
+    let (unit_name, delegated) = match &outer {
         Outer::Systemd(u) => {
             let delegated = systemd::query_delegate(&u.unit).await.unwrap_or_else(|e| {
                 warn!("cannot ask whether unit {} has Delegate=yes: {e}", u.unit);
                 false
             });
-            Cgroups::setup(Some(&u.unit), delegated)
+            (Some(u.unit.clone()), delegated)
         }
-        _ => Cgroups::setup(None, false),
+        _ => (None, false),
+    };
+    let cgroups = match worker
+        .call(FILE_TIMEOUT, move |io| {
+            Cgroups::setup(io, unit_name.as_deref(), delegated)
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            error!("cannot set up cgroups: {e}");
+            return exit::OSERR;
+        }
     };
     info!(
         steward_cgroup = cgroups.tag(),
@@ -273,7 +305,12 @@ async fn run_inner(config: Config) -> i32 {
     if reload_before_start {
         queue.push_back(Event::Reload { waiter: None });
     }
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut driver = Driver {
+        worker,
+        done: done_tx,
+        kills_pending: 0,
+        reap_due: false,
         config,
         next_config: None,
         notifier,
@@ -288,7 +325,7 @@ async fn run_inner(config: Config) -> i32 {
         health_probe: None,
         check: None,
         drain_poll: None,
-        drain_count: None,
+        drain_counting: false,
         waiters: HashMap::new(),
         next_waiter: 1,
         timeline: VecDeque::new(),
@@ -298,7 +335,7 @@ async fn run_inner(config: Config) -> i32 {
         cgroups,
         queue,
     };
-    driver.run_loop(signals, control_rx, first).await
+    driver.run_loop(signals, control_rx, done_rx, first).await
 }
 
 /// steward's control socket file, removed on every way out of `run`, so an early exit
@@ -311,32 +348,37 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// The ports `pid` listens on, and `extra`.
-fn ports_of(pid: i32, extra: &[u16]) -> HashSet<u16> {
-    let mut ports = procfs::listening_ports(pid);
-    ports.extend(extra.iter().copied());
-    ports
-}
-
-/// Reads the operator's Pingora YAML and writes the effective copy as `name`; on failure
-/// the exit code and the one-line reason.
-fn write_effective(
+/// Reads the operator's Pingora YAML (on the I/O worker: a FIFO or a huge file at that
+/// path is an error naming it, never a hang) and writes the effective copy as `name`; on
+/// failure the exit code and the one-line reason.
+async fn write_effective(
+    worker: &Worker,
     config: &Config,
     deadline: &Deadline,
     dir: &std::path::Path,
     name: &str,
 ) -> Result<PathBuf, (i32, String)> {
     let text = match &config.child.pingora_conf {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-            (
-                exit::CONFIG,
-                format!(
-                    "{}: cannot read the Pingora conf: {e} (fix: child.pingora_conf in {})",
-                    p.display(),
-                    config.path.display()
-                ),
-            )
-        })?),
+        Some(p) => {
+            let path = p.clone();
+            let read = worker
+                .call(FILE_TIMEOUT, move |_| {
+                    files::read_text(&path, files::CONFIG_MAX).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            Some(read.map_err(|e| {
+                (
+                    exit::CONFIG,
+                    format!(
+                        "{}: cannot read the Pingora conf: {e} (fix: child.pingora_conf in {})",
+                        p.display(),
+                        config.path.display()
+                    ),
+                )
+            })?)
+        }
         None => None,
     };
     let source = config.child.pingora_conf.as_deref().zip(text.as_deref());
@@ -359,9 +401,9 @@ fn write_effective(
 /// What the driver knows about a running generation.
 struct GenRt {
     pid: Pid,
-    /// Ports whose downstream connections are this generation's requests in flight.
-    /// Set once, by a blocking thread: see [`Driver::snapshot_ports`].
-    ports: PortsCell,
+    /// What it serves (ports, listeners), taken once it serves or before its SIGTERM:
+    /// its requests in flight are its downstream connections on these ports.
+    snap: Option<Snapshot>,
 }
 
 /// A `child -t` run checking a reload's configuration.
@@ -372,10 +414,47 @@ struct CheckRun {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
-/// A generation's listening ports, filled once by a blocking thread.
-type PortsCell = Arc<OnceLock<HashSet<u16>>>;
+
+/// Work finished off the loop (on the I/O worker, or in a task awaiting it), reported
+/// back to the loop.
+enum Done {
+    /// An event for the lifecycle.
+    Event(Event),
+    /// The generation passed its probe: the sockets its group holds, and what it serves.
+    Probed {
+        gen: GenId,
+        held: HashSet<u64>,
+        snap: Snapshot,
+    },
+    /// The snapshot taken right before a generation's SIGTERM (sent by the worker).
+    Terminated { gen: GenId, snap: Snapshot },
+    /// A drain poll's counts.
+    Drained(Vec<(GenId, DrainCount)>),
+    /// A kill is over.
+    Killed(Kill, Result<usize, WorkerError>),
+    /// A reload's configuration was read and its effective Pingora conf written.
+    CheckPrepared(Result<(Box<Config>, PathBuf), String>),
+}
+
+/// A kill steward carried out, and what its log line says.
+#[derive(Clone, Copy)]
+struct Kill {
+    gen: GenId,
+    pid: i32,
+    /// None: a start that went wrong, already reported.
+    reason: Option<KillReason>,
+    elapsed_ms: u64,
+    in_flight: Option<usize>,
+}
 
 struct Driver {
+    worker: Worker,
+    /// Where work finished off the loop reports back.
+    done: mpsc::UnboundedSender<Done>,
+    /// Kills still running on the worker. Reaps wait for them, so a kill's log line
+    /// (with how many processes it ended) comes before the exit it caused.
+    kills_pending: usize,
+    reap_due: bool,
     config: Config,
     /// The configuration a reload is checking; adopted when its generation spawns.
     next_config: Option<Config>,
@@ -391,8 +470,8 @@ struct Driver {
     health_probe: Option<BoxFuture<bool>>,
     check: Option<CheckRun>,
     drain_poll: Option<Interval>,
-    /// A drain count running on a blocking thread.
-    drain_count: Option<BoxFuture<Vec<(GenId, usize)>>>,
+    /// Whether a drain count is running on the worker.
+    drain_counting: bool,
     waiters: HashMap<u64, oneshot::Sender<Reply>>,
     next_waiter: u64,
     timeline: VecDeque<(Instant, String)>,
@@ -409,10 +488,11 @@ impl Driver {
         &mut self,
         mut signals: Signals,
         mut control: mpsc::Receiver<Request>,
+        mut done: mpsc::UnboundedReceiver<Done>,
         first: Vec<Action>,
     ) -> i32 {
         if let Some(code) = self.carry_out(first) {
-            return code;
+            return self.finish(code, &mut done).await;
         }
         let mut health_tick = self.health_interval().map(|d| {
             let mut i = tokio::time::interval(d);
@@ -423,7 +503,7 @@ impl Driver {
             while let Some(ev) = self.queue.pop_front() {
                 let actions = self.machine.handle(ev, Instant::now());
                 if let Some(code) = self.carry_out(actions) {
-                    return code;
+                    return self.finish(code, &mut done).await;
                 }
             }
             let wake = self.machine.next_wakeup();
@@ -437,7 +517,11 @@ impl Driver {
                         Event::Reload { waiter: None }
                     }
                     Received::Child => {
-                        self.reap();
+                        if self.kills_pending > 0 {
+                            self.reap_due = true;
+                        } else {
+                            self.reap();
+                        }
                         continue;
                     }
                     Received::Forward(sig) => {
@@ -458,54 +542,19 @@ impl Driver {
                 }
                 (gen, ()) = poll_opt(&mut self.probe) => {
                     self.probe = None;
-                    match self.unclaimed_listeners(gen) {
-                        None => {
-                            self.snapshot_ports(gen);
-                            Event::Ready { gen }
-                        }
-                        Some(msg) => self.spawn_failed(gen, msg, exit::CONFIG),
-                    }
+                    self.after_probe(gen);
+                    continue;
                 }
+                Some(d) = done.recv() => match self.finished(d) {
+                    Some(ev) => ev,
+                    None => continue,
+                },
                 ok = poll_opt_val(&mut self.health_probe) => {
                     self.health_probe = None;
                     Event::Health { ok }
                 }
                 _ = tick_opt(&mut self.drain_poll) => {
-                    let draining: Vec<GenId> = self.machine.draining().collect();
-                    if draining.is_empty() {
-                        self.drain_poll = None;
-                        continue;
-                    }
-                    // Counting reads the host's TCP tables: tens of milliseconds with many
-                    // TIME_WAIT entries, far more on a starved CPU. It runs on a blocking
-                    // thread so signals, reaps and the deadline are never kept waiting.
-                    if self.drain_count.is_none() {
-                        let targets: Vec<(GenId, i32, PortsCell)> = draining
-                            .iter()
-                            .filter_map(|g| self.gens.get(g).map(|rt| (*g, rt.pid.as_raw(), rt.ports.clone())))
-                            .collect();
-                        let extra = self.extra_ports();
-                        let job = tokio::task::spawn_blocking(move || {
-                            targets
-                                .into_iter()
-                                .map(|(gen, pid, cell)| {
-                                    let ports = cell.get_or_init(|| ports_of(pid, &extra));
-                                    (gen, procfs::downstream_connections(pid, ports))
-                                })
-                                .collect::<Vec<_>>()
-                        });
-                        self.drain_count = Some(Box::pin(async move { job.await.unwrap_or_default() }));
-                    }
-                    continue;
-                }
-                counts = poll_opt_val(&mut self.drain_count) => {
-                    self.drain_count = None;
-                    for (gen, in_flight) in counts {
-                        // A generation that exited meanwhile has nothing left to count.
-                        if self.gens.contains_key(&gen) {
-                            self.queue.push_back(Event::Drain { gen, in_flight });
-                        }
-                    }
+                    self.poll_drain();
                     continue;
                 }
                 _ = tick_opt(&mut health_tick) => {
@@ -514,7 +563,7 @@ impl Driver {
                 }
                 _ = sleep_opt(check_deadline) => {
                     if let Some(c) = self.check.take() {
-                        let _ = child::kill_tree(c.pid);
+                        self.start_kill(Kill { gen: 0, pid: c.pid.as_raw(), reason: None, elapsed_ms: 0, in_flight: None });
                         Event::ConfigChecked(Err(format!("`{} -t` did not finish within {} s", self.program_name(), CHECK_TIMEOUT.as_secs())))
                     } else {
                         continue;
@@ -531,6 +580,154 @@ impl Driver {
             };
             self.queue.push_back(event);
         }
+    }
+
+    /// A generation passed its probe: before it counts as serving, the worker checks it
+    /// holds every listener steward handed over and takes its snapshot.
+    fn after_probe(&mut self, gen: GenId) {
+        let Some(rt) = self.gens.get(&gen) else {
+            return;
+        };
+        let pid = rt.pid.as_raw();
+        let extra = self.extra_ports();
+        let (worker, done) = (self.worker.clone(), self.done.clone());
+        tokio::task::spawn_local(async move {
+            let facts = worker
+                .call(FACTS_TIMEOUT, move |io| {
+                    (
+                        procfs::group_socket_inodes(io, pid),
+                        tcp::snapshot(io, pid, &extra),
+                    )
+                })
+                .await;
+            let d = match facts {
+                Ok((held, snap)) => Done::Probed { gen, held, snap },
+                Err(e) => Done::Event(Event::SpawnFailed {
+                    gen,
+                    reason: format!("cannot read generation {gen}'s sockets: {e}"),
+                    code: exit::OSERR,
+                }),
+            };
+            let _ = done.send(d);
+        });
+    }
+
+    /// What work finished off the loop means; an event for the machine, if any.
+    fn finished(&mut self, d: Done) -> Option<Event> {
+        match d {
+            Done::Event(Event::SpawnFailed { gen, reason, code })
+                if self.gens.contains_key(&gen) =>
+            {
+                Some(self.spawn_failed(gen, reason, code))
+            }
+            Done::Event(Event::SpawnFailed { .. }) => None,
+            Done::Event(ev) => Some(ev),
+            Done::Probed { gen, held, snap } => {
+                let rt = self.gens.get_mut(&gen)?;
+                rt.snap.get_or_insert(snap);
+                match self.unclaimed_listeners(&held) {
+                    None => Some(Event::Ready { gen }),
+                    Some(msg) => Some(self.spawn_failed(gen, msg, exit::CONFIG)),
+                }
+            }
+            Done::Terminated { gen, snap } => {
+                if let Some(rt) = self.gens.get_mut(&gen) {
+                    rt.snap.get_or_insert(snap);
+                }
+                None
+            }
+            Done::Drained(counts) => {
+                self.drain_counting = false;
+                for (gen, count) in counts {
+                    // A generation that exited meanwhile has nothing left to count.
+                    if self.gens.contains_key(&gen) {
+                        self.queue.push_back(Event::Drain {
+                            gen,
+                            in_flight: count.in_flight,
+                            closed: count.closed,
+                        });
+                    }
+                }
+                None
+            }
+            Done::Killed(kill, result) => {
+                self.kills_pending = self.kills_pending.saturating_sub(1);
+                self.log_kill(&kill, result);
+                if self.kills_pending == 0 && std::mem::take(&mut self.reap_due) {
+                    self.reap();
+                }
+                None
+            }
+            Done::CheckPrepared(Err(msg)) => Some(Event::ConfigChecked(Err(msg))),
+            Done::CheckPrepared(Ok((new, conf))) => {
+                self.run_check(*new, conf);
+                None
+            }
+        }
+    }
+
+    /// Counts the draining generations' requests in flight, on the worker; one count at
+    /// a time.
+    fn poll_drain(&mut self) {
+        let draining: Vec<GenId> = self.machine.draining().collect();
+        if draining.is_empty() {
+            self.drain_poll = None;
+            return;
+        }
+        if self.drain_counting {
+            return;
+        }
+        // A generation whose snapshot is still on its way is counted at the next tick.
+        let targets: Vec<(GenId, i32, Snapshot)> = draining
+            .iter()
+            .filter_map(|g| {
+                let rt = self.gens.get(g)?;
+                Some((*g, rt.pid.as_raw(), rt.snap.clone()?))
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        self.drain_counting = true;
+        let (worker, done) = (self.worker.clone(), self.done.clone());
+        tokio::task::spawn_local(async move {
+            let counts = worker
+                .call(FACTS_TIMEOUT, move |io| {
+                    targets
+                        .into_iter()
+                        .map(|(gen, pid, snap)| (gen, tcp::drain(io, gen, pid, &snap)))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    warn!("drain count: {e}");
+                    vec![]
+                });
+            let _ = done.send(Done::Drained(counts));
+        });
+    }
+
+    /// SIGKILLs a generation's tree on the worker (its cgroup, its process group, its
+    /// descendants, until none is left); the log line follows when it is done.
+    fn start_kill(&mut self, kill: Kill) {
+        let gen = kill.gen;
+        let pid = Pid::from_raw(kill.pid);
+        let cgroups = self.cgroups.clone();
+        let (worker, done) = (self.worker.clone(), self.done.clone());
+        self.kills_pending += 1;
+        tokio::task::spawn_local(async move {
+            let result = worker
+                .call(KILL_TIMEOUT, move |io| {
+                    let in_cgroup = if gen > 0 {
+                        cgroups.kill_generation(io, gen).unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    in_cgroup + child::kill_tree(io, pid)
+                })
+                .await;
+            let _ = done.send(Done::Killed(kill, result));
+        });
     }
 
     fn program_name(&self) -> String {
@@ -556,8 +753,9 @@ impl Driver {
             (true, Some(pid)) => {
                 let probe = self.config.ready.probe.clone();
                 let timeout = self.config.health.timeout;
+                let worker = self.worker.clone();
                 self.health_probe = Some(Box::pin(async move {
-                    probe::attempt_owned(&probe, pid as i32, timeout)
+                    probe::attempt_owned(&probe, pid as i32, timeout, &worker)
                         .await
                         .map_err(|e| warn!(steward_phase = "serving", "health probe: {e}"))
                         .is_ok()
@@ -667,29 +865,31 @@ impl Driver {
         let mut orphans = vec![];
         for (pid, status) in child::reap_exited() {
             if self.check.as_ref().is_some_and(|c| c.pid == pid) {
-                let output = self
-                    .check
-                    .take()
-                    .map(|c| std::fs::read_to_string(&c.output).unwrap_or_default())
-                    .unwrap_or_default();
-                let result = if status == ChildStatus::Code(0) {
-                    Ok(())
-                } else {
-                    let tail: Vec<&str> = output
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .rev()
-                        .take(3)
-                        .collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    Err(format!(
-                        "`{} -t` failed ({}): {}",
-                        self.program_name(),
-                        status.describe(),
-                        tail.join(" | ")
-                    ))
+                let Some(check) = self.check.take() else {
+                    continue;
                 };
-                self.queue.push_back(Event::ConfigChecked(result));
+                if status == ChildStatus::Code(0) {
+                    self.queue.push_back(Event::ConfigChecked(Ok(())));
+                    continue;
+                }
+                // Why it failed is at the end of its output, which may be huge: only the
+                // tail is read, on the worker.
+                let program = self.program_name();
+                let (worker, done) = (self.worker.clone(), self.done.clone());
+                tokio::task::spawn_local(async move {
+                    let output = worker
+                        .call(FILE_TIMEOUT, move |_| {
+                            files::read_tail(&check.output, CHECK_OUTPUT_TAIL)
+                                .unwrap_or_else(|e| format!("(its output: {e})"))
+                        })
+                        .await
+                        .unwrap_or_else(|e| format!("(its output: {e})"));
+                    let _ = done.send(Done::Event(Event::ConfigChecked(Err(format!(
+                        "`{program} -t` failed ({}): {}",
+                        status.describe(),
+                        last_lines(&output, 3)
+                    )))));
+                });
                 continue;
             }
             match self
@@ -701,14 +901,18 @@ impl Driver {
                 Some(gen) => {
                     self.gens.remove(&gen);
                     // Whatever the generation left in its cgroup has lost its reason to run.
-                    if let Some(n) = self.cgroups.kill_generation(gen).filter(|&n| n > 0) {
-                        warn!(
-                            steward_generation = gen,
-                            steward_killed = n as u64,
-                            "generation {gen}'s child exited and left {n} processes in its cgroup; killed them"
-                        );
-                    }
-                    self.cgroups.remove_generation(gen);
+                    let cgroups = self.cgroups.clone();
+                    self.worker.send(move |io| {
+                        tcp::forget(io, gen);
+                        if let Some(n) = cgroups.kill_generation(io, gen).filter(|&n| n > 0) {
+                            warn!(
+                                steward_generation = gen,
+                                steward_killed = n as u64,
+                                "generation {gen}'s child exited and left {n} processes in its cgroup; killed them"
+                            );
+                        }
+                        cgroups.remove_generation(gen);
+                    });
                     if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
                         self.probe = None;
                     }
@@ -749,9 +953,13 @@ impl Driver {
     /// Kills a generation whose start went wrong and reports it.
     fn spawn_failed(&mut self, gen: GenId, reason: String, code: i32) -> Event {
         if let Some(rt) = self.gens.remove(&gen) {
-            self.cgroups.kill_generation(gen);
-            child::kill_tree(rt.pid);
-            self.cgroups.remove_generation(gen);
+            self.start_kill(Kill {
+                gen,
+                pid: rt.pid.as_raw(),
+                reason: None,
+                elapsed_ms: 0,
+                in_flight: None,
+            });
         }
         if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
             self.probe = None;
@@ -762,9 +970,7 @@ impl Driver {
 
     /// After a generation passed its probe: every listener steward handed over must be
     /// held by it, or a key did not match its own listener addresses.
-    fn unclaimed_listeners(&self, gen: GenId) -> Option<String> {
-        let rt = self.gens.get(&gen)?;
-        let held = procfs::group_socket_inodes(rt.pid.as_raw());
+    fn unclaimed_listeners(&self, held: &HashSet<u64>) -> Option<String> {
         let missing: Vec<String> = self
             .sockets
             .inodes()
@@ -895,7 +1101,7 @@ impl Driver {
                     warn!(steward_phase = self.machine.mode().as_str(), "{text}");
                     self.record(&text);
                 }
-                Action::Exit(code) => return Some(self.finish(code)),
+                Action::Exit(code) => return Some(code),
             }
         }
         None
@@ -908,24 +1114,40 @@ impl Driver {
             .unwrap_or(0)
     }
 
-    /// Re-reads the configuration and runs the child with `-t` on it.
+    /// Re-reads the configuration and writes the candidate's effective Pingora conf, off
+    /// the loop (the files are the operator's: one may be a FIFO, or huge); then
+    /// [`Self::run_check`] runs the child with `-t` on it.
     fn check_config(&mut self) {
-        let fail =
-            |q: &mut VecDeque<Event>, msg: String| q.push_back(Event::ConfigChecked(Err(msg)));
-        let new = match Config::load(&self.config.path) {
-            Ok(c) => c,
-            Err(e) => return fail(&mut self.queue, format!("configuration error: {e}")),
-        };
-        if new.sockets != self.config.sockets {
-            return fail(
-                &mut self.queue,
-                "sockets.listen changed; a reload keeps the listeners: restart steward to change them".into(),
-            );
+        let path = self.config.path.clone();
+        let sockets = self.config.sockets.clone();
+        let (deadline, dir) = (self.deadline.clone(), self.dir.clone());
+        let (worker, done) = (self.worker.clone(), self.done.clone());
+        tokio::task::spawn_local(async move {
+            let prepared = async {
+                let new = worker
+                    .call(FILE_TIMEOUT, move |_| {
+                        Config::load(&path).map_err(|e| format!("configuration error: {e}"))
+                    })
+                    .await
+                    .map_err(|e| format!("configuration error: {e}"))??;
+                if new.sockets != sockets {
+                    return Err("sockets.listen changed; a reload keeps the listeners: restart steward to change them".to_string());
+                }
+                let conf = write_effective(&worker, &new, &deadline, &dir, NEXT_CONF)
+                    .await
+                    .map_err(|(_, msg)| msg)?;
+                Ok((Box::new(new), conf))
+            };
+            let _ = done.send(Done::CheckPrepared(prepared.await));
+        });
+    }
+
+    /// Runs the child with `-t` on a reload's prepared configuration.
+    fn run_check(&mut self, new: Config, conf: PathBuf) {
+        // A stop may have ended the reload while the files were read.
+        if self.machine.mode() != Mode::Reloading {
+            return;
         }
-        let conf = match write_effective(&new, &self.deadline, &self.dir, NEXT_CONF) {
-            Ok(p) => p,
-            Err((_, msg)) => return fail(&mut self.queue, msg),
-        };
         let output = self.dir.join(CHECK_OUTPUT);
         match child::spawn(
             &new.child,
@@ -946,10 +1168,10 @@ impl Driver {
                 });
                 self.next_config = Some(new);
             }
-            Err(e) => fail(
-                &mut self.queue,
-                format!("cannot run {} -t: {e}", new.child.program.display()),
-            ),
+            Err(e) => self.queue.push_back(Event::ConfigChecked(Err(format!(
+                "cannot run {} -t: {e}",
+                new.child.program.display()
+            )))),
         }
     }
 
@@ -992,13 +1214,16 @@ impl Driver {
             cgroup.as_ref().map(|c| c.procs_fd()),
         );
         if let (Some(c), Ok(pid)) = (&cgroup, &spawned) {
-            if !self.cgroups.holds(gen, pid.as_raw()) {
-                warn!(
-                    steward_generation = gen,
-                    "child pid {pid} did not enter {}; its kill reaches its process group and descendants only",
-                    c.dir.display()
-                );
-            }
+            let (cgroups, dir, pid) = (self.cgroups.clone(), c.dir.clone(), pid.as_raw());
+            self.worker.send(move |io| {
+                if !cgroups.holds(io, gen, pid) {
+                    warn!(
+                        steward_generation = gen,
+                        "child pid {pid} did not enter {}; its kill reaches its process group and descendants only",
+                        dir.display()
+                    );
+                }
+            });
         }
         drop(cgroup);
         let pid = match spawned {
@@ -1038,13 +1263,7 @@ impl Driver {
             why.as_str(),
             cfg.ready.probe.describe()
         );
-        self.gens.insert(
-            gen,
-            GenRt {
-                pid,
-                ports: Arc::new(OnceLock::new()),
-            },
-        );
+        self.gens.insert(gen, GenRt { pid, snap: None });
         if upgrade {
             let keys = self.sockets.keys();
             let fds = self.sockets.raw_fds();
@@ -1057,7 +1276,11 @@ impl Driver {
         }
         let probe = cfg.ready.probe.clone();
         let interval = cfg.ready.interval;
-        self.probe = Some((gen, Box::pin(wait_ready(probe, interval, pid.as_raw()))));
+        let worker = self.worker.clone();
+        self.probe = Some((
+            gen,
+            Box::pin(async move { wait_ready(probe, interval, pid.as_raw(), &worker).await }),
+        ));
         self.queue.push_back(Event::Spawned {
             gen,
             pid: pid.as_raw() as u32,
@@ -1073,42 +1296,35 @@ impl Driver {
             .collect()
     }
 
-    /// Records, on a blocking thread, the ports whose connections are the generation's
-    /// requests in flight. Taken when it starts serving, while its listeners are open;
-    /// never on this loop: under connection churn the kernel re-walks its socket hash at
-    /// every read of /proc/net/tcp, and one snapshot has been seen to take seconds.
-    fn snapshot_ports(&mut self, gen: GenId) {
-        let extra = self.extra_ports();
-        if let Some(rt) = self.gens.get(&gen) {
-            let (pid, cell) = (rt.pid.as_raw(), rt.ports.clone());
-            if cell.get().is_none() {
-                tokio::task::spawn_blocking(move || {
-                    cell.get_or_init(|| ports_of(pid, &extra)).len()
+    fn terminate(&mut self, gen: GenId) {
+        let Some(rt) = self.gens.get(&gen) else {
+            return;
+        };
+        let pid = rt.pid;
+        match rt.snap {
+            Some(_) => {
+                if let Err(e) = child::signal(pid, Signal::SIGTERM) {
+                    warn!(error = %e, "cannot send SIGTERM to child pid {pid}");
+                }
+            }
+            // Stopped before it served: what it serves must be known before SIGTERM closes
+            // its listeners, so the worker takes the snapshot and then sends the SIGTERM.
+            None => {
+                let extra = self.extra_ports();
+                let done = self.done.clone();
+                self.worker.send(move |io| {
+                    let snap = tcp::snapshot(io, pid.as_raw(), &extra);
+                    if let Err(e) = child::signal(pid, Signal::SIGTERM) {
+                        warn!(error = %e, "cannot send SIGTERM to child pid {pid}");
+                    }
+                    let _ = done.send(Done::Terminated { gen, snap });
                 });
             }
         }
-    }
-
-    fn terminate(&mut self, gen: GenId) {
-        // The ports must be known before SIGTERM closes the child's listeners. Normally the
-        // snapshot taken when it began serving is done; if not (stopped before it served,
-        // or the snapshot is still running), it is taken or awaited here, once.
-        let extra = self.extra_ports();
-        if let Some(rt) = self.gens.get(&gen) {
-            let pid = rt.pid.as_raw();
-            rt.ports.get_or_init(|| ports_of(pid, &extra));
-        }
-        let Some(rt) = self.gens.get_mut(&gen) else {
-            return;
-        };
-        if let Err(e) = child::signal(rt.pid, Signal::SIGTERM) {
-            warn!(error = %e, "cannot send SIGTERM to child pid {}", rt.pid);
-        }
         info!(
             steward_generation = gen,
-            steward_child_pid = rt.pid.as_raw(),
-            "SIGTERM to generation {gen} (child pid {}): draining",
-            rt.pid
+            steward_child_pid = pid.as_raw(),
+            "SIGTERM to generation {gen} (child pid {pid}): draining"
         );
         if self.config.stop.drain == DrainMode::Connections && self.drain_poll.is_none() {
             let mut i = tokio::time::interval(self.config.stop.drain_poll);
@@ -1124,7 +1340,7 @@ impl Driver {
         let Some(rt) = self.gens.get(&gen) else {
             return;
         };
-        let pid = rt.pid;
+        let pid = rt.pid.as_raw();
         if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
             self.probe = None;
         }
@@ -1135,8 +1351,39 @@ impl Driver {
             .map(|t| now.saturating_duration_since(t).as_millis() as u64)
             .unwrap_or(0);
         let in_flight = g.and_then(|g| g.in_flight);
-        let killed = self.cgroups.kill_generation(gen).unwrap_or(0) + child::kill_tree(pid);
-        let pid = pid.as_raw();
+        self.start_kill(Kill {
+            gen,
+            pid,
+            reason: Some(reason),
+            elapsed_ms,
+            in_flight,
+        });
+    }
+
+    /// The log line of a finished kill.
+    fn log_kill(&self, kill: &Kill, result: Result<usize, WorkerError>) {
+        let Kill {
+            gen,
+            pid,
+            reason,
+            elapsed_ms,
+            in_flight,
+        } = *kill;
+        let killed = match result {
+            Ok(n) => n,
+            Err(e) => {
+                error!(
+                    steward_generation = gen,
+                    steward_child_pid = pid,
+                    "SIGKILL to child pid {pid}'s process tree did not finish: {e}"
+                );
+                return;
+            }
+        };
+        let Some(reason) = reason else {
+            tracing::debug!("killed child pid {pid}'s process tree ({killed} processes)");
+            return;
+        };
         match reason {
             KillReason::Deadline => warn!(
                 steward_phase = "killing",
@@ -1161,8 +1408,7 @@ impl Driver {
                 steward_signal = "SIGKILL",
                 steward_elapsed_ms = elapsed_ms,
                 steward_killed = killed as u64,
-                "child pid {pid} drained after {elapsed_ms} ms (no connection left for {}); ended it instead of waiting out its grace period",
-                fmt_duration(self.config.stop.drain_quiet)
+                "child pid {pid} drained after {elapsed_ms} ms (no request in flight); ended it instead of waiting out its grace period"
             ),
             KillReason::StartTimeout => error!(
                 steward_phase = "killing",
@@ -1198,12 +1444,35 @@ impl Driver {
     }
 
     /// Kills and reaps whatever is left, then reports the outcome.
-    fn finish(&mut self, code: i32) -> i32 {
-        if let Some(c) = self.check.take() {
-            child::kill_tree(c.pid);
+    async fn finish(&mut self, code: i32, done: &mut mpsc::UnboundedReceiver<Done>) -> i32 {
+        // Kills still running log their lines first.
+        let end = Instant::now() + KILL_TIMEOUT;
+        while self.kills_pending > 0 {
+            match tokio::time::timeout_at(end, done.recv()).await {
+                Ok(Some(Done::Killed(kill, result))) => {
+                    self.kills_pending -= 1;
+                    self.log_kill(&kill, result);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
         }
-        let leftovers = self.cgroups.kill_all_but_self() + child::kill_descendants();
-        let reaped = child::reap_all(FINAL_REAP);
+        let check = self.check.take().map(|c| c.pid);
+        let cgroups = self.cgroups.clone();
+        let leftovers = self
+            .worker
+            .call(KILL_TIMEOUT, move |io| {
+                if let Some(pid) = check {
+                    child::kill_tree(io, pid);
+                }
+                cgroups.kill_all_but_self(io) + child::kill_descendants(io)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                warn!("killing what the children left: {e}");
+                0
+            });
+        let reaped = child::reap_all(FINAL_REAP).await;
         if leftovers > 0 {
             warn!(
                 steward_killed = leftovers as u64,
@@ -1238,10 +1507,10 @@ impl Driver {
 }
 
 /// Probes until the generation serves on a connection its own processes accepted.
-async fn wait_ready(probe: crate::config::Probe, interval: Duration, pgid: i32) {
+async fn wait_ready(probe: crate::config::Probe, interval: Duration, pgid: i32, worker: &Worker) {
     let mut last = String::new();
     loop {
-        match probe::attempt_owned(&probe, pgid, READY_ATTEMPT_TIMEOUT).await {
+        match probe::attempt_owned(&probe, pgid, READY_ATTEMPT_TIMEOUT, worker).await {
             Ok(()) => return,
             Err(e) => {
                 if e != last {
@@ -1262,6 +1531,23 @@ async fn poll_opt<T>(f: &mut Option<(GenId, BoxFuture<T>)>) -> (GenId, T) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The last `n` non-empty lines of a child's output, each cut to [`CHECK_LINE_MAX`]
+/// characters, joined with " | ".
+fn last_lines(output: &str, n: usize) -> String {
+    let mut tail: Vec<String> = output
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .rev()
+        .take(n)
+        .map(|l| match l.char_indices().nth(CHECK_LINE_MAX) {
+            Some((at, _)) => format!("{}...", &l[..at]),
+            None => l.to_string(),
+        })
+        .collect();
+    tail.reverse();
+    tail.join(" | ")
 }
 
 async fn poll_opt_val<T>(f: &mut Option<BoxFuture<T>>) -> T {

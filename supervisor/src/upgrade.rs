@@ -93,7 +93,7 @@ pub async fn hand_off(
                 })
             }
         }
-        if nix::sys::signal::kill(pid, None).is_err() || crate::procfs::is_gone(pid.as_raw()) {
+        if nix::sys::signal::kill(pid, None).is_err() || crate::child::has_exited(pid) {
             return Err(HandoffError::ChildGone(pid.as_raw()));
         }
         if tokio::time::Instant::now() >= end {

@@ -1,0 +1,416 @@
+//! The child's TCP connections: who accepted the probe, which ports it serves, how many
+//! requests it still has in flight.
+//!
+//! Facts come from [`crate::sockdiag`] (netlink, filtered by the kernel), and from
+//! `/proc/<pid>/net/tcp` only where netlink is refused or the child lives in another
+//! network namespace than steward. Either way, a socket is the child's when one of the
+//! processes of its group holds its inode in a descriptor ([`crate::procfs`]).
+//!
+//! Every function here blocks and takes the I/O worker's [`Io`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::procfs;
+use crate::sockdiag::{state_bit, TcpSock, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN};
+use crate::worker::Io;
+
+/// Who holds the server side of a probe's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A process of the child's group accepted it.
+    Child,
+    /// Nobody yet: it waits in a listener's backlog.
+    Queued,
+    /// Another process accepted it (socket inode), or it is not the child's yet.
+    Other(u64),
+    /// The kernel has no such connection (it was reset or closed).
+    Gone,
+}
+
+/// Who accepted the connection whose server end is `server` and client end `client`.
+pub fn probe_owner(io: &mut Io, pgid: i32, server: SocketAddr, client: SocketAddr) -> Owner {
+    if let Some(diag) = diag_for(io, pgid) {
+        match diag.lookup(server, client) {
+            Ok(None) => return Owner::Gone,
+            Ok(Some(s)) if s.inode == 0 => return Owner::Queued,
+            Ok(Some(s)) => {
+                return if procfs::group_holds(io, pgid, s.inode) {
+                    Owner::Child
+                } else {
+                    Owner::Other(s.inode)
+                }
+            }
+            Err(e) => tracing::debug!("sock_diag lookup: {e}; reading /proc instead"),
+        }
+    }
+    let rows = procfs::group_tcp_rows(io, pgid);
+    if procfs::accepted_in(&rows, server.port(), client.port()) {
+        Owner::Child
+    } else {
+        Owner::Other(0)
+    }
+}
+
+/// What a generation serves, taken while its listeners are open: the ports whose
+/// downstream connections are its requests in flight, and its listening sockets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub ports: HashSet<u16>,
+    pub listeners: HashSet<u64>,
+}
+
+/// The ports the group listens on, plus `extra` (steward's own listeners and the probe's).
+pub fn snapshot(io: &mut Io, pgid: i32, extra: &[u16]) -> Snapshot {
+    let held = procfs::group_socket_inodes(io, pgid);
+    let mut snap = Snapshot {
+        ports: extra.iter().copied().collect(),
+        listeners: HashSet::new(),
+    };
+    let listening: Vec<(u16, u64)> = match diag_for(io, pgid) {
+        // Every listener of the host is few: no port filter needed to find the child's.
+        Some(diag) => match diag.dump(state_bit(TCP_LISTEN), &[]) {
+            Ok(socks) => socks.iter().map(|s| (s.local.port(), s.inode)).collect(),
+            Err(e) => {
+                tracing::debug!("sock_diag dump: {e}; reading /proc instead");
+                procfs_listening(io, pgid)
+            }
+        },
+        None => procfs_listening(io, pgid),
+    };
+    for (port, inode) in listening {
+        if inode != 0 && held.contains(&inode) {
+            snap.ports.insert(port);
+            snap.listeners.insert(inode);
+        }
+    }
+    snap
+}
+
+fn procfs_listening(io: &mut Io, pgid: i32) -> Vec<(u16, u64)> {
+    procfs::group_tcp_rows(io, pgid)
+        .into_iter()
+        .filter(|r| r.state == procfs::TCP_LISTEN)
+        .map(|r| (r.local_port, r.inode))
+        .collect()
+}
+
+/// What a drain poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainCount {
+    /// Downstream connections the generation still holds.
+    pub in_flight: usize,
+    /// The generation holds none of its listeners any more: it cannot accept another
+    /// connection, so a count of zero is final.
+    pub closed: bool,
+}
+
+/// A draining generation's state between polls.
+#[derive(Debug, Default)]
+pub struct DrainTrack {
+    /// Once its listeners are closed, the connections still in flight: the only ones
+    /// left to watch, each with one exact lookup per poll.
+    pending: Option<Vec<TcpSock>>,
+}
+
+/// Counts the generation's requests in flight.
+///
+/// While it still holds a listener, every poll lists its connections (a dump filtered by
+/// state and port). Once it holds none, that list can only shrink: it is kept, and later
+/// polls look up just those connections, so a poll costs a few hash lookups in the kernel
+/// whatever the host holds.
+pub fn drain(io: &mut Io, gen: u64, pgid: i32, snap: &Snapshot) -> DrainCount {
+    let mut track = io.drains.remove(&gen).unwrap_or_default();
+    let count = drain_with(io, &mut track, pgid, snap);
+    io.drains.insert(gen, track);
+    count
+}
+
+/// Forgets a generation that exited.
+pub fn forget(io: &mut Io, gen: u64) {
+    io.drains.remove(&gen);
+}
+
+fn drain_with(io: &mut Io, track: &mut DrainTrack, pgid: i32, snap: &Snapshot) -> DrainCount {
+    if let Some(pending) = &mut track.pending {
+        if let Some(diag) = diag_for(io, pgid) {
+            let mut failed = false;
+            pending.retain(|c| match diag.lookup(c.local, c.remote) {
+                Ok(Some(now)) => {
+                    now.inode == c.inode
+                        && (now.state == TCP_ESTABLISHED || now.state == TCP_CLOSE_WAIT)
+                }
+                Ok(None) => false,
+                Err(_) => {
+                    failed = true;
+                    true
+                }
+            });
+            if !failed {
+                return DrainCount {
+                    in_flight: pending.len(),
+                    closed: true,
+                };
+            }
+        }
+    }
+    let held = procfs::group_socket_inodes(io, pgid);
+    let ports: Vec<u16> = snap.ports.iter().copied().collect();
+    let states = state_bit(TCP_ESTABLISHED) | state_bit(TCP_CLOSE_WAIT) | state_bit(TCP_LISTEN);
+    let socks: Vec<TcpSock> = match diag_for(io, pgid).map(|d| d.dump(states, &ports)) {
+        Some(Ok(socks)) => socks,
+        _ => procfs::group_tcp_rows(io, pgid)
+            .into_iter()
+            .filter_map(|r| r.to_sock())
+            .collect(),
+    };
+    let mine: Vec<TcpSock> = socks
+        .into_iter()
+        .filter(|s| s.inode != 0 && held.contains(&s.inode))
+        .collect();
+    let closed = !mine
+        .iter()
+        .any(|s| s.state == TCP_LISTEN && snap.ports.contains(&s.local.port()));
+    let downstream = downstream(&mine, &snap.ports);
+    let in_flight = downstream.len();
+    if closed && diag_for(io, pgid).is_some() {
+        track.pending = Some(downstream);
+    }
+    DrainCount { in_flight, closed }
+}
+
+/// The group's downstream connections among its sockets: on one of `ports`, and not a
+/// connection the group made to itself (a proxy and its built-in origin, whose pooled
+/// keep-alive connection would otherwise look like a client forever). Upstream
+/// connections have ephemeral local ports and are not counted.
+pub fn downstream(mine: &[TcpSock], ports: &HashSet<u16>) -> Vec<TcpSock> {
+    let ends: HashSet<(SocketAddr, SocketAddr)> =
+        mine.iter().map(|s| (s.local, s.remote)).collect();
+    mine.iter()
+        .filter(|s| {
+            (s.state == TCP_ESTABLISHED || s.state == TCP_CLOSE_WAIT)
+                && ports.contains(&s.local.port())
+                && !ends.contains(&(s.remote, s.local))
+        })
+        .copied()
+        .collect()
+}
+
+/// The netlink socket, where it serves this child: it answers for steward's own network
+/// namespace only.
+fn diag_for(io: &mut Io, pgid: i32) -> Option<&mut crate::sockdiag::SockDiag> {
+    if !procfs::same_netns(io, pgid) {
+        return None;
+    }
+    io.diag.as_mut().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sock(local: &str, remote: &str, state: u8) -> TcpSock {
+        TcpSock {
+            local: local.parse().expect("addr"),
+            remote: remote.parse().expect("addr"),
+            state,
+            inode: 1,
+        }
+    }
+
+    #[test]
+    fn client_connections_on_the_ports_are_downstream() {
+        let ports = HashSet::from([6188]);
+        let socks = [
+            sock("127.0.0.1:6188", "0.0.0.0:0", TCP_LISTEN),
+            sock("127.0.0.1:6188", "127.0.0.1:50001", TCP_ESTABLISHED),
+            sock("127.0.0.1:6188", "127.0.0.1:50002", TCP_CLOSE_WAIT),
+            // Upstream: an ephemeral local port.
+            sock("127.0.0.1:50003", "127.0.0.1:80", TCP_ESTABLISHED),
+        ];
+        assert_eq!(downstream(&socks, &ports).len(), 2);
+    }
+
+    #[test]
+    fn a_connection_the_group_made_to_itself_is_not_downstream() {
+        let ports = HashSet::from([6188, 6189]);
+        let socks = [
+            sock("127.0.0.1:50500", "127.0.0.1:6189", TCP_ESTABLISHED),
+            sock("127.0.0.1:6189", "127.0.0.1:50500", TCP_ESTABLISHED),
+        ];
+        assert!(downstream(&socks, &ports).is_empty());
+    }
+
+    #[test]
+    fn a_connection_being_closed_is_not_in_flight() {
+        let ports = HashSet::from([6188]);
+        let socks = [sock(
+            "127.0.0.1:6188",
+            "127.0.0.1:50001",
+            4, /* FIN_WAIT1 */
+        )];
+        assert!(downstream(&socks, &ports).is_empty());
+    }
+
+    /// A "child" of its own process group holding sockets it inherited as fds 3 and 4,
+    /// which closes them one at a time, each when told to on its stdin.
+    struct Group {
+        child: std::process::Child,
+    }
+
+    impl Group {
+        fn holding(fd3: i32, fd4: i32) -> Group {
+            use std::os::unix::process::CommandExt;
+            let mut cmd = std::process::Command::new("bash");
+            cmd.args([
+                "-c",
+                "read -r _; exec 3<&-; read -r _; exec 4<&-; read -r _",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .process_group(0);
+            // SAFETY: dup2 is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::unistd::dup2(fd3, 3)?;
+                    nix::unistd::dup2(fd4, 4)?;
+                    Ok(())
+                });
+            }
+            Group {
+                child: cmd.spawn().expect("bash"),
+            }
+        }
+
+        fn pgid(&self) -> i32 {
+            self.child.id() as i32
+        }
+
+        fn next(&mut self) {
+            use std::io::Write;
+            let stdin = self.child.stdin.as_mut().expect("stdin");
+            stdin.write_all(b"\n").expect("write");
+            stdin.flush().expect("flush");
+        }
+    }
+
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Polls until `f` says yes; false after 10 s.
+    fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    }
+
+    fn server_pair() -> (
+        std::net::TcpListener,
+        std::net::TcpStream,
+        std::net::TcpStream,
+    ) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        (l, c, s)
+    }
+
+    #[test]
+    fn a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group() {
+        use std::os::fd::AsRawFd;
+        let mut io = Io::for_tests();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = l.local_addr().expect("addr");
+        let c = std::net::TcpStream::connect(server).expect("connect");
+        let client = c.local_addr().expect("local");
+        let other = std::net::TcpStream::connect(server).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let (s_other, _) = l.accept().expect("accept");
+        // A group holding only the accepted socket of `c`.
+        let group = Group::holding(s.as_raw_fd(), s.as_raw_fd());
+        drop(s);
+        let pgid = group.pgid();
+        assert!(eventually(
+            || probe_owner(&mut io, pgid, server, client) == Owner::Child
+        ));
+        // The other connection was accepted by this test process, not by the group.
+        let other_client = other.local_addr().expect("local");
+        assert!(matches!(
+            probe_owner(&mut io, pgid, server, other_client),
+            Owner::Other(i) if i != 0
+        ));
+        drop(s_other);
+        // Not accepted by anyone yet.
+        let queued = std::net::TcpStream::connect(server).expect("connect");
+        let queued_client = queued.local_addr().expect("local");
+        assert_eq!(
+            probe_owner(&mut io, pgid, server, queued_client),
+            Owner::Queued
+        );
+    }
+
+    #[test]
+    fn a_connection_that_never_existed_is_gone() {
+        let mut io = Io::for_tests();
+        let me = nix::unistd::getpgrp().as_raw();
+        let server: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let client: SocketAddr = "127.0.0.1:10".parse().expect("addr");
+        assert_eq!(probe_owner(&mut io, me, server, client), Owner::Gone);
+    }
+
+    #[test]
+    fn the_snapshot_names_the_groups_listeners_and_their_ports() {
+        use std::os::fd::AsRawFd;
+        let mut io = Io::for_tests();
+        let (l, _c, s) = server_pair();
+        let port = l.local_addr().expect("addr").port();
+        let group = Group::holding(l.as_raw_fd(), s.as_raw_fd());
+        let pgid = group.pgid();
+        let mut snap = Snapshot::default();
+        assert!(eventually(|| {
+            snap = snapshot(&mut io, pgid, &[1]);
+            !snap.listeners.is_empty()
+        }));
+        assert_eq!(snap.ports, HashSet::from([port, 1]));
+        assert_eq!(snap.listeners.len(), 1);
+    }
+
+    #[test]
+    fn the_drain_counts_in_flight_connections_until_the_last_one_is_closed() {
+        use std::os::fd::AsRawFd;
+        let mut io = Io::for_tests();
+        let (l, _c, s) = server_pair();
+        let mut group = Group::holding(l.as_raw_fd(), s.as_raw_fd());
+        drop(l);
+        drop(s);
+        let pgid = group.pgid();
+        let mut snap = Snapshot::default();
+        assert!(eventually(|| {
+            snap = snapshot(&mut io, pgid, &[]);
+            !snap.listeners.is_empty()
+        }));
+        assert_eq!(
+            drain(&mut io, 7, pgid, &snap),
+            DrainCount {
+                in_flight: 1,
+                closed: false
+            }
+        );
+        // The listener closes (Pingora at SIGTERM): the request is still in flight.
+        group.next();
+        assert!(eventually(|| drain(&mut io, 7, pgid, &snap).closed));
+        assert_eq!(drain(&mut io, 7, pgid, &snap).in_flight, 1);
+        // Its response sent, the child closes the connection: nothing is left, for good.
+        group.next();
+        assert!(eventually(|| drain(&mut io, 7, pgid, &snap).in_flight == 0));
+        assert!(drain(&mut io, 7, pgid, &snap).closed);
+    }
+}
