@@ -21,7 +21,10 @@ pub const DEFAULT_FALLBACK_DEADLINE: Duration = Duration::from_secs(25);
 const DEFAULT_MARGIN: Duration = Duration::from_secs(5);
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(20);
-const DEFAULT_DRAIN_POLL: Duration = Duration::from_millis(20);
+/// A poll is a few hash lookups in the kernel once the child's listeners are closed
+/// (netlink sock_diag): cheap enough to poll often, so the stop ends within milliseconds
+/// of the last response.
+const DEFAULT_DRAIN_POLL: Duration = Duration::from_millis(5);
 const DEFAULT_DRAIN_QUIET: Duration = Duration::from_millis(50);
 const DEFAULT_MAX_CRASHES: u32 = 5;
 const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(300);
@@ -168,8 +171,9 @@ struct RawStop {
 /// How steward learns that the child has served its last request after SIGTERM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainMode {
-    /// Watch the child's downstream TCP connections on its listening ports; once none has
-    /// remained for `drain_quiet`, the child has nothing left to do and steward ends it.
+    /// Watch the child's downstream TCP connections on its listening ports; once none is
+    /// left and the child holds no listener (or, while it still holds one, once none has
+    /// remained for `drain_quiet`), the child has nothing left to do and steward ends it.
     Connections,
     /// Wait for the child to exit by itself, up to the deadline.
     Exit,
@@ -265,7 +269,9 @@ pub struct StopConfig {
 impl Config {
     /// Reads and validates the file. Every failure is a [`ConfigError`] (exit 78).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // A regular file of bounded size: a FIFO or a device at this path is an error
+        // naming it, never a read that hangs or fills memory.
+        let text = crate::files::read_text(path, crate::files::CONFIG_MAX).map_err(|e| {
             ConfigError::new(path, format!("cannot read the configuration: {e}"))
                 .with_fix("check the path given to --config and that the service user can read it")
         })?;

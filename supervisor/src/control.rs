@@ -102,6 +102,18 @@ pub struct Status {
     pub deadline: String,
     pub last_event: Option<String>,
     pub timeline: Vec<TimelineEntry>,
+    /// The health probes of this steward's life.
+    #[serde(default)]
+    pub health: HealthStats,
+}
+
+/// How the repeated probe has fared while the child served.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HealthStats {
+    pub passed: u64,
+    pub failed: u64,
+    /// Why the last failed probe failed.
+    pub last_failure: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

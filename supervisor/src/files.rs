@@ -43,6 +43,16 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, ReadError> {
     String::from_utf8(bytes).map_err(|_| ReadError::NotText)
 }
 
+/// [`read_text`] with [`CONFIG_MAX`], as an `io::Result`: for code that reports I/O
+/// errors as they are (a special file or an oversized one is `InvalidInput` with the
+/// reason).
+pub fn read_to_string(path: &Path) -> io::Result<String> {
+    read_text(path, CONFIG_MAX).map_err(|e| match e {
+        ReadError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+    })
+}
+
 /// At most the last `max` bytes of `path` (a regular file), lossily decoded: for a
 /// child's output, whose end says why it failed.
 pub fn read_tail(path: &Path, max: u64) -> Result<String, ReadError> {

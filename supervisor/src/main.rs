@@ -59,13 +59,14 @@ SIGINT it drains the child and exits 0 before systemd's timer.",
         long_about = "Show the running steward's state, generation, child, restarts and last timeline.\n\n\
 Prints steward's pid and state (starting, serving, reloading, backoff, stopping), the \
 current generation and its child pid, the uptimes, the restart count, the connections in \
-flight, the stop deadline and where it came from, every generation, and the timeline of the \
-last reload or stop. Exit 0, or 69 when steward cannot be reached."
+flight, the health probes passed and failed (with the last failure's reason), the stop \
+deadline and where it came from, every generation, and the timeline of the last reload or \
+stop. Exit 0, or 69 when steward cannot be reached."
     )]
     Status {
         /// Print the raw JSON reply (ok, status: state, pid, generation, child_pid,
         /// uptime_s, child_uptime_s, restarts, in_flight, generations, deadline,
-        /// last_event, timeline).
+        /// last_event, timeline, health: passed, failed, last_failure).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -240,6 +241,16 @@ fn print_reply(reply: &Reply) {
         if s.restarts == 1 { "" } else { "s" },
         s.in_flight
             .map(|n| format!(", {n} connections in flight"))
+            .unwrap_or_default()
+    );
+    println!(
+        "health probes: {} passed, {} failed{}",
+        s.health.passed,
+        s.health.failed,
+        s.health
+            .last_failure
+            .as_deref()
+            .map(|w| format!(" (last: {w})"))
             .unwrap_or_default()
     );
     println!("{}", s.deadline);

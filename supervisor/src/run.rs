@@ -19,7 +19,9 @@ use tracing::{error, info, warn};
 
 use crate::cgroup::Cgroups;
 use crate::config::{fmt_duration, Config, DrainMode};
-use crate::control::{self, Command, GenStatus, Reply, Request, Status, TimelineEntry};
+use crate::control::{
+    self, Command, GenStatus, HealthStats, Reply, Request, Status, TimelineEntry,
+};
 use crate::deadline::{self, Deadline, Outer};
 use crate::lifecycle::{
     Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, Policy, StopSignal, Why,
@@ -59,6 +61,9 @@ const FACTS_TIMEOUT: Duration = Duration::from_secs(5);
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a `-t` run's output steward reads: its last lines say why it failed.
 const CHECK_OUTPUT_TAIL: u64 = 64 * 1024;
+/// The slowest drain poll where netlink is refused: each poll then reads the whole
+/// `/proc/net/tcp`, whose cost grows with every socket of the host.
+const PROCFS_DRAIN_POLL: Duration = Duration::from_millis(100);
 /// The longest line of `-t` output steward repeats in a log line or a reply.
 const CHECK_LINE_MAX: usize = 512;
 
@@ -77,6 +82,20 @@ async fn run_inner(config: Config) -> i32 {
             error!(error = %e, "cannot start steward's I/O worker thread");
             return exit::OSERR;
         }
+    };
+    let netlink = match worker.call(FILE_TIMEOUT, |io| io.source()).await {
+        Ok(source) => {
+            info!(
+                steward_sockets = source,
+                "socket facts from {}",
+                match source {
+                    "netlink" => "netlink sock_diag (filtered by the kernel)",
+                    _ => "/proc/net/tcp (netlink refused)",
+                }
+            );
+            source == "netlink"
+        }
+        Err(_) => false,
     };
     let inherited = child::close_inherited_on_exec();
     if inherited > 0 {
@@ -311,6 +330,7 @@ async fn run_inner(config: Config) -> i32 {
         done: done_tx,
         kills_pending: 0,
         reap_due: false,
+        netlink,
         config,
         next_config: None,
         notifier,
@@ -323,6 +343,7 @@ async fn run_inner(config: Config) -> i32 {
         handoff: None,
         probe: None,
         health_probe: None,
+        health: HealthStats::default(),
         check: None,
         drain_poll: None,
         drain_counting: false,
@@ -455,6 +476,8 @@ struct Driver {
     /// (with how many processes it ended) comes before the exit it caused.
     kills_pending: usize,
     reap_due: bool,
+    /// Whether socket facts come from netlink (cheap) or /proc/net/tcp (not).
+    netlink: bool,
     config: Config,
     /// The configuration a reload is checking; adopted when its generation spawns.
     next_config: Option<Config>,
@@ -467,7 +490,8 @@ struct Driver {
     started: StdInstant,
     handoff: Option<(GenId, BoxFuture<Result<(), upgrade::HandoffError>>)>,
     probe: Option<(GenId, BoxFuture<()>)>,
-    health_probe: Option<BoxFuture<bool>>,
+    health_probe: Option<BoxFuture<Result<(), String>>>,
+    health: HealthStats,
     check: Option<CheckRun>,
     drain_poll: Option<Interval>,
     /// Whether a drain count is running on the worker.
@@ -549,8 +573,17 @@ impl Driver {
                     Some(ev) => ev,
                     None => continue,
                 },
-                ok = poll_opt_val(&mut self.health_probe) => {
+                r = poll_opt_val(&mut self.health_probe) => {
                     self.health_probe = None;
+                    let ok = r.is_ok();
+                    match r {
+                        Ok(()) => self.health.passed += 1,
+                        Err(e) => {
+                            warn!(steward_phase = "serving", "health probe: {e}");
+                            self.health.failed += 1;
+                            self.health.last_failure = Some(e);
+                        }
+                    }
                     Event::Health { ok }
                 }
                 _ = tick_opt(&mut self.drain_poll) => {
@@ -755,10 +788,7 @@ impl Driver {
                 let timeout = self.config.health.timeout;
                 let worker = self.worker.clone();
                 self.health_probe = Some(Box::pin(async move {
-                    probe::attempt_owned(&probe, pid as i32, timeout, &worker)
-                        .await
-                        .map_err(|e| warn!(steward_phase = "serving", "health probe: {e}"))
-                        .is_ok()
+                    probe::attempt_owned(&probe, pid as i32, timeout, &worker).await
                 }));
             }
             // Not serving: the machine keeps the watchdog fed while it makes progress.
@@ -833,6 +863,7 @@ impl Driver {
                 .collect(),
             deadline: self.deadline.describe(),
             last_event: self.last_event.clone(),
+            health: self.health.clone(),
             timeline: self
                 .timeline
                 .iter()
@@ -1327,7 +1358,11 @@ impl Driver {
             "SIGTERM to generation {gen} (child pid {pid}): draining"
         );
         if self.config.stop.drain == DrainMode::Connections && self.drain_poll.is_none() {
-            let mut i = tokio::time::interval(self.config.stop.drain_poll);
+            let every = match self.netlink {
+                true => self.config.stop.drain_poll,
+                false => self.config.stop.drain_poll.max(PROCFS_DRAIN_POLL),
+            };
+            let mut i = tokio::time::interval(every);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             self.drain_poll = Some(i);
         }

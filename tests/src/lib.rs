@@ -548,3 +548,111 @@ fn chrono_now() -> String {
         d.subsec_micros()
     )
 }
+
+/// Established, idle loopback TCP connections held on the host by `conn-holder` processes
+/// (both ends of each in one holder: 2 kernel sockets per connection), so steward can be
+/// tried on a host whose TCP tables are as full as a busy proxy's. A process holds at
+/// most what its open-file hard limit allows, so the total is spread over as many holders
+/// as needed. They are SIGKILLed on drop, exit by themselves after `seconds`, and die with
+/// the thread that created them (`PR_SET_PDEATHSIG` follows the spawning thread): keep a
+/// `HostConnections` on the thread that made it.
+pub struct HostConnections {
+    holders: Vec<Child>,
+    total: usize,
+}
+
+impl HostConnections {
+    /// Holds `total` connections for at most `seconds`; returns once every holder reports
+    /// its connections up. Panics with the holder's message when one cannot.
+    pub fn hold(total: usize, seconds: u64) -> HostConnections {
+        let exe = bin("conn-holder");
+        let mut held = HostConnections {
+            holders: vec![],
+            total,
+        };
+        if total == 0 {
+            return held;
+        }
+        let out = Command::new(&exe)
+            .arg("--capacity")
+            .output()
+            .expect("run conn-holder --capacity");
+        let per: usize = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| {
+                panic!(
+                    "conn-holder --capacity: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let n = total.div_ceil(per);
+        let mut counts = vec![];
+        let mut left = total;
+        // Started together, the holders set up their connections in parallel.
+        for i in 0..n {
+            let count = left / (n - i);
+            left -= count;
+            let child = Command::new(&exe)
+                .args([
+                    "--connections",
+                    &count.to_string(),
+                    "--seconds",
+                    &seconds.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn conn-holder");
+            held.holders.push(child);
+            counts.push(count);
+        }
+        for (child, count) in held.holders.iter_mut().zip(counts) {
+            let mut line = String::new();
+            if let Some(out) = child.stdout.take() {
+                let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+            }
+            if line.trim() != format!("holding {count}") {
+                // The holder has exited (stdout closed without the line): its message is
+                // all there is on stderr.
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!(
+                    "conn-holder pid {} could not hold {count} connections: {}",
+                    child.id(),
+                    err.trim()
+                );
+            }
+        }
+        held
+    }
+
+    /// The connections held.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Whether every holder still runs (one that reached its time limit has let go).
+    pub fn alive(&mut self) -> bool {
+        self.holders
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for HostConnections {
+    fn drop(&mut self) {
+        for c in &mut self.holders {
+            let _ = c.kill();
+        }
+        for c in &mut self.holders {
+            let _ = c.wait();
+        }
+    }
+}

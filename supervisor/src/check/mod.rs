@@ -226,7 +226,7 @@ pub fn check(args: &CheckArgs) -> Checked {
 /// systemd for the unit (`None` outside systemd). Findings that run already logs in its
 /// own words, or that already stopped it, are left out.
 pub fn startup_findings(config: &Config, unit: Option<&UnitProps>) -> Vec<Finding> {
-    let text = std::fs::read_to_string(&config.path).unwrap_or_default();
+    let text = crate::files::read_to_string(&config.path).unwrap_or_default();
     // run resolved STEWARD_STOP_TIMEOUT into its deadline already, and logged it.
     let s = Surroundings {
         unit,
@@ -341,7 +341,7 @@ fn flag_value<'a>(cmd: &'a [String], long: &str, short: char) -> Option<&'a str>
 }
 
 fn read_steward_config(path: &Path) -> Result<(Config, String), Box<Finding>> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_to_string(path)
         .map_err(|e| Finding::unreadable(path, "steward configuration", e))?;
     let config = Config::parse(path, &text).map_err(|e| {
         Finding::from_config_error(&e, "steward refuses to start with this file (exit 78)")

@@ -47,7 +47,7 @@ impl PingoraConf {
     }
 
     pub fn load(path: &Path) -> Result<PingoraConf, Box<Finding>> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::files::read_to_string(path)
             .map_err(|e| Finding::unreadable(path, "Pingora conf", e))?;
         PingoraConf::parse(path, &text)
     }
@@ -252,7 +252,7 @@ impl ProxyListeners {
 /// them. Only the syntax is checked here; steward-proxy itself refuses a file with unknown
 /// keys (exit 78) and says why.
 pub fn proxy_listeners(path: &Path) -> Result<ProxyListeners, Box<Finding>> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_to_string(path)
         .map_err(|e| Finding::unreadable(path, "steward-proxy settings", e))?;
     let value: toml::Value = toml::from_str(&text).map_err(|e| {
         let start = e.span().map(|s| s.start);

@@ -192,7 +192,7 @@ impl UnitProps {
     pub fn locate_in_files(&mut self) {
         let mut parsed = Parsed::default();
         for f in &self.files {
-            if let Ok(text) = std::fs::read_to_string(f) {
+            if let Ok(text) = crate::files::read_to_string(f) {
                 parse_text(f, &text, &mut parsed);
             }
         }
@@ -613,8 +613,8 @@ struct Parsed {
 /// `<name>.d/` and `service.d/` in all of them, as systemd would; a file name found twice is
 /// taken from the first directory in that order.
 pub fn load_unit_file(path: &Path, dropin_dirs: &[PathBuf]) -> Result<UnitProps, Box<Finding>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Finding::unreadable(path, "unit file", e))?;
+    let text = crate::files::read_to_string(path)
+        .map_err(|e| Finding::unreadable(path, "unit file", e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -623,7 +623,7 @@ pub fn load_unit_file(path: &Path, dropin_dirs: &[PathBuf]) -> Result<UnitProps,
     parse_text(path, &text, &mut parsed);
     let mut files = vec![path.to_path_buf()];
     for dropin in dropin_files(path, &name, dropin_dirs) {
-        match std::fs::read_to_string(&dropin) {
+        match crate::files::read_to_string(&dropin) {
             Ok(t) => parse_text(&dropin, &t, &mut parsed),
             Err(e) => parsed
                 .problems
