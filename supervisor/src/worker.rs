@@ -35,7 +35,11 @@ pub struct Io {
 
 impl Io {
     fn new() -> Io {
-        let diag = SockDiag::open().map_err(|e| e.to_string());
+        // An operator's way out, should netlink misbehave somewhere: STEWARD_SOCK_DIAG=off.
+        let diag = match std::env::var("STEWARD_SOCK_DIAG").as_deref() {
+            Ok("off") => Err("turned off by STEWARD_SOCK_DIAG=off".to_string()),
+            _ => SockDiag::open().map_err(|e| e.to_string()),
+        };
         if let Err(e) = &diag {
             tracing::warn!(
                 steward_sockets = "procfs",
@@ -52,6 +56,15 @@ impl Io {
     #[cfg(test)]
     pub fn for_tests() -> Io {
         Io::new()
+    }
+
+    /// An `Io` for tests of the `/proc/net/tcp` fallback.
+    #[cfg(test)]
+    pub fn for_tests_without_netlink() -> Io {
+        Io {
+            diag: Err("not in this test".into()),
+            drains: HashMap::new(),
+        }
     }
 
     /// Which source of socket facts this worker uses: "netlink" or "procfs".
