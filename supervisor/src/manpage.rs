@@ -178,6 +178,13 @@ pub fn environment() -> Vec<(&'static str, &'static str)> {
              30s) or infinity; an unusable value is exit 78.",
         ),
         (
+            "STEWARD_SOCK_DIAG",
+            "off: read the child's sockets from /proc/net/tcp instead of netlink sock_diag \
+             (slower on a host with many sockets; for a kernel or sandbox where netlink \
+             misbehaves). steward falls back by itself, with a warning, where netlink is \
+             refused.",
+        ),
+        (
             "NOTIFY_SOCKET",
             "Where READY=1, RELOADING=1, STOPPING=1, STATUS= and WATCHDOG=1 go; without it \
              nothing is sent.",

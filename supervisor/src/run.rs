@@ -842,10 +842,8 @@ impl Driver {
                 .and_then(|g| g.serving_since)
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             restarts: self.machine.restarts(),
-            // The drain's last count, not a fresh one: reading the TCP tables costs tens
-            // of milliseconds per call on a host with many TIME_WAIT entries, and a
-            // monitor polling `steward status` would stall this loop (and a starting
-            // generation's probe) that long each time.
+            // The drain's last count, not a fresh one: status answers from memory, and
+            // the sockets are read only on the I/O worker.
             in_flight: self
                 .machine
                 .gens()

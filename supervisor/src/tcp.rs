@@ -332,15 +332,22 @@ mod tests {
 
     #[test]
     fn a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group() {
-        a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_with(Io::for_tests());
+        a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_with(
+            Io::for_tests(),
+        );
     }
 
     #[test]
-    fn a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_from_proc_net_tcp() {
-        a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_with(Io::for_tests_without_netlink());
+    fn a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_from_proc_net_tcp(
+    ) {
+        a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_with(
+            Io::for_tests_without_netlink(),
+        );
     }
 
-    fn a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_with(mut io: Io) {
+    fn a_probe_connection_is_queued_until_accepted_then_owned_by_the_accepting_group_with(
+        mut io: Io,
+    ) {
         use std::os::fd::AsRawFd;
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let server = l.local_addr().expect("addr");
@@ -392,7 +399,9 @@ mod tests {
 
     #[test]
     fn the_snapshot_names_the_groups_listeners_and_their_ports_from_proc_net_tcp() {
-        the_snapshot_names_the_groups_listeners_and_their_ports_with(Io::for_tests_without_netlink());
+        the_snapshot_names_the_groups_listeners_and_their_ports_with(
+            Io::for_tests_without_netlink(),
+        );
     }
 
     fn the_snapshot_names_the_groups_listeners_and_their_ports_with(mut io: Io) {
@@ -417,7 +426,9 @@ mod tests {
 
     #[test]
     fn the_drain_counts_in_flight_connections_until_the_last_one_is_closed_from_proc_net_tcp() {
-        the_drain_counts_in_flight_connections_until_the_last_one_is_closed_with(Io::for_tests_without_netlink());
+        the_drain_counts_in_flight_connections_until_the_last_one_is_closed_with(
+            Io::for_tests_without_netlink(),
+        );
     }
 
     fn the_drain_counts_in_flight_connections_until_the_last_one_is_closed_with(mut io: Io) {

@@ -179,3 +179,34 @@ fn a_fifo_as_pingora_conf_at_start_is_a_config_error_naming_it() {
     assert_eq!(status.code(), Some(78), "log:\n{log}");
     assert!(log.contains("is a FIFO, not a regular file"), "log:\n{log}");
 }
+
+#[test]
+fn without_netlink_steward_warns_once_and_the_drain_still_returns_the_request_in_flight() {
+    let mut s = Setup::start_opts(
+        Kind::StockPingora,
+        USER_YAML,
+        "",
+        false,
+        "",
+        Opts {
+            env: &[("STEWARD_SOCK_DIAG", "off")],
+            ..Opts::default()
+        },
+    );
+    s.wait_ready();
+    let req = s.slow_request(1000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.steward.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(20));
+    let (result, _) = req.join().expect("request thread");
+    let log = s.steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert_eq!(result.map(|r| r.0), Ok(200), "log:\n{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("netlink sock_diag is not available"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "log:\n{log}");
+    assert!(log.contains("steward_sockets=\"procfs\""), "log:\n{log}");
+    assert!(log.contains("drained, no request in flight"), "log:\n{log}");
+}

@@ -26,6 +26,8 @@ pub struct Opts<'a> {
     pub ready_path: Option<&'a str>,
     /// Signals blocked and pending when steward starts ([`Steward::start_with_pending`]).
     pub pending: &'a [nix::sys::signal::Signal],
+    /// More environment for steward (and so for the child).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// A request's outcome and when it ended.
@@ -66,6 +68,7 @@ impl Setup {
         let notify = NotifySocket::bind(&scratch.path);
         let yaml_path = scratch.write("pingora.yaml", yaml);
         let mut env = vec![("NOTIFY_SOCKET", notify.path.display().to_string())];
+        env.extend(opts.env.iter().map(|&(k, v)| (k, v.to_string())));
         let (command, ready, proxy, origin) = match kind {
             Kind::StewardProxy => {
                 let a = proxy_settings(&scratch);
