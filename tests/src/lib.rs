@@ -546,7 +546,6 @@ pub fn load(
     })
 }
 
-/// Runs `steward <command> --socket <socket>`; its exit code and output.
 /// steward.toml supervising the stubborn-child fixture, which is ready once `listen`
 /// accepts; `more` follows the `[ready]` table's `tcp` line (more `[ready]` keys, then
 /// other tables).
@@ -595,6 +594,7 @@ pub fn status_json(socket: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// Runs `steward <command> --socket <socket>`; its exit code and output.
 pub fn steward_cli(command: &str, socket: &Path) -> (Option<i32>, String) {
     let out = Command::new(bin("steward"))
         .args([command, "--socket"])
