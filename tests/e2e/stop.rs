@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Kind, Setup, USER_YAML};
+use common::{Kind, Launcher, Opts, Setup, USER_YAML};
 use nix::sys::signal::Signal;
 use steward_e2e::*;
 
@@ -176,13 +176,6 @@ fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
     );
 }
 
-/// Whether `pid` is a living stubborn-child process (not a recycled pid).
-fn stubborn_alive(pid: i32) -> bool {
-    process_alive(pid)
-        && std::fs::read_link(format!("/proc/{pid}/exe"))
-            .is_ok_and(|e| e.to_string_lossy().contains("stubborn-child"))
-}
-
 #[test]
 fn a_fork_bomb_racing_the_kill_is_ended_at_the_deadline() {
     let scratch = Scratch::new("forkbomb");
@@ -222,32 +215,65 @@ fn a_fork_bomb_racing_the_kill_is_ended_at_the_deadline() {
         .lines()
         .filter_map(|l| l.parse().ok())
         .collect();
-    let survivors: Vec<i32> = pids.into_iter().filter(|&p| stubborn_alive(p)).collect();
+    let survivors = stubborn_survivors(&pids);
     assert!(survivors.is_empty(), "survivors {survivors:?}; log:\n{log}");
     assert!(log.contains("stop deadline reached"), "log:\n{log}");
 }
 
 #[test]
-fn second_sigint_kills_at_once() {
-    let mut s = Setup::start(Kind::StockPingora, USER_YAML, "");
+fn second_sigint_kills_the_draining_child_and_its_escapee() {
+    let mut s = Setup::start_opts(
+        Kind::StockPingora,
+        USER_YAML,
+        "",
+        false,
+        "",
+        Opts {
+            launcher: Launcher::Escapee,
+            ..Opts::default()
+        },
+    );
     s.wait_ready();
-    let _req = s.slow_request(10_000);
+    let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
+    // Left to itself the stop would last until the request ends (30 s) or the clamped
+    // grace period does (the 25 s fallback deadline): far beyond the wait below.
+    let req = s.slow_request(30_000);
     std::thread::sleep(Duration::from_millis(300));
     s.steward.signal(Signal::SIGINT);
-    std::thread::sleep(Duration::from_millis(200));
+    // Two SIGINTs before steward took the first would be one pending signal.
+    assert!(
+        s.notify
+            .wait_for("STOPPING=1", Duration::from_secs(5))
+            .is_some(),
+        "log:\n{}",
+        s.steward.log_text()
+    );
     assert!(
         s.steward.wait(Duration::ZERO).is_none(),
         "first SIGINT drains"
     );
-    let t = Instant::now();
     s.steward.signal(Signal::SIGINT);
-    let status = s.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(0));
+    let status = s.wait_exit(Duration::from_secs(10));
+    let log = s.steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    // steward's kill, then the child's end by it: not the child ending on its own.
+    let kill = log
+        .find("second SIGINT after")
+        .unwrap_or_else(|| panic!("no kill by the second SIGINT; log:\n{log}"));
+    let end = log
+        .find(&format!("(child pid {child}) stopped (signal 9 (SIGKILL))"))
+        .unwrap_or_else(|| panic!("child {child} did not end by SIGKILL; log:\n{log}"));
+    assert!(kill < end, "log:\n{log}");
+    let (result, _) = req.join().expect("request thread");
     assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
+        result.as_ref().map(|r| r.0 != 200).unwrap_or(true),
+        "the 30 s request should have been cut: {result:?}"
     );
+    // The child dies with steward whatever steward does; its escapee only by its kill.
+    let escapees = s.escapees();
+    assert_eq!(escapees.len(), 1, "{escapees:?}");
+    let left = stubborn_survivors(&escapees);
+    assert!(left.is_empty(), "escapees {left:?} survived; log:\n{log}");
 }
 
 #[test]
@@ -257,11 +283,13 @@ fn sigterm_before_ready_stops_cleanly() {
     // A child that never listens keeps steward in "starting". (steward-proxy probed on an
     // address its proxy.toml does not declare is refused at start-up with 78 instead.)
     let child = scratch.write_executable("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
+    let escapees = scratch.path.join("escapees");
     let config = scratch.write(
         "steward.toml",
         &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\n",
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\n",
             scratch.path.display(),
+            escaping_launcher(&scratch).display(),
             child.display(),
             free_port()
         ),
@@ -269,7 +297,10 @@ fn sigterm_before_ready_stops_cleanly() {
     let mut steward = Steward::start(
         &scratch.path,
         &config,
-        &[("NOTIFY_SOCKET", notify.path.display().to_string())],
+        &[
+            ("NOTIFY_SOCKET", notify.path.display().to_string()),
+            ("STUBBORN_PIDFILE", escapees.display().to_string()),
+        ],
     );
     let child = steward
         .child_pid(Duration::from_secs(5))
@@ -277,8 +308,14 @@ fn sigterm_before_ready_stops_cleanly() {
     std::thread::sleep(Duration::from_millis(300));
     steward.signal(Signal::SIGTERM);
     let status = steward.wait(Duration::from_secs(3)).expect("exits");
-    assert_eq!(status.code(), Some(0), "log:\n{}", steward.log_text());
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert!(!process_alive(child));
+    // The child dies with steward whatever steward does; its escapee only by its kill.
+    let escapees = recorded_pids(&escapees);
+    assert_eq!(escapees.len(), 1, "{escapees:?}");
+    let left = stubborn_survivors(&escapees);
+    assert!(left.is_empty(), "escapees {left:?} survived; log:\n{log}");
     let msgs = notify.messages();
     assert!(!msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");

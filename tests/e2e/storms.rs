@@ -2,7 +2,9 @@
 //! generations that are handed steward's listeners (operator's guide, "Signals at odd
 //! moments"). Each test checks its own outcome, then that nothing is left: every
 //! generation's child and process group gone, no process of the test's scratch directory
-//! running, none whose parent was steward.
+//! running, none whose parent was steward, and none of the escapees every run of the child
+//! command left behind (its children die with steward by their parent-death signal
+//! whatever steward does; the escapees only by steward's kill).
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Kind, Opts, Setup, USER_YAML};
+use common::{Kind, Launcher, Opts, Setup, USER_YAML};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use steward_e2e::*;
@@ -83,11 +85,18 @@ fn stat(pid: i32) -> Option<(i32, i32)> {
     Some((ppid, pgrp))
 }
 
-/// After steward exited: nothing of any generation is left.
+/// After steward exited: nothing of any generation is left, escapees included.
 fn assert_nothing_left(s: &Setup, steward_pid: i32) {
     let log = s.steward.log_text();
     let pids = generation_pids(&log);
     assert!(!pids.is_empty() || !log.contains("started child"), "{log}");
+    let escapees = s.escapees();
+    // Every generation left one, so the check below cannot pass for want of escapees.
+    assert_eq!(
+        escapees.is_empty(),
+        pids.is_empty(),
+        "escapees {escapees:?} of generations {pids:?}"
+    );
     let scratch = s.scratch.path.display().to_string();
     let end = Instant::now() + Duration::from_secs(5);
     loop {
@@ -110,6 +119,8 @@ fn assert_nothing_left(s: &Setup, steward_pid: i32) {
                 "a generation's child"
             } else if pids.contains(&pgrp) {
                 "in a generation's process group"
+            } else if escapees.contains(&pid) && stubborn_alive(pid) {
+                "an escapee: own session, re-parented, no parent-death signal"
             } else if ppid == steward_pid {
                 "steward's child"
             } else if cmdline.contains(&scratch) {
@@ -173,8 +184,23 @@ fn reload_held_open(s: &Setup) -> std::thread::JoinHandle<(Option<i32>, String)>
     reload
 }
 
+/// steward-proxy handed steward's listeners, each run leaving an escapee.
 fn start_proxy() -> Setup {
-    Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "")
+    start_proxy_with(Opts::default())
+}
+
+fn start_proxy_with(opts: Opts) -> Setup {
+    Setup::start_opts(
+        Kind::StewardProxy,
+        USER_YAML,
+        "",
+        true,
+        "",
+        Opts {
+            launcher: Launcher::Escapee,
+            ..opts
+        },
+    )
 }
 
 #[test]
@@ -301,17 +327,10 @@ fn sigterm_during_a_reload_stops_both_generations_and_fails_the_reload_client() 
 #[test]
 fn sigterm_before_ready_stops_the_starting_child_with_exit_0() {
     // The probe asks a path steward-proxy answers with 404: the child runs, never ready.
-    let mut s = Setup::start_opts(
-        Kind::StewardProxy,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            ready_path: Some("/never-ready"),
-            ..Opts::default()
-        },
-    );
+    let mut s = start_proxy_with(Opts {
+        ready_path: Some("/never-ready"),
+        ..Opts::default()
+    });
     let pid = s.steward.pid();
     s.steward
         .child_pid(Duration::from_secs(10))
@@ -334,17 +353,10 @@ fn sigterm_before_ready_stops_the_starting_child_with_exit_0() {
 
 #[test]
 fn sigterm_before_the_child_starts_exits_0_without_starting_it() {
-    let mut s = Setup::start_opts(
-        Kind::StewardProxy,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            pending: &[Signal::SIGTERM],
-            ..Opts::default()
-        },
-    );
+    let mut s = start_proxy_with(Opts {
+        pending: &[Signal::SIGTERM],
+        ..Opts::default()
+    });
     let pid = s.steward.pid();
     let code = s.wait_exit(Duration::from_secs(20)).code();
     let log = s.steward.log_text();
@@ -359,17 +371,10 @@ fn sigterm_before_the_child_starts_exits_0_without_starting_it() {
 
 #[test]
 fn sighup_before_the_child_starts_becomes_one_reload_once_it_serves() {
-    let mut s = Setup::start_opts(
-        Kind::StewardProxy,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            pending: &[Signal::SIGHUP],
-            ..Opts::default()
-        },
-    );
+    let mut s = start_proxy_with(Opts {
+        pending: &[Signal::SIGHUP],
+        ..Opts::default()
+    });
     let pid = s.steward.pid();
     wait_status(
         &s,
