@@ -13,14 +13,7 @@ use steward_e2e::*;
 /// Whether this test can make a PID namespace. Without root it is skipped, except in CI
 /// (`CI=true`), where a skip would hide that the container mode went untested.
 fn can_unshare(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: needs root to create a PID namespace (unshare --pid); CI must run the end-to-end tests as root");
-    }
-    eprintln!("SKIPPED {test}: needs root to create a PID namespace (unshare --pid)");
-    false
+    needs_root(test, "to create a PID namespace (unshare --pid)")
 }
 
 /// steward run as PID 1 of a fresh PID namespace, seen from the host.

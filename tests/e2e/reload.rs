@@ -291,8 +291,10 @@ fn status_reports_state_generation_and_the_last_timeline() {
 
 #[test]
 fn control_socket_refuses_other_users() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED control_socket_refuses_other_users: needs root to act as another user");
+    if !needs_root(
+        "control_socket_refuses_other_users",
+        "to act as another user",
+    ) {
         return;
     }
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
