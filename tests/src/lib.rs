@@ -442,10 +442,14 @@ impl Steward {
 impl Drop for Steward {
     /// A test that ends early stops steward as an operator would, so steward ends the
     /// child's whole tree; SIGKILL alone would orphan grandchildren (only the child has a
-    /// parent-death signal).
+    /// parent-death signal). A stop that would wait out a long deadline (a child that
+    /// ignores SIGTERM) is cut short with SIGINT, which kills the tree at once.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+            if self.wait(Duration::from_secs(5)).is_none() {
+                let _ = kill(Pid::from_raw(self.pid()), Signal::SIGINT);
+            }
             if self.wait(Duration::from_secs(5)).is_none() {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
