@@ -270,8 +270,10 @@ fn a_thousand_sighups_under_load_are_coalesced_and_drop_nothing() {
         }
     }
     let (rss_after, fds_after) = (rss_kib(pid), fd_count(pid));
+    // It grows by about 120 KiB (7.0 to 7.1 MiB); 2 MiB of margin still catches a buffer
+    // kept per reload or a table read kept in a thread's arena (once 7 to 32 MiB).
     assert!(
-        rss_after < rss_before * 2 + 16 * 1024,
+        rss_after < rss_before + 2 * 1024,
         "steward's RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
     assert!(
