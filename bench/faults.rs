@@ -355,9 +355,14 @@ fn sighup_storm() -> Row {
     }
     Row {
         fault: "1,000 SIGHUPs in a burst, under load",
+        // One burst gives one reload or two, by design: the one its first SIGHUP starts,
+        // and one more after it if part of the burst arrives while that one runs.
         outcome: match last.saturating_sub(1) {
-            1 => "coalesced into 1 reload".to_string(),
-            n => format!("coalesced into {n} reloads"),
+            1 => "coalesced into 1 reload (at most 2: one, then one more for those during it)"
+                .to_string(),
+            n => format!(
+                "coalesced into {n} reloads (at most 2: one, then one more for those during it)"
+            ),
         },
         recover: settled
             .map(|d| {

@@ -1013,9 +1013,29 @@ async fn a_passing_probe_resets_the_failure_count() {
     assert!(kills(&a).is_empty());
 }
 
+// Starting and restarting are progress: a probe that fails then must not withhold the
+// ping, or systemd's watchdog would kill steward for a child that is still coming up.
+
 #[tokio::test(start_paused = true)]
-async fn starting_and_backoff_keep_the_watchdog_fed() {
+async fn starting_keeps_the_watchdog_fed() {
     let mut m = starting();
+    assert_eq!(
+        m.handle(Event::Health { ok: false }, now()),
+        vec![Action::WatchdogPing]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_backoff_keeps_the_watchdog_fed() {
+    let mut m = serving();
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(m.mode(), Mode::Backoff);
     assert_eq!(
         m.handle(Event::Health { ok: false }, now()),
         vec![Action::WatchdogPing]

@@ -10,12 +10,26 @@ use steward_e2e::*;
 pub const USER_YAML: &str =
     "---\nversion: 1\nthreads: 2\npid_file: /tmp/pingora.pid\nupgrade_sock: /tmp/pingora_upgrade.sock\nerror_log: /tmp/pingora_err.log\ngrace_period_seconds: 300\n";
 
+/// Where [`Launcher::Escapee`] records its escapees, in the scratch directory.
+const ESCAPEES: &str = "escapees";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Our proxy: exits by itself once drained.
     StewardProxy,
     /// Pingora as its users write it: sleeps out its grace period.
     StockPingora,
+}
+
+/// What starts the child: the child command itself, or a launcher in front of it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Launcher {
+    #[default]
+    None,
+    /// [`escaping_launcher`]: an escapee only steward's kill ends; see [`Setup::escapees`].
+    Escapee,
+    /// [`late_sigterm_launcher`]: SIGTERM reaches the server this many seconds late.
+    LateSigterm(u64),
 }
 
 /// Less common choices for [`Setup::start_opts`].
@@ -28,6 +42,7 @@ pub struct Opts<'a> {
     pub pending: &'a [nix::sys::signal::Signal],
     /// More environment for steward (and so for the child).
     pub env: &'a [(&'a str, &'a str)],
+    pub launcher: Launcher,
 }
 
 /// A request's outcome and when it ended.
@@ -67,7 +82,21 @@ impl Setup {
         let scratch = Scratch::new("setup");
         let notify = NotifySocket::bind(&scratch.path);
         let yaml_path = scratch.write("pingora.yaml", yaml);
-        let mut env = vec![("NOTIFY_SOCKET", notify.path.display().to_string())];
+        let mut env = vec![
+            ("NOTIFY_SOCKET", notify.path.display().to_string()),
+            (
+                "STUBBORN_PIDFILE",
+                scratch.path.join(ESCAPEES).display().to_string(),
+            ),
+        ];
+        let launcher = match opts.launcher {
+            Launcher::None => None,
+            Launcher::Escapee => Some(escaping_launcher(&scratch)),
+            Launcher::LateSigterm(secs) => Some(late_sigterm_launcher(&scratch, secs)),
+        };
+        let launcher = launcher
+            .map(|l| format!("\"{}\", ", l.display()))
+            .unwrap_or_default();
         env.extend(opts.env.iter().map(|&(k, v)| (k, v.to_string())));
         let (command, ready, proxy, origin) = match kind {
             Kind::StewardProxy => {
@@ -80,7 +109,7 @@ impl Setup {
                 }
                 (
                     format!(
-                        "[\"{}\", \"--proxy-config\", \"{}\"]",
+                        "[{launcher}\"{}\", \"--proxy-config\", \"{}\"]",
                         bin("steward-proxy").display(),
                         a.settings.display()
                     ),
@@ -102,7 +131,7 @@ impl Setup {
                     extra.push_str(&format!("[sockets]\nlisten = [\"{proxy}\"]\n"));
                 }
                 (
-                    format!("[\"{}\"]", bin("stock-pingora").display()),
+                    format!("[{launcher}\"{}\"]", bin("stock-pingora").display()),
                     format!("tcp = \"{proxy}\""),
                     proxy,
                     Some(origin),
@@ -141,6 +170,12 @@ impl Setup {
         {
             panic!("no READY=1 within 20 s; log:\n{}", self.steward.log_text());
         }
+    }
+
+    /// The escapees [`Launcher::Escapee`] left, one per run of the child command (every
+    /// generation, and every configuration check of a reload).
+    pub fn escapees(&self) -> Vec<i32> {
+        recorded_pids(&self.scratch.path.join(ESCAPEES))
     }
 
     /// Starts `GET /delay/<ms>` through the proxy in a thread; returns its join handle.

@@ -13,14 +13,7 @@ use steward_e2e::*;
 /// Whether this test can make a PID namespace. Without root it is skipped, except in CI
 /// (`CI=true`), where a skip would hide that the container mode went untested.
 fn can_unshare(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: needs root to create a PID namespace (unshare --pid); CI must run the end-to-end tests as root");
-    }
-    eprintln!("SKIPPED {test}: needs root to create a PID namespace (unshare --pid)");
-    false
+    needs_root(test, "to create a PID namespace (unshare --pid)")
 }
 
 /// steward run as PID 1 of a fresh PID namespace, seen from the host.
@@ -384,26 +377,34 @@ fn stop_timeout_env_minus_margin_is_the_deadline_for_a_child_ignoring_sigterm() 
         &format!("[\"{}\"]", bin("stubborn-child").display()),
         &format!("tcp = \"{listen}\""),
         // exit: wait for the child itself, which never comes, so only the deadline ends it.
-        "margin = \"1s\"\ndrain = \"exit\"",
+        // A margin that puts the platform's timeout (20 s) far beyond the deadline (3 s):
+        // a kill at one cannot pass for a kill at the other.
+        "margin = \"17s\"\ndrain = \"exit\"",
     );
     let mut s = Pid1::start(
         &scratch.path,
         &config,
         &[
-            ("STEWARD_STOP_TIMEOUT", "4s".into()),
+            ("STEWARD_STOP_TIMEOUT", "20s".into()),
             ("STUBBORN_LISTEN", listen),
         ],
         true,
     );
     s.wait_log("READY=1", Duration::from_secs(20));
+    let child = s
+        .log_text()
+        .split("started child pid ")
+        .nth(1)
+        .and_then(|t| t.split(':').next()?.trim().parse::<i32>().ok())
+        .expect("child pid in the log");
     let t = Instant::now();
     s.signal(Signal::SIGTERM);
-    let status = s.wait(Duration::from_secs(20));
+    let status = s.wait(Duration::from_secs(40));
     let took = t.elapsed();
     let log = s.log_text();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert!(
-        log.contains("stop deadline 3 s = STEWARD_STOP_TIMEOUT 4 s - margin 1 s (environment)"),
+        log.contains("stop deadline 3 s = STEWARD_STOP_TIMEOUT 20 s - margin 17 s (environment)"),
         "log:\n{log}"
     );
     let escalation = log
@@ -415,14 +416,20 @@ fn stop_timeout_env_minus_margin_is_the_deadline_for_a_child_ignoring_sigterm() 
             || escalation.contains("steward_deadline_source=environment"),
         "{escalation}"
     );
-    // Killed at the deadline, not before, and well before the platform's 4 s.
+    // steward's kill, then the child's end by it (the child never ends on its own).
+    let kill = log.find("stop deadline reached after").expect("escalation");
+    let end = log
+        .find(&format!("(child pid {child}) stopped (signal 9 (SIGKILL))"))
+        .unwrap_or_else(|| panic!("child {child} did not end by SIGKILL; log:\n{log}"));
+    assert!(kill < end, "log:\n{log}");
+    // Killed at the deadline, not before, and before the platform's 20 s.
     assert!(
         took >= Duration::from_millis(2900),
         "stopped after {took:?}, before the 3 s deadline; log:\n{log}"
     );
     assert!(
-        took < Duration::from_millis(4000 + 1500),
-        "stopped after {took:?}; log:\n{log}"
+        took < Duration::from_secs(20),
+        "stopped after {took:?}, not before the platform's 20 s; log:\n{log}"
     );
 }
 

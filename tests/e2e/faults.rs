@@ -22,14 +22,7 @@ const NOBODY: u32 = 65534;
 
 /// True when the test may run; prints SKIPPED otherwise (fails under CI).
 fn root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root (chown to another user, private mounts); CI runs as root, so this must not be skipped there");
-    }
-    println!("SKIPPED {test}: needs root");
-    false
+    needs_root(test, "chown to another user, private mounts")
 }
 
 /// A steward.toml supervising steward-proxy (through `wrapper` when given) with its

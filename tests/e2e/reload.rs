@@ -135,22 +135,51 @@ fn reload_with_a_broken_configuration_fails_and_the_old_generation_keeps_serving
 fn sighup_reloads() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
+    let (_, old) = generation(&s);
     s.steward.signal(Signal::SIGHUP);
     assert!(
         s.notify
-            .wait_for("generation 2, child pid", Duration::from_secs(10))
+            .wait_for("serving: generation 2", Duration::from_secs(10))
             .is_some(),
         "log:\n{}",
         s.steward.log_text()
     );
+    let (gen, new) = generation(&s);
+    assert_eq!(gen, 2);
+    assert_ne!(new, old);
+    assert!(
+        wait_gone(old, Duration::from_secs(10)),
+        "generation 1 (pid {old}) was not retired; log:\n{}",
+        s.steward.log_text()
+    );
+    // Generation 1 is gone, so the answer can only come from generation 2.
+    let (code, body) = http_get(&s.proxy, "/", Duration::from_secs(5)).expect("served");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(served_by_pid(&body), Some(new), "{body}");
 }
 
 #[test]
 fn a_stock_pingora_binary_takes_the_listeners_and_reloads() {
     let mut s = Setup::start_with(Kind::StockPingora, USER_YAML, "", true, "");
     s.wait_ready();
+    let (_, old) = generation(&s);
     let (code, out) = steward_cli("reload", &s.control());
     assert_eq!(code, Some(0), "{out}\nlog:\n{}", s.steward.log_text());
+    let (gen, new) = generation(&s);
+    assert_eq!(gen, 2);
+    assert_ne!(new, old);
+    // Left to itself the old stock child sleeps out its grace period (clamped to the 25 s
+    // fallback deadline); steward ends it once it holds no connection.
+    assert!(
+        wait_gone(old, Duration::from_secs(10)),
+        "generation 1 (pid {old}) still running; log:\n{}",
+        s.steward.log_text()
+    );
+    let log = s.steward.log_text();
+    assert!(
+        log.contains(&format!("generation 1 (child pid {old}) retired")),
+        "log:\n{log}"
+    );
     assert_eq!(
         http_get(&s.proxy, "/x", Duration::from_secs(2)).map(|r| r.0),
         Ok(200)
@@ -239,19 +268,31 @@ fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
 fn operator_restart_keeps_the_listeners() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
+    let (_, old) = generation(&s);
     let stop = Arc::new(AtomicBool::new(false));
     let load = load(&s.proxy, "/", 2, stop.clone());
     let (code, out) = steward_cli("restart", &s.control());
     assert_eq!(code, Some(0), "{out}");
     assert!(s
         .notify
-        .wait_for("generation 2, child pid", Duration::from_secs(10))
+        .wait_for("serving: generation 2", Duration::from_secs(10))
         .is_some());
+    let (_, new) = generation(&s);
+    assert!(
+        wait_gone(old, Duration::from_secs(10)),
+        "generation 1 (pid {old}) still running; log:\n{}",
+        s.steward.log_text()
+    );
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
     let (counts, errors) = load.join().expect("load");
+    // Served throughout, not merely never refused.
+    assert!(counts.ok > 0, "{counts:?} {errors:?}");
     assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
     assert_eq!(counts.failed, 0, "{counts:?} {errors:?}");
+    let (code, body) = http_get(&s.proxy, "/", Duration::from_secs(5)).expect("served");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(served_by_pid(&body), Some(new), "{body}");
 }
 
 #[test]
@@ -291,8 +332,10 @@ fn status_reports_state_generation_and_the_last_timeline() {
 
 #[test]
 fn control_socket_refuses_other_users() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED control_socket_refuses_other_users: needs root to act as another user");
+    if !needs_root(
+        "control_socket_refuses_other_users",
+        "to act as another user",
+    ) {
         return;
     }
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");

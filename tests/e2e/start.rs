@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Kind, Setup, USER_YAML};
 use nix::sys::signal::Signal;
@@ -133,25 +133,34 @@ fn child_that_never_serves_fails_the_start_within_the_timeout() {
     // A child that runs and never listens. (steward-proxy probed on an address its proxy.toml
     // does not declare is not even started: the start-up check refuses it with 78.)
     let child = scratch.write_executable("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
+    let escapees = scratch.path.join("escapees");
     let config = scratch.write(
         "steward.toml",
         &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n",
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n",
             scratch.path.display(),
+            escaping_launcher(&scratch).display(),
             child.display(),
             free_port()
         ),
     );
-    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let mut steward = Steward::start(
+        &scratch.path,
+        &config,
+        &[("STUBBORN_PIDFILE", escapees.display().to_string())],
+    );
     let child = steward.child_pid(Duration::from_secs(5)).expect("child");
-    let t = Instant::now();
-    let status = steward.wait(Duration::from_secs(5)).expect("exits");
-    assert!(t.elapsed() < Duration::from_secs(2));
-    assert_eq!(status.code(), Some(69), "log:\n{}", steward.log_text());
+    // The child would run for 30 s: an exit well before is steward giving up on it.
+    let status = steward.wait(Duration::from_secs(10)).expect("exits");
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(69), "log:\n{log}");
     assert!(!process_alive(child));
-    assert!(steward
-        .log_text()
-        .contains("did not serve within ready.timeout 1 s"));
+    // The child dies with steward whatever steward does; its escapee only by its kill.
+    let escapees = recorded_pids(&escapees);
+    assert_eq!(escapees.len(), 1, "{escapees:?}");
+    let left = stubborn_survivors(&escapees);
+    assert!(left.is_empty(), "escapees {left:?} survived; log:\n{log}");
+    assert!(log.contains("did not serve within ready.timeout 1 s"));
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Kind, Setup, USER_YAML};
+use common::{Kind, Launcher, Opts, Setup, USER_YAML};
 use nix::sys::signal::Signal;
 use steward_e2e::*;
 
@@ -46,32 +46,41 @@ fn idle_stop_with_grace_300_ends_well_under_a_second_stock_pingora() {
 fn request_in_flight_completes_and_stop_ends_right_after(kind: Kind) {
     let mut s = Setup::start(kind, USER_YAML, "");
     s.wait_ready();
-    let req = s.slow_request(2000);
+    // Long enough for steward's drain count to see it: reading the TCP tables takes a
+    // second when other programs hold 200,000 sockets.
+    let req = s.slow_request(5000);
     std::thread::sleep(Duration::from_millis(300));
     s.steward.signal(Signal::SIGTERM);
-    let status = s.wait_exit(Duration::from_secs(10));
+    let status = s.wait_exit(Duration::from_secs(20));
     let exited = Instant::now();
     let (result, done) = req.join().expect("request thread");
     assert_eq!(status.code(), Some(0), "log:\n{}", s.steward.log_text());
     let (code, body) = result.expect("the in-flight request completes");
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("2000"), "{body}");
+    assert!(body.contains("5000"), "{body}");
+    // Right after: left to itself, the child would end with its grace period, clamped to
+    // the 25 s fallback deadline, long after the request's 5 s.
     let after = exited.saturating_duration_since(done);
     assert!(
-        after < Duration::from_millis(500),
+        after < Duration::from_secs(10),
         "steward exited {after:?} after the last response; log:\n{}",
         s.steward.log_text()
     );
+    let msgs = s.notify.messages();
     assert!(
-        s.notify
-            .wait_for("requests in flight", Duration::ZERO)
-            .is_some()
-            || s.notify
-                .wait_for("request in flight", Duration::ZERO)
-                .is_some(),
-        "STATUS never showed the requests in flight: {:?}",
-        s.notify.messages()
+        draining_counts(&msgs).iter().any(|&n| n >= 1),
+        "STATUS never counted the request in flight: {msgs:?}\nlog:\n{}",
+        s.steward.log_text()
     );
+}
+
+/// The counts of steward's `STATUS=draining: N request(s) in flight, ...` messages. The
+/// drain's end ("drained, no request in flight") is not one of them.
+fn draining_counts(msgs: &[String]) -> Vec<usize> {
+    msgs.iter()
+        .filter_map(|m| m.split("STATUS=draining: ").nth(1))
+        .filter_map(|rest| rest.split(" request").next()?.parse().ok())
+        .collect()
 }
 
 #[test]
@@ -85,25 +94,48 @@ fn request_in_flight_during_stop_completes_with_200_stock_pingora() {
 }
 
 fn request_longer_than_the_deadline_is_cut_at_the_deadline(kind: Kind) {
-    let mut s = Setup::start(kind, USER_YAML, "deadline = \"2s\"");
+    // SIGTERM reaches the server 30 s late, so the child's own shutdown (its grace period,
+    // clamped to the deadline, counted from then) would end it 32 s into the stop: only
+    // steward's kill can cut the request at the 2 s deadline.
+    let mut s = Setup::start_opts(
+        kind,
+        USER_YAML,
+        "deadline = \"2s\"",
+        false,
+        "",
+        Opts {
+            launcher: Launcher::LateSigterm(30),
+            ..Opts::default()
+        },
+    );
     s.wait_ready();
-    let req = s.slow_request(10_000);
+    let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
+    let req = s.slow_request(20_000);
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     s.steward.signal(Signal::SIGTERM);
-    let status = s.wait_exit(Duration::from_secs(10));
-    let took = t.elapsed();
+    let status = s.wait_exit(Duration::from_secs(20));
     let log = s.steward.log_text();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
-    assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_millis(2200),
-        "stop took {took:?}, deadline 2 s; log:\n{log}"
-    );
-    assert!(log.contains("stop deadline reached"), "log:\n{log}");
-    let (result, _) = req.join().expect("request thread");
+    // steward's kill, then the child's end by it: a child that ended on its own would
+    // have exited with a code.
+    let kill = log
+        .find("stop deadline reached after")
+        .unwrap_or_else(|| panic!("no deadline kill; log:\n{log}"));
+    let end = log
+        .find(&format!("(child pid {child}) stopped (signal 9 (SIGKILL))"))
+        .unwrap_or_else(|| panic!("child {child} did not end by SIGKILL; log:\n{log}"));
+    assert!(kill < end, "log:\n{log}");
+    // Cut, and not before the deadline.
+    let (result, done) = req.join().expect("request thread");
     assert!(
         result.as_ref().map(|r| r.0 != 200).unwrap_or(true),
-        "the 10 s request should have been cut: {result:?}"
+        "the 20 s request should have been cut: {result:?}"
+    );
+    assert!(
+        done.duration_since(t) >= Duration::from_secs(2),
+        "the request ended {:?} into the stop, before the 2 s deadline; log:\n{log}",
+        done.duration_since(t)
     );
 }
 
@@ -149,20 +181,30 @@ fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
     // The child, a grandchild in its group, one in its own session, one double-forked.
     assert_eq!(pids.len(), 4, "{pids:?}");
     assert!(pids.iter().all(|&p| process_alive(p)));
+    let child = steward.child_pid(Duration::ZERO).expect("child pid");
     let t = Instant::now();
     steward.signal(Signal::SIGTERM);
-    let status = steward.wait(Duration::from_secs(5)).expect("steward exits");
+    // The child never ends on its own: steward exiting at all is its kill.
+    let status = steward
+        .wait(Duration::from_secs(10))
+        .expect("steward exits");
     let took = t.elapsed();
     let log = steward.log_text();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_millis(1200),
-        "took {took:?}; log:\n{log}"
+        took >= Duration::from_secs(1),
+        "stopped after {took:?}, before the 1 s deadline; log:\n{log}"
     );
     for p in pids {
         assert!(!process_alive(p), "pid {p} survived; log:\n{log}");
     }
-    assert!(log.contains("stop deadline reached"), "log:\n{log}");
+    let kill = log
+        .find("stop deadline reached after")
+        .unwrap_or_else(|| panic!("no deadline kill; log:\n{log}"));
+    let end = log
+        .find(&format!("(child pid {child}) stopped (signal 9 (SIGKILL))"))
+        .unwrap_or_else(|| panic!("child {child} did not end by SIGKILL; log:\n{log}"));
+    assert!(kill < end, "log:\n{log}");
     assert!(
         notify
             .wait_for("killing: stop deadline reached", Duration::ZERO)
@@ -170,13 +212,6 @@ fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
         "{:?}",
         notify.messages()
     );
-}
-
-/// Whether `pid` is a living stubborn-child process (not a recycled pid).
-fn stubborn_alive(pid: i32) -> bool {
-    process_alive(pid)
-        && std::fs::read_link(format!("/proc/{pid}/exe"))
-            .is_ok_and(|e| e.to_string_lossy().contains("stubborn-child"))
 }
 
 #[test]
@@ -218,32 +253,65 @@ fn a_fork_bomb_racing_the_kill_is_ended_at_the_deadline() {
         .lines()
         .filter_map(|l| l.parse().ok())
         .collect();
-    let survivors: Vec<i32> = pids.into_iter().filter(|&p| stubborn_alive(p)).collect();
+    let survivors = stubborn_survivors(&pids);
     assert!(survivors.is_empty(), "survivors {survivors:?}; log:\n{log}");
     assert!(log.contains("stop deadline reached"), "log:\n{log}");
 }
 
 #[test]
-fn second_sigint_kills_at_once() {
-    let mut s = Setup::start(Kind::StockPingora, USER_YAML, "");
+fn second_sigint_kills_the_draining_child_and_its_escapee() {
+    let mut s = Setup::start_opts(
+        Kind::StockPingora,
+        USER_YAML,
+        "",
+        false,
+        "",
+        Opts {
+            launcher: Launcher::Escapee,
+            ..Opts::default()
+        },
+    );
     s.wait_ready();
-    let _req = s.slow_request(10_000);
+    let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
+    // Left to itself the stop would last until the request ends (30 s) or the clamped
+    // grace period does (the 25 s fallback deadline): far beyond the wait below.
+    let req = s.slow_request(30_000);
     std::thread::sleep(Duration::from_millis(300));
     s.steward.signal(Signal::SIGINT);
-    std::thread::sleep(Duration::from_millis(200));
+    // Two SIGINTs before steward took the first would be one pending signal.
+    assert!(
+        s.notify
+            .wait_for("STOPPING=1", Duration::from_secs(5))
+            .is_some(),
+        "log:\n{}",
+        s.steward.log_text()
+    );
     assert!(
         s.steward.wait(Duration::ZERO).is_none(),
         "first SIGINT drains"
     );
-    let t = Instant::now();
     s.steward.signal(Signal::SIGINT);
-    let status = s.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(0));
+    let status = s.wait_exit(Duration::from_secs(10));
+    let log = s.steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    // steward's kill, then the child's end by it: not the child ending on its own.
+    let kill = log
+        .find("second SIGINT after")
+        .unwrap_or_else(|| panic!("no kill by the second SIGINT; log:\n{log}"));
+    let end = log
+        .find(&format!("(child pid {child}) stopped (signal 9 (SIGKILL))"))
+        .unwrap_or_else(|| panic!("child {child} did not end by SIGKILL; log:\n{log}"));
+    assert!(kill < end, "log:\n{log}");
+    let (result, _) = req.join().expect("request thread");
     assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
+        result.as_ref().map(|r| r.0 != 200).unwrap_or(true),
+        "the 30 s request should have been cut: {result:?}"
     );
+    // The child dies with steward whatever steward does; its escapee only by its kill.
+    let escapees = s.escapees();
+    assert_eq!(escapees.len(), 1, "{escapees:?}");
+    let left = stubborn_survivors(&escapees);
+    assert!(left.is_empty(), "escapees {left:?} survived; log:\n{log}");
 }
 
 #[test]
@@ -253,11 +321,13 @@ fn sigterm_before_ready_stops_cleanly() {
     // A child that never listens keeps steward in "starting". (steward-proxy probed on an
     // address its proxy.toml does not declare is refused at start-up with 78 instead.)
     let child = scratch.write_executable("never-serves.sh", "#!/bin/sh\nexec sleep 30\n");
+    let escapees = scratch.path.join("escapees");
     let config = scratch.write(
         "steward.toml",
         &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\n",
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"{}\"]\n[ready]\ntcp = \"127.0.0.1:{}\"\n",
             scratch.path.display(),
+            escaping_launcher(&scratch).display(),
             child.display(),
             free_port()
         ),
@@ -265,7 +335,10 @@ fn sigterm_before_ready_stops_cleanly() {
     let mut steward = Steward::start(
         &scratch.path,
         &config,
-        &[("NOTIFY_SOCKET", notify.path.display().to_string())],
+        &[
+            ("NOTIFY_SOCKET", notify.path.display().to_string()),
+            ("STUBBORN_PIDFILE", escapees.display().to_string()),
+        ],
     );
     let child = steward
         .child_pid(Duration::from_secs(5))
@@ -273,8 +346,14 @@ fn sigterm_before_ready_stops_cleanly() {
     std::thread::sleep(Duration::from_millis(300));
     steward.signal(Signal::SIGTERM);
     let status = steward.wait(Duration::from_secs(3)).expect("exits");
-    assert_eq!(status.code(), Some(0), "log:\n{}", steward.log_text());
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert!(!process_alive(child));
+    // The child dies with steward whatever steward does; its escapee only by its kill.
+    let escapees = recorded_pids(&escapees);
+    assert_eq!(escapees.len(), 1, "{escapees:?}");
+    let left = stubborn_survivors(&escapees);
+    assert!(left.is_empty(), "escapees {left:?} survived; log:\n{log}");
     let msgs = notify.messages();
     assert!(!msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");

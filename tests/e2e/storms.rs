@@ -2,7 +2,9 @@
 //! generations that are handed steward's listeners (operator's guide, "Signals at odd
 //! moments"). Each test checks its own outcome, then that nothing is left: every
 //! generation's child and process group gone, no process of the test's scratch directory
-//! running, none whose parent was steward.
+//! running, none whose parent was steward, and none of the escapees every run of the child
+//! command left behind (its children die with steward by their parent-death signal
+//! whatever steward does; the escapees only by steward's kill).
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Kind, Opts, Setup, USER_YAML};
+use common::{Kind, Launcher, Opts, Setup, USER_YAML};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use steward_e2e::*;
@@ -83,11 +85,18 @@ fn stat(pid: i32) -> Option<(i32, i32)> {
     Some((ppid, pgrp))
 }
 
-/// After steward exited: nothing of any generation is left.
+/// After steward exited: nothing of any generation is left, escapees included.
 fn assert_nothing_left(s: &Setup, steward_pid: i32) {
     let log = s.steward.log_text();
     let pids = generation_pids(&log);
     assert!(!pids.is_empty() || !log.contains("started child"), "{log}");
+    let escapees = s.escapees();
+    // Every generation left one, so the check below cannot pass for want of escapees.
+    assert_eq!(
+        escapees.is_empty(),
+        pids.is_empty(),
+        "escapees {escapees:?} of generations {pids:?}"
+    );
     let scratch = s.scratch.path.display().to_string();
     let end = Instant::now() + Duration::from_secs(5);
     loop {
@@ -110,6 +119,8 @@ fn assert_nothing_left(s: &Setup, steward_pid: i32) {
                 "a generation's child"
             } else if pids.contains(&pgrp) {
                 "in a generation's process group"
+            } else if escapees.contains(&pid) && stubborn_alive(pid) {
+                "an escapee: own session, re-parented, no parent-death signal"
             } else if ppid == steward_pid {
                 "steward's child"
             } else if cmdline.contains(&scratch) {
@@ -173,8 +184,23 @@ fn reload_held_open(s: &Setup) -> std::thread::JoinHandle<(Option<i32>, String)>
     reload
 }
 
+/// steward-proxy handed steward's listeners, each run leaving an escapee.
 fn start_proxy() -> Setup {
-    Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "")
+    start_proxy_with(Opts::default())
+}
+
+fn start_proxy_with(opts: Opts) -> Setup {
+    Setup::start_opts(
+        Kind::StewardProxy,
+        USER_YAML,
+        "",
+        true,
+        "",
+        Opts {
+            launcher: Launcher::Escapee,
+            ..opts
+        },
+    )
 }
 
 #[test]
@@ -191,8 +217,9 @@ fn a_thousand_sighups_under_load_are_coalesced_and_drop_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     // Ten bursts of 100, each as fast as kill(2) goes, spread so that they land while
     // steward serves, checks a configuration and brings up the next generation.
+    const BURSTS: u64 = 10;
     let t = Instant::now();
-    for _ in 0..10 {
+    for _ in 0..BURSTS {
         for _ in 0..100 {
             kill(Pid::from_raw(pid), Signal::SIGHUP).expect("SIGHUP to steward");
         }
@@ -217,9 +244,12 @@ fn a_thousand_sighups_under_load_are_coalesced_and_drop_nothing() {
     let (state, gen, gens) = status(&s);
     let log = s.steward.log_text();
     assert_eq!((state.as_str(), gens), ("serving", 1), "log:\n{log}");
+    // A burst that finds steward serving starts a reload, and whatever of it arrives during
+    // that reload is coalesced into one more after it (the kernel already merges most of a
+    // burst into one pending SIGHUP): at most two reloads a burst, however many signals.
     assert!(
-        (2..=50).contains(&gen),
-        "1000 SIGHUPs (sent in {sent_in:?}) gave generation {gen}: reloads must coalesce; log:\n{log}"
+        (2..=1 + 2 * BURSTS).contains(&gen),
+        "1000 SIGHUPs in {BURSTS} bursts (sent in {sent_in:?}) gave generation {gen}: reloads must coalesce; log:\n{log}"
     );
     assert!(
         counts.ok > 0 && counts.refused == 0 && counts.failed == 0,
@@ -240,8 +270,10 @@ fn a_thousand_sighups_under_load_are_coalesced_and_drop_nothing() {
         }
     }
     let (rss_after, fds_after) = (rss_kib(pid), fd_count(pid));
+    // It grows by about 120 KiB (7.0 to 7.1 MiB); 2 MiB of margin still catches a buffer
+    // kept per reload or a table read kept in a thread's arena (once 7 to 32 MiB).
     assert!(
-        rss_after < rss_before * 2 + 16 * 1024,
+        rss_after < rss_before + 2 * 1024,
         "steward's RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
     assert!(
@@ -252,6 +284,59 @@ fn a_thousand_sighups_under_load_are_coalesced_and_drop_nothing() {
         "1000 SIGHUPs in {sent_in:?}: generation {gen}, {counts:?}, RSS {rss_before}->{rss_after} KiB, fds {fds_before}->{fds_after}"
     );
 
+    s.steward.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    assert_nothing_left(&s, pid);
+}
+
+#[test]
+fn sighups_during_a_reload_become_one_more_reload_after_it() {
+    let mut s = start_proxy();
+    s.wait_ready();
+    let pid = s.steward.pid();
+    // A reload held open: its generation never becomes ready and is given up after 5 s.
+    let toml = s.scratch.path.join("steward.toml");
+    let good = std::fs::read_to_string(&toml).expect("steward.toml");
+    assert!(good.contains("timeout = \"20s\""), "{good}");
+    let held = good
+        .replace("/health\"", "/never-ready\"")
+        .replace("timeout = \"20s\"", "timeout = \"5s\"");
+    std::fs::write(&toml, held).expect("write");
+    let reload = reload_client(&s);
+    wait_status(
+        &s,
+        "reload under way",
+        Duration::from_secs(10),
+        |(st, _, n)| st == "reloading" && *n == 2,
+    );
+    // Spread out, so the kernel does not merge them all into one pending signal.
+    for _ in 0..10 {
+        s.steward.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_log(
+        &s,
+        "reload requested during a reload",
+        Duration::from_secs(5),
+    );
+    // The reload they asked for reads the configuration as it is when it runs.
+    std::fs::write(&toml, good).expect("write");
+    let (code, out) = reload.join().expect("reload client");
+    assert_eq!(code, Some(1), "the held reload fails: {out}");
+    wait_status(
+        &s,
+        "generation 3 serves",
+        Duration::from_secs(30),
+        |(st, g, n)| st == "serving" && *g == 3 && *n == 1,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(status(&s), ("serving".to_string(), 3, 1), "one more only");
+    let log = s.steward.log_text();
+    let asked = log.matches("reload requested during a reload").count();
+    assert!(
+        asked >= 2,
+        "only {asked} SIGHUP seen during the reload; log:\n{log}"
+    );
     s.steward.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(20)).code(), Some(0));
     assert_nothing_left(&s, pid);
@@ -301,17 +386,10 @@ fn sigterm_during_a_reload_stops_both_generations_and_fails_the_reload_client() 
 #[test]
 fn sigterm_before_ready_stops_the_starting_child_with_exit_0() {
     // The probe asks a path steward-proxy answers with 404: the child runs, never ready.
-    let mut s = Setup::start_opts(
-        Kind::StewardProxy,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            ready_path: Some("/never-ready"),
-            ..Opts::default()
-        },
-    );
+    let mut s = start_proxy_with(Opts {
+        ready_path: Some("/never-ready"),
+        ..Opts::default()
+    });
     let pid = s.steward.pid();
     s.steward
         .child_pid(Duration::from_secs(10))
@@ -334,17 +412,10 @@ fn sigterm_before_ready_stops_the_starting_child_with_exit_0() {
 
 #[test]
 fn sigterm_before_the_child_starts_exits_0_without_starting_it() {
-    let mut s = Setup::start_opts(
-        Kind::StewardProxy,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            pending: &[Signal::SIGTERM],
-            ..Opts::default()
-        },
-    );
+    let mut s = start_proxy_with(Opts {
+        pending: &[Signal::SIGTERM],
+        ..Opts::default()
+    });
     let pid = s.steward.pid();
     let code = s.wait_exit(Duration::from_secs(20)).code();
     let log = s.steward.log_text();
@@ -359,17 +430,10 @@ fn sigterm_before_the_child_starts_exits_0_without_starting_it() {
 
 #[test]
 fn sighup_before_the_child_starts_becomes_one_reload_once_it_serves() {
-    let mut s = Setup::start_opts(
-        Kind::StewardProxy,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            pending: &[Signal::SIGHUP],
-            ..Opts::default()
-        },
-    );
+    let mut s = start_proxy_with(Opts {
+        pending: &[Signal::SIGHUP],
+        ..Opts::default()
+    });
     let pid = s.steward.pid();
     wait_status(
         &s,

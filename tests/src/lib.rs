@@ -246,6 +246,83 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// Whether `pid` is a living stubborn-child process (not a recycled pid).
+pub fn stubborn_alive(pid: i32) -> bool {
+    process_alive(pid)
+        && std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|e| e.to_string_lossy().contains("stubborn-child"))
+}
+
+/// Those of `pids` that are living stubborn-child processes.
+pub fn stubborn_survivors(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|&p| stubborn_alive(p))
+        .collect()
+}
+
+/// The pids a stubborn-child pidfile records, in order; none when it does not exist.
+pub fn recorded_pids(pidfile: &Path) -> Vec<i32> {
+    std::fs::read_to_string(pidfile)
+        .map(|t| t.lines().filter_map(|l| l.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Writes `launcher.sh`, a child command's prefix: it leaves an escapee behind, then execs
+/// its arguments (the real child and steward's). The escapee is the stubborn-child fixture
+/// double-forked into a session of its own: outside the child's process group, no
+/// descendant of it, deaf to SIGTERM and without a parent-death signal. Re-parented to
+/// steward (a subreaper), it outlives the child and, once steward has gone, steward too:
+/// only steward's own kill ends it, so a steward that merely exits leaves it running.
+/// Its pid is appended to `$STUBBORN_PIDFILE`.
+pub fn escaping_launcher(scratch: &Scratch) -> PathBuf {
+    scratch.write_executable(
+        "launcher.sh",
+        &format!(
+            "#!/bin/sh\n{} daemonize\nexec \"$@\"\n",
+            bin("stubborn-child").display()
+        ),
+    )
+}
+
+/// Writes `late-sigterm.sh`, a child command's prefix: it runs its arguments as the server
+/// and passes SIGTERM on to it only `secs` later, so the child's own shutdown ends `secs`
+/// plus its grace period after the stop began. A stop deadline much shorter than that is
+/// met only by steward's kill, never by the child ending itself at the same moment.
+pub fn late_sigterm_launcher(scratch: &Scratch, secs: u64) -> PathBuf {
+    scratch.write_executable(
+        "late-sigterm.sh",
+        &format!(
+            "#!/bin/sh\n\"$@\" &\nserver=$!\ntrap 'sleep {secs}; kill -TERM $server' TERM\nwhile kill -0 $server 2>/dev/null; do wait $server; done\n"
+        ),
+    )
+}
+
+/// The pid in steward-proxy's demo origin answer ("... (pid N)"): which generation served.
+pub fn served_by_pid(body: &str) -> Option<i32> {
+    body.split("(pid ")
+        .nth(1)?
+        .split(')')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// True when a test that needs root may run: `why` says what for. Otherwise it prints
+/// SKIPPED, so the skip shows in the output, or fails under CI=true, where CI runs as root
+/// and a skip would hide a regression.
+pub fn needs_root(test: &str, why: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root ({why}); CI runs as root, so this must not be skipped there");
+    }
+    println!("SKIPPED {test}: needs root ({why})");
+    false
+}
+
 /// A running `steward run`, killed (with its tree) if the test ends early.
 pub struct Steward {
     pub child: Child,
@@ -365,10 +442,14 @@ impl Steward {
 impl Drop for Steward {
     /// A test that ends early stops steward as an operator would, so steward ends the
     /// child's whole tree; SIGKILL alone would orphan grandchildren (only the child has a
-    /// parent-death signal).
+    /// parent-death signal). A stop that would wait out a long deadline (a child that
+    /// ignores SIGTERM) is cut short with SIGINT, which kills the tree at once.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+            if self.wait(Duration::from_secs(5)).is_none() {
+                let _ = kill(Pid::from_raw(self.pid()), Signal::SIGINT);
+            }
             if self.wait(Duration::from_secs(5)).is_none() {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
@@ -469,7 +550,6 @@ pub fn load(
     })
 }
 
-/// Runs `steward <command> --socket <socket>`; its exit code and output.
 /// steward.toml supervising the stubborn-child fixture, which is ready once `listen`
 /// accepts; `more` follows the `[ready]` table's `tcp` line (more `[ready]` keys, then
 /// other tables).
@@ -518,6 +598,7 @@ pub fn status_json(socket: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// Runs `steward <command> --socket <socket>`; its exit code and output.
 pub fn steward_cli(command: &str, socket: &Path) -> (Option<i32>, String) {
     let out = Command::new(bin("steward"))
         .args([command, "--socket"])
