@@ -175,10 +175,13 @@ fn a_stock_pingora_binary_takes_the_listeners_and_reloads() {
         "generation 1 (pid {old}) still running; log:\n{}",
         s.steward.log_text()
     );
-    let log = s.steward.log_text();
     assert!(
-        log.contains(&format!("generation 1 (child pid {old}) retired")),
-        "log:\n{log}"
+        s.steward.wait_log(
+            &format!("generation 1 (child pid {old}) retired"),
+            Duration::from_secs(5)
+        ),
+        "log:\n{}",
+        s.steward.log_text()
     );
     assert_eq!(
         http_get(&s.proxy, "/x", Duration::from_secs(2)).map(|r| r.0),
@@ -260,8 +263,7 @@ fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
     );
     assert!(s
         .steward
-        .log_text()
-        .contains("failed 3 health probes in a row"));
+        .wait_log("failed 3 health probes in a row", Duration::from_secs(5)));
 }
 
 #[test]

@@ -418,6 +418,21 @@ impl Steward {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until steward's log contains `needle`; whether it came within `timeout`.
+    /// A line follows the event it reports by a moment: read the log after it is there.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The child pid steward logged at start.
     pub fn child_pid(&self, timeout: Duration) -> Option<i32> {
         let end = Instant::now() + timeout;
