@@ -292,6 +292,7 @@ fn kill_listed_until_empty(io: &Io, dir: &Path, spare: i32) -> usize {
     let end = Instant::now() + EMPTY_TIMEOUT;
     crate::child::sigkill_until_none(
         io,
+        None,
         || {
             listed_pids(dir)
                 .into_iter()

@@ -159,10 +159,8 @@ pub fn kill_descendants(io: &Io) -> usize {
 fn kill_until_gone(io: &Io, pgid: Option<Pid>, root: i32) -> usize {
     sigkill_until_none(
         io,
+        pgid,
         || {
-            if let Some(g) = pgid {
-                let _ = killpg(g, Signal::SIGKILL);
-            }
             let procs = procfs::all_processes(io);
             let mut targets = procfs::descendants(&procs, root);
             if let Some(g) = pgid {
@@ -182,6 +180,7 @@ fn kill_until_gone(io: &Io, pgid: Option<Pid>, root: i32) -> usize {
 /// one) or `give_up(round)` says so. Returns how many signals were delivered.
 pub(crate) fn sigkill_until_none(
     io: &Io,
+    group: Option<Pid>,
     mut candidates: impl FnMut() -> Vec<i32>,
     mut give_up: impl FnMut(usize) -> bool,
 ) -> usize {
@@ -197,6 +196,11 @@ pub(crate) fn sigkill_until_none(
             .collect();
         if living.is_empty() {
             break;
+        }
+        // The whole group at once, so none of it forks meanwhile; then each one listed,
+        // which also counts them (a killed process exists until it is reaped).
+        if let Some(g) = group {
+            let _ = killpg(g, Signal::SIGKILL);
         }
         for p in living {
             if kill(Pid::from_raw(p), Signal::SIGKILL).is_ok() {
