@@ -728,7 +728,9 @@ impl Driver {
                 .call(FACTS_TIMEOUT, move |io| {
                     targets
                         .into_iter()
-                        .map(|(gen, pid, snap)| (gen, tcp::drain(io, gen, pid, &snap)))
+                        .filter_map(|(gen, pid, snap)| {
+                            tcp::drain(io, gen, pid, &snap).map(|c| (gen, c))
+                        })
                         .collect::<Vec<_>>()
                 })
                 .await

@@ -56,6 +56,11 @@ pub struct TcpSock {
     pub inode: u64,
 }
 
+/// IPv4 and IPv6.
+pub const BOTH: &[u8] = &[AF_INET, AF_INET6];
+/// IPv4 alone.
+pub const V4: &[u8] = &[AF_INET];
+
 /// Bit for TCP state `s` in a request's state mask.
 pub const fn state_bit(s: u8) -> u32 {
     1 << s
@@ -91,7 +96,7 @@ impl SockDiag {
         };
         // A first query proves the kernel answers (inet_diag may be a module not loaded,
         // or refused by an LSM) before anything relies on it.
-        s.dump(state_bit(TCP_LISTEN), &[0])?;
+        s.dump(state_bit(TCP_LISTEN), &[0], V4)?;
         Ok(s)
     }
 
@@ -129,12 +134,20 @@ impl SockDiag {
         }
     }
 
-    /// Every TCP socket (IPv4 and IPv6) in one of `states` (a mask of [`state_bit`]s) whose
-    /// local or remote port is one of `ports`, filtered by the kernel.
-    pub fn dump(&mut self, states: u32, ports: &[u16]) -> io::Result<Vec<TcpSock>> {
+    /// Every TCP socket of `families` ([`BOTH`], or [`V4`] alone) in one of `states` (a
+    /// mask of [`state_bit`]s) whose local or remote port is one of `ports`, filtered by
+    /// the kernel. Each family is one walk of the kernel's whole connection hash (unless
+    /// `states` is LISTEN alone, which walks only the listeners): ask for the families
+    /// that matter.
+    pub fn dump(
+        &mut self,
+        states: u32,
+        ports: &[u16],
+        families: &[u8],
+    ) -> io::Result<Vec<TcpSock>> {
         let program = bytecode::any_port(ports);
         let mut out = vec![];
-        for family in [AF_INET, AF_INET6] {
+        for &family in families {
             let socket_id = match family {
                 AF_INET => SocketId::new_v4(),
                 _ => SocketId::new_v6(),
@@ -588,7 +601,7 @@ mod tests {
         let (s1, _) = watched.accept().expect("accept");
         let (_s2, _) = other.accept().expect("accept");
         let est = diag
-            .dump(state_bit(TCP_ESTABLISHED), &[port])
+            .dump(state_bit(TCP_ESTABLISHED), &[port], BOTH)
             .expect("dump");
         // Both ends of the one connection on `port`; nothing of the other listener's.
         assert_eq!(est.len(), 2, "{est:?}");
@@ -596,7 +609,9 @@ mod tests {
         assert!(est
             .iter()
             .all(|s| s.local.port() == port || s.remote.port() == port));
-        let listening = diag.dump(state_bit(TCP_LISTEN), &[port]).expect("dump");
+        let listening = diag
+            .dump(state_bit(TCP_LISTEN), &[port], BOTH)
+            .expect("dump");
         assert_eq!(listening.len(), 1, "{listening:?}");
         assert_eq!(listening[0].inode, socket_inode(watched.as_raw_fd()));
     }
@@ -608,7 +623,9 @@ mod tests {
         };
         let mut diag = SockDiag::open().expect("sock_diag");
         let port = l.local_addr().expect("addr").port();
-        let listening = diag.dump(state_bit(TCP_LISTEN), &[port]).expect("dump");
+        let listening = diag
+            .dump(state_bit(TCP_LISTEN), &[port], BOTH)
+            .expect("dump");
         assert_eq!(listening.len(), 1, "{listening:?}");
         assert!(listening[0].local.is_ipv6());
     }

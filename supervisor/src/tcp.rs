@@ -12,7 +12,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use crate::procfs;
-use crate::sockdiag::{state_bit, TcpSock, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN};
+use std::time::{Duration, Instant};
+
+use crate::sockdiag::{state_bit, TcpSock, BOTH, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, V4};
 use crate::worker::Io;
 
 /// Who holds the server side of a probe's connection.
@@ -58,6 +60,9 @@ pub fn probe_owner(io: &mut Io, pgid: i32, server: SocketAddr, client: SocketAdd
 pub struct Snapshot {
     pub ports: HashSet<u16>,
     pub listeners: HashSet<u64>,
+    /// Whether a listener is IPv6: its connections (IPv4 ones too, on a dual-stack
+    /// socket) are then IPv6 sockets, and the drain must look at both families.
+    pub v6: bool,
 }
 
 /// The ports the group listens on, plus `extra` (steward's own listeners and the probe's).
@@ -66,11 +71,15 @@ pub fn snapshot(io: &mut Io, pgid: i32, extra: &[u16]) -> Snapshot {
     let mut snap = Snapshot {
         ports: extra.iter().copied().collect(),
         listeners: HashSet::new(),
+        v6: false,
     };
-    let listening: Vec<(u16, u64)> = match diag_for(io, pgid) {
+    let listening: Vec<(u16, u64, bool)> = match diag_for(io, pgid) {
         // Every listener of the host is few: no port filter needed to find the child's.
-        Some(diag) => match diag.dump(state_bit(TCP_LISTEN), &[]) {
-            Ok(socks) => socks.iter().map(|s| (s.local.port(), s.inode)).collect(),
+        Some(diag) => match diag.dump(state_bit(TCP_LISTEN), &[], BOTH) {
+            Ok(socks) => socks
+                .iter()
+                .map(|s| (s.local.port(), s.inode, s.local.is_ipv6()))
+                .collect(),
             Err(e) => {
                 tracing::debug!("sock_diag dump: {e}; reading /proc instead");
                 procfs_listening(io, pgid)
@@ -78,20 +87,21 @@ pub fn snapshot(io: &mut Io, pgid: i32, extra: &[u16]) -> Snapshot {
         },
         None => procfs_listening(io, pgid),
     };
-    for (port, inode) in listening {
+    for (port, inode, v6) in listening {
         if inode != 0 && held.contains(&inode) {
             snap.ports.insert(port);
             snap.listeners.insert(inode);
+            snap.v6 |= v6;
         }
     }
     snap
 }
 
-fn procfs_listening(io: &mut Io, pgid: i32) -> Vec<(u16, u64)> {
+fn procfs_listening(io: &mut Io, pgid: i32) -> Vec<(u16, u64, bool)> {
     procfs::group_tcp_rows(io, pgid)
         .into_iter()
         .filter(|r| r.state == procfs::TCP_LISTEN)
-        .map(|r| (r.local_port, r.inode))
+        .map(|r| (r.local_port, r.inode, r.local.len() > 13))
         .collect()
 }
 
@@ -111,15 +121,29 @@ pub struct DrainTrack {
     /// Once its listeners are closed, the connections still in flight: the only ones
     /// left to watch, each with one exact lookup per poll.
     pending: Option<Vec<TcpSock>>,
+    /// While it still holds a listener: since when, and when its connections were last
+    /// counted.
+    open_since: Option<Instant>,
+    counted_at: Option<Instant>,
 }
 
-/// Counts the generation's requests in flight.
+/// How long a generation may hold its listeners after SIGTERM before its connections
+/// are counted anyway (Pingora closes them within milliseconds; a child that keeps them
+/// open is then drained by `drain_quiet`).
+const OPEN_GRACE: Duration = Duration::from_millis(50);
+/// How often the connections of a generation that still holds a listener are counted:
+/// each count walks the kernel's whole connection table.
+const OPEN_RECOUNT: Duration = Duration::from_millis(100);
+
+/// Counts the generation's requests in flight; None when this poll did not count.
 ///
-/// While it still holds a listener, every poll lists its connections (a dump filtered by
-/// state and port). Once it holds none, that list can only shrink: it is kept, and later
-/// polls look up just those connections, so a poll costs a few hash lookups in the kernel
-/// whatever the host holds.
-pub fn drain(io: &mut Io, gen: u64, pgid: i32, snap: &Snapshot) -> DrainCount {
+/// A poll first asks whether it still holds a listener (a dump of listeners alone, which
+/// the kernel answers without walking its connections). The moment it holds none, its
+/// connections are listed once (a dump filtered by state and port): that list can only
+/// shrink, so later polls look up just those connections, a few hash lookups in the
+/// kernel whatever the host holds. While it still holds a listener its connections are
+/// counted only after [`OPEN_GRACE`], and then every [`OPEN_RECOUNT`].
+pub fn drain(io: &mut Io, gen: u64, pgid: i32, snap: &Snapshot) -> Option<DrainCount> {
     let mut track = io.drains.remove(&gen).unwrap_or_default();
     let count = drain_with(io, &mut track, pgid, snap);
     io.drains.insert(gen, track);
@@ -131,7 +155,12 @@ pub fn forget(io: &mut Io, gen: u64) {
     io.drains.remove(&gen);
 }
 
-fn drain_with(io: &mut Io, track: &mut DrainTrack, pgid: i32, snap: &Snapshot) -> DrainCount {
+fn drain_with(
+    io: &mut Io,
+    track: &mut DrainTrack,
+    pgid: i32,
+    snap: &Snapshot,
+) -> Option<DrainCount> {
     if let Some(pending) = &mut track.pending {
         if let Some(diag) = diag_for(io, pgid) {
             let mut failed = false;
@@ -147,36 +176,67 @@ fn drain_with(io: &mut Io, track: &mut DrainTrack, pgid: i32, snap: &Snapshot) -
                 }
             });
             if !failed {
-                return DrainCount {
+                return Some(DrainCount {
                     in_flight: pending.len(),
                     closed: true,
-                };
+                });
             }
         }
     }
-    let held = procfs::group_socket_inodes(io, pgid);
+    let families = if snap.v6 { BOTH } else { V4 };
     let ports: Vec<u16> = snap.ports.iter().copied().collect();
-    let states = state_bit(TCP_ESTABLISHED) | state_bit(TCP_CLOSE_WAIT) | state_bit(TCP_LISTEN);
-    let socks: Vec<TcpSock> = match diag_for(io, pgid).map(|d| d.dump(states, &ports)) {
-        Some(Ok(socks)) => socks,
-        _ => procfs::group_tcp_rows(io, pgid)
-            .into_iter()
-            .filter_map(|r| r.to_sock())
-            .collect(),
+    let held = procfs::group_socket_inodes(io, pgid);
+    let Some(diag) = diag_for(io, pgid) else {
+        return Some(count_from_proc(io, pgid, snap, &held));
+    };
+    let listening = match diag.dump(state_bit(TCP_LISTEN), &ports, families) {
+        Ok(l) => l,
+        Err(_) => return Some(count_from_proc(io, pgid, snap, &held)),
+    };
+    let closed = !listening
+        .iter()
+        .any(|s| s.inode != 0 && held.contains(&s.inode));
+    let now = Instant::now();
+    if !closed {
+        let since = *track.open_since.get_or_insert(now);
+        let due =
+            now >= since + OPEN_GRACE && track.counted_at.is_none_or(|t| now >= t + OPEN_RECOUNT);
+        if !due {
+            return None;
+        }
+        track.counted_at = Some(now);
+    }
+    let states = state_bit(TCP_ESTABLISHED) | state_bit(TCP_CLOSE_WAIT);
+    let socks = match diag.dump(states, &ports, families) {
+        Ok(s) => s,
+        Err(_) => return Some(count_from_proc(io, pgid, snap, &held)),
     };
     let mine: Vec<TcpSock> = socks
         .into_iter()
         .filter(|s| s.inode != 0 && held.contains(&s.inode))
         .collect();
+    let downstream = downstream(&mine, &snap.ports);
+    let in_flight = downstream.len();
+    if closed {
+        track.pending = Some(downstream);
+    }
+    Some(DrainCount { in_flight, closed })
+}
+
+/// The same count from `/proc/<pid>/net/tcp`: every socket of the namespace, read whole.
+fn count_from_proc(io: &mut Io, pgid: i32, snap: &Snapshot, held: &HashSet<u64>) -> DrainCount {
+    let mine: Vec<TcpSock> = procfs::group_tcp_rows(io, pgid)
+        .into_iter()
+        .filter_map(|r| r.to_sock())
+        .filter(|s| held.contains(&s.inode))
+        .collect();
     let closed = !mine
         .iter()
         .any(|s| s.state == TCP_LISTEN && snap.ports.contains(&s.local.port()));
-    let downstream = downstream(&mine, &snap.ports);
-    let in_flight = downstream.len();
-    if closed && diag_for(io, pgid).is_some() {
-        track.pending = Some(downstream);
+    DrainCount {
+        in_flight: downstream(&mine, &snap.ports).len(),
+        closed,
     }
-    DrainCount { in_flight, closed }
 }
 
 /// The group's downstream connections among its sockets: on one of `ports`, and not a
@@ -239,6 +299,34 @@ mod tests {
             sock("127.0.0.1:6189", "127.0.0.1:50500", TCP_ESTABLISHED),
         ];
         assert!(downstream(&socks, &ports).is_empty());
+    }
+
+    #[test]
+    fn a_child_that_closed_its_listeners_at_once_is_counted_at_once() {
+        use std::os::fd::AsRawFd;
+        let mut io = Io::for_tests();
+        let (l, _c, s) = server_pair();
+        let mut group = Group::holding(l.as_raw_fd(), s.as_raw_fd());
+        drop(l);
+        drop(s);
+        let pgid = group.pgid();
+        let mut snap = Snapshot::default();
+        assert!(eventually(|| {
+            snap = snapshot(&mut io, pgid, &[]);
+            !snap.listeners.is_empty()
+        }));
+        group.next();
+        assert!(eventually(|| snapshot(&mut io, pgid, &[])
+            .listeners
+            .is_empty()));
+        // No waiting for OPEN_GRACE: the first poll that sees no listener counts.
+        assert_eq!(
+            drain(&mut io, 8, pgid, &snap),
+            Some(DrainCount {
+                in_flight: 1,
+                closed: true
+            })
+        );
     }
 
     #[test]
@@ -443,20 +531,27 @@ mod tests {
             snap = snapshot(&mut io, pgid, &[]);
             !snap.listeners.is_empty()
         }));
-        assert_eq!(
-            drain(&mut io, 7, pgid, &snap),
-            DrainCount {
-                in_flight: 1,
-                closed: false
-            }
-        );
+        // Right after SIGTERM a child that still holds its listener is not counted yet;
+        // once it has held it a while, it is.
+        let open = DrainCount {
+            in_flight: 1,
+            closed: false,
+        };
+        assert!(eventually(|| drain(&mut io, 7, pgid, &snap) == Some(open)));
         // The listener closes (Pingora at SIGTERM): the request is still in flight.
         group.next();
-        assert!(eventually(|| drain(&mut io, 7, pgid, &snap).closed));
-        assert_eq!(drain(&mut io, 7, pgid, &snap).in_flight, 1);
+        let closed = DrainCount {
+            in_flight: 1,
+            closed: true,
+        };
+        assert!(eventually(|| drain(&mut io, 7, pgid, &snap) == Some(closed)));
         // Its response sent, the child closes the connection: nothing is left, for good.
         group.next();
-        assert!(eventually(|| drain(&mut io, 7, pgid, &snap).in_flight == 0));
-        assert!(drain(&mut io, 7, pgid, &snap).closed);
+        let done = DrainCount {
+            in_flight: 0,
+            closed: true,
+        };
+        assert!(eventually(|| drain(&mut io, 7, pgid, &snap) == Some(done)));
+        assert_eq!(drain(&mut io, 7, pgid, &snap), Some(done));
     }
 }
