@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 src = sys.argv[1] if len(sys.argv) > 1 else "bench/scale.csv"
 dst = sys.argv[2] if len(sys.argv) > 2 else "bench/scale.png"
@@ -40,6 +41,8 @@ for ax, (title, unit, series) in zip(axes.flat, panels):
     ax.set_ylabel(unit)
     ax.set_xlabel("host connections (thousands; 2 TCP sockets each)")
     ax.set_ylim(bottom=0)
+    if unit == "count":
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)

@@ -29,6 +29,8 @@ const STATUS_GAP: Duration = Duration::from_millis(100);
 /// The status phase stops here even when fewer calls were made (slow replies).
 const STATUS_BUDGET: Duration = Duration::from_secs(20);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// TCP sockets beyond the holders' that make a level's row suspect.
+const FOREIGN_SOCKETS: u64 = 2_000;
 /// Between READY and a measured window: the readiness probe's own work is over.
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -64,6 +66,9 @@ struct Level {
     tcp_entries: u64,
     holders_up_s: f64,
     health_failures: f64,
+    /// Health probes made (passed + failed) by the end of the window, when steward's
+    /// status counts them (builds before the count have none).
+    health_probes: f64,
     replacements: f64,
     ready_ms: [f64; 2],
     status_p50_ms: f64,
@@ -84,6 +89,7 @@ impl Level {
         Level {
             connections,
             health_failures: f64::NAN,
+            health_probes: f64::NAN,
             replacements: f64::NAN,
             ready_ms: [f64::NAN; 2],
             status_p50_ms: f64::NAN,
@@ -249,8 +255,8 @@ fn cpu_percent(pid: i32, window: Duration) -> Option<f64> {
 }
 
 /// One `status` round trip on the control socket, as `steward status` makes it: connect,
-/// send the line, read the JSON line back.
-fn status_round_trip(socket: &Path) -> Result<Duration, String> {
+/// send the line, read the JSON line back. Its time and the reply.
+fn status_round_trip(socket: &Path) -> Result<(Duration, String), String> {
     let t = Instant::now();
     let mut s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
@@ -261,9 +267,19 @@ fn status_round_trip(socket: &Path) -> Result<Duration, String> {
         .map_err(|e| format!("read: {e}"))?;
     let took = t.elapsed();
     if line.contains("\"ok\":true") {
-        Ok(took)
+        Ok((took, line))
     } else {
         Err(format!("reply {:?}", line.trim()))
+    }
+}
+
+/// `status.health.passed + failed` in a status reply; NaN when the reply has no count.
+fn health_probes(reply: &str) -> f64 {
+    let v: serde_json::Value = serde_json::from_str(reply).unwrap_or_default();
+    let h = &v["status"]["health"];
+    match (h["passed"].as_u64(), h["failed"].as_u64()) {
+        (Some(p), Some(f)) => (p + f) as f64,
+        _ => f64::NAN,
     }
 }
 
@@ -463,7 +479,12 @@ fn run_fast_health(level: &mut Level, health_window: Duration) {
     let began = Instant::now();
     while took.len() + errors < STATUS_CALLS && began.elapsed() < STATUS_BUDGET {
         match status_round_trip(&socket) {
-            Ok(d) => took.push(ms(d)),
+            Ok((d, reply)) => {
+                if took.is_empty() {
+                    level.health_probes = health_probes(&reply);
+                }
+                took.push(ms(d));
+            }
             Err(e) => {
                 errors += 1;
                 if errors == 1 {
@@ -479,6 +500,13 @@ fn run_fast_health(level: &mut Level, health_window: Duration) {
     level.status_max_ms = took.last().copied().unwrap_or(f64::NAN);
     if errors > 0 {
         level.notes.push(format!("status: {errors} calls failed"));
+    }
+    if took.len() + errors < STATUS_CALLS {
+        level.notes.push(format!(
+            "status: {} calls made within the {} s budget",
+            took.len() + errors,
+            STATUS_BUDGET.as_secs()
+        ));
     }
 
     let proxy = run.proxy.clone();
@@ -532,6 +560,15 @@ fn run_default_health(level: &mut Level, cpu_window: Duration) {
     }
 }
 
+/// "3", or "3 of 150" when steward counted its probes.
+fn failures_cell(r: &Level) -> String {
+    if r.health_probes.is_nan() {
+        fmt(r.health_failures, 0)
+    } else {
+        format!("{} of {}", fmt(r.health_failures, 0), r.health_probes)
+    }
+}
+
 fn fmt(v: f64, digits: usize) -> String {
     if v.is_nan() {
         "-".into()
@@ -549,10 +586,10 @@ fn main() {
     // parent-death signal misses; drop ends them as soon as a level is measured.
     let holder_seconds = health_window.as_secs() + cpu_window.as_secs() + 240;
 
-    println!("steward: {}", steward_binary());
-    println!("machine: {}", machine());
-    println!("host: {}", host_limits());
-    println!("load average at the start: {}", load_average());
+    println!("- steward: {}", steward_binary());
+    println!("- machine: {}", machine());
+    println!("- host: {}", host_limits());
+    println!("- load average at the start: {}", load_average());
     println!();
     let mut rows = vec![];
     for &n in &levels {
@@ -560,12 +597,13 @@ fn main() {
         let need = preflight(n);
         if !need.is_empty() {
             let msg = format!("skipped: this host needs {}", need.join("; "));
-            println!("{n} connections {msg}");
+            println!("- {n} connections {msg}");
             level.notes.push(msg);
             rows.push(level);
             continue;
         }
         progress(&format!("{n} connections: starting holders"));
+        let before = tcp_entries();
         let t = Instant::now();
         let mut holders = HostConnections::hold(n, holder_seconds);
         level.holders_up_s = t.elapsed().as_secs_f64();
@@ -581,6 +619,17 @@ fn main() {
             level
                 .notes
                 .push("a holder ended before the level was measured".into());
+        }
+        // Sockets that are not the holders' (another test, a build downloading) change
+        // what steward has to read: flag them so such a row is not taken at face value.
+        let after = tcp_entries();
+        let expected = 2 * n as u64;
+        let drift = |v: u64| v.abs_diff(expected) > FOREIGN_SOCKETS;
+        if drift(level.tcp_entries) || drift(after) {
+            level.notes.push(format!(
+                "other TCP sockets on the host: {before} before the holders, {} with them up, {after} at the end (the holders' own: {expected})",
+                level.tcp_entries
+            ));
         }
         level.load = load_average()
             .split_whitespace()
@@ -601,7 +650,7 @@ fn main() {
             "| {} | {} | {} | {} | {} / {} | {} / {} | {} % | {} % | {} | {} | {} |",
             r.connections,
             r.tcp_entries,
-            fmt(r.health_failures, 0),
+            failures_cell(r),
             fmt(r.replacements, 0),
             fmt(r.ready_ms[0], 0),
             fmt(r.ready_ms[1], 0),
@@ -617,29 +666,31 @@ fn main() {
     println!();
     println!(
         "Each connection is 2 sockets (both ends held by conn-holder processes); \"TCP entries\" counts the kernel's TCP sockets (sockstat inuse + tw) with the holders up. \
-         false health failures: `health probe:` lines in steward's log from READY to the end of the {} s window; child replaced: `failed N health probes in a row` lines. \
-         `status`: {STATUS_CALLS} round trips on the control socket (connect, `status`, one JSON line back; no CLI process), {} ms apart. \
+         false health failures: `health probe:` lines in steward's log from READY to the end of the {} s window (\"of N\": the probes made, when `steward status` counts them); child replaced: `failed N health probes in a row` lines. \
+         `status`: {STATUS_CALLS} round trips on the control socket (connect, `status`, one JSON line back; no CLI process), {} ms apart, as many as fit in {} s. \
          CPU: utime+stime of steward's process over the window ({} s at 200ms, {} s at the default 2s), in % of one core. \
          drain overshoot: steward's exit minus the end of a 1 s request that was in flight at SIGTERM. idle stop: SIGTERM to exit, nothing in flight. load: 1-minute load average after the level.",
         health_window.as_secs(),
         STATUS_GAP.as_millis(),
+        STATUS_BUDGET.as_secs(),
         health_window.as_secs(),
         cpu_window.as_secs()
     );
+    println!();
     for r in &rows {
         for n in &r.notes {
             println!("- {} connections: {n}", r.connections);
         }
     }
-    println!("steward at the end: {}", steward_binary());
-    println!("load average at the end: {}", load_average());
+    println!("- steward at the end: {}", steward_binary());
+    println!("- load average at the end: {}", load_average());
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/scale.csv");
     match std::fs::File::create(&path) {
         Ok(mut f) => {
             let _ = writeln!(
                 f,
-                "connections,tcp_entries,holders_up_s,health_failures,replacements,ready_ms_200ms_run,ready_ms_2s_run,status_p50_ms,status_max_ms,status_calls,cpu_pct_200ms,cpu_pct_2s,drain_overshoot_ms,idle_stop_ms,load1"
+                "connections,tcp_entries,holders_up_s,health_failures,replacements,ready_ms_200ms_run,ready_ms_2s_run,status_p50_ms,status_max_ms,status_calls,cpu_pct_200ms,cpu_pct_2s,drain_overshoot_ms,idle_stop_ms,load1,health_probes"
             );
             for r in &rows {
                 let c = |v: f64| {
@@ -651,7 +702,7 @@ fn main() {
                 };
                 let _ = writeln!(
                     f,
-                    "{},{},{:.2},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     r.connections,
                     r.tcp_entries,
                     r.holders_up_s,
@@ -667,9 +718,10 @@ fn main() {
                     c(r.overshoot_ms),
                     c(r.idle_stop_ms),
                     r.load,
+                    c(r.health_probes),
                 );
             }
-            println!("figures: {}", path.display());
+            println!("- figures: {}", path.display());
         }
         Err(e) => println!("cannot write {}: {e}", path.display()),
     }

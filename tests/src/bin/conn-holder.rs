@@ -114,8 +114,7 @@ fn run(started: Instant) -> Result<(), Failure> {
     let fds = raise_nofile()?;
     let capacity = capacity(fds);
     if args.capacity {
-        println!("{capacity}");
-        return Ok(());
+        return say(&capacity.to_string());
     }
     die_with_parent()?;
     if args.connections > capacity {
@@ -126,19 +125,25 @@ fn run(started: Instant) -> Result<(), Failure> {
             port_range_text()
         )));
     }
-    let deadline = started + Duration::from_secs(args.seconds);
+    let deadline = started
+        .checked_add(Duration::from_secs(args.seconds))
+        .ok_or_else(|| Failure::Usage(format!("--seconds {} is too large", args.seconds)))?;
     let ip = args.ip.unwrap_or_else(|| ip_for(std::process::id()));
     let held = establish(ip, args.connections, deadline)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "holding {}", held.len())
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::Failed(format!("cannot write to stdout: {e}")))?;
-    drop(out);
+    say(&format!("holding {}", held.len()))?;
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     // Dropping `held` closes every socket with a reset (SO_LINGER 0): no TIME_WAIT entry
     // outlives the holder and pads the tables of whatever is measured next.
     drop(held);
     Ok(())
+}
+
+/// One line on stdout, flushed at once: the caller waits for it.
+fn say(line: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Failed(format!("cannot write to stdout: {e}")))
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.
