@@ -65,6 +65,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod manpage;
 pub mod notify;
+pub mod peek;
 pub mod pingora_conf;
 pub mod probe;
 pub mod procfs;

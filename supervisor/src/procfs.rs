@@ -175,6 +175,32 @@ pub fn group_pids(_: &Io, pgid: i32) -> Vec<i32> {
     out
 }
 
+/// The socket descriptors of each process of the group: (pid, [(fd, inode)]).
+pub fn group_socket_fds(io: &Io, pgid: i32) -> Vec<(i32, Vec<(i32, u64)>)> {
+    group_pids(io, pgid)
+        .into_iter()
+        .map(|pid| {
+            let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let e = e.ok()?;
+                    let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+                    let target = fs::read_link(e.path()).ok()?;
+                    let inode = target
+                        .to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()?;
+                    Some((fd, inode))
+                })
+                .collect();
+            (pid, fds)
+        })
+        .collect()
+}
+
 /// Socket inodes any process of the group holds.
 pub fn group_socket_inodes(io: &Io, pgid: i32) -> HashSet<u64> {
     group_pids(io, pgid)

@@ -103,6 +103,13 @@ impl SockDiag {
     /// The connection whose local end is `local` and remote end `remote`, if the kernel
     /// has one. An IPv4 pair also finds the socket of a dual-stack IPv6 listener.
     pub fn lookup(&mut self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<TcpSock>> {
+        // A dual-stack socket's IPv4 connection, as its own getsockname shows it
+        // (::ffff:a.b.c.d), is found by an IPv4 lookup.
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        let (local, remote) = match (canonical(local), canonical(remote)) {
+            (l @ SocketAddr::V4(_), r @ SocketAddr::V4(_)) => (l, r),
+            _ => (local, remote),
+        };
         let family = match local.ip() {
             IpAddr::V4(_) => AF_INET,
             IpAddr::V6(_) => AF_INET6,

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use crate::procfs;
+use crate::{peek, procfs};
 use std::time::{Duration, Instant};
 
 use crate::sockdiag::{state_bit, TcpSock, BOTH, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, V4};
@@ -206,15 +206,25 @@ fn drain_with(
         }
         track.counted_at = Some(now);
     }
-    let states = state_bit(TCP_ESTABLISHED) | state_bit(TCP_CLOSE_WAIT);
-    let socks = match diag.dump(states, &ports, families) {
-        Ok(s) => s,
-        Err(_) => return Some(count_from_proc(io, pgid, snap, &held)),
+    // The child's own sockets, asked one by one; the host's table only where the kernel
+    // refuses that.
+    let mine: Vec<TcpSock> = match peek::group_tcp_sockets(io, pgid) {
+        Ok(socks) => socks,
+        Err(e) => {
+            tracing::debug!("pidfd_getfd: {e}; listing the host's connections instead");
+            let Some(diag) = diag_for(io, pgid) else {
+                return Some(count_from_proc(io, pgid, snap, &held));
+            };
+            let states = state_bit(TCP_ESTABLISHED) | state_bit(TCP_CLOSE_WAIT);
+            match diag.dump(states, &ports, families) {
+                Ok(socks) => socks
+                    .into_iter()
+                    .filter(|s| s.inode != 0 && held.contains(&s.inode))
+                    .collect(),
+                Err(_) => return Some(count_from_proc(io, pgid, snap, &held)),
+            }
+        }
     };
-    let mine: Vec<TcpSock> = socks
-        .into_iter()
-        .filter(|s| s.inode != 0 && held.contains(&s.inode))
-        .collect();
     let downstream = downstream(&mine, &snap.ports);
     let in_flight = downstream.len();
     if closed {
