@@ -23,9 +23,11 @@
 //!    must answer 200) and checks the port is the child's own; only then [`notify`] sends
 //!    `READY=1`. `STATUS=` tracks every phase.
 //! 3. **Stop.** On SIGTERM or SIGINT steward sends `STOPPING=1`, forwards SIGTERM, and
-//!    watches the drain: [`procfs`] counts the child's downstream TCP connections on the
-//!    listening ports it had when the stop began. When none has remained for
-//!    `drain_quiet`, the child has nothing left to do: if it has not exited by itself
+//!    watches the drain: [`tcp`] counts the child's downstream TCP connections on the
+//!    listening ports it had when it began serving ([`sockdiag`] for the host's listeners
+//!    and exact lookups, [`peek`] for the child's own sockets). Once it holds no listener
+//!    and no connection (or none for `drain_quiet` while it still holds a listener), the
+//!    child has nothing left to do: if it has not exited by itself
 //!    (steward-proxy does; a stock Pingora sleeps), steward ends it. At the deadline it
 //!    SIGKILLs the generation (`cgroup.kill` of its cgroup where delegated, else its
 //!    process group and every descendant, repeated until none is left), reaps them and
@@ -48,7 +50,10 @@
 //! The lifecycle itself is [`lifecycle::Lifecycle`]: a state machine with no I/O whose
 //! transitions are plain functions of (state, event, now). [`run`] is the thin driver
 //! that owns the processes, signals, sockets and timers, feeds events in and carries
-//! actions out. Logs go through `tracing`, to journald with `STEWARD_*` fields under
+//! actions out. Nothing slow runs on its loop: every blocking read (`/proc`, netlink,
+//! cgroup files, configuration files, a `-t` run's output) and every kill loop runs on
+//! the one I/O thread of [`worker`], whose context the blocking modules require, so the
+//! loop cannot call them; [`files`] reads operator files as regular files of bounded size. Logs go through `tracing`, to journald with `STEWARD_*` fields under
 //! systemd ([`logging`]).
 
 pub mod cgroup;

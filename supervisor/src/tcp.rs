@@ -142,7 +142,7 @@ const OPEN_RECOUNT: Duration = Duration::from_millis(100);
 /// connections are listed once (a dump filtered by state and port): that list can only
 /// shrink, so later polls look up just those connections, a few hash lookups in the
 /// kernel whatever the host holds. While it still holds a listener its connections are
-/// counted only after [`OPEN_GRACE`], and then every [`OPEN_RECOUNT`].
+/// counted only after `OPEN_GRACE`, and then every `OPEN_RECOUNT`.
 pub fn drain(io: &mut Io, gen: u64, pgid: i32, snap: &Snapshot) -> Option<DrainCount> {
     let mut track = io.drains.remove(&gen).unwrap_or_default();
     let count = drain_with(io, &mut track, pgid, snap);
