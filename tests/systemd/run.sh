@@ -33,6 +33,7 @@ SCENARIOS=(
   "13 child crash: steward restarts it, MainPID kept"
   "14 setsid, double fork, fork bomb of 511"
   "15 crash loop: steward gives up, Restart= paces"
+  "16 reload retires a generation's escapees"
 )
 
 if ! reason=$(sd_can_run); then
@@ -483,6 +484,54 @@ print(f"steward gave up {len(exits)} times with 3, systemd restarted it each tim
 EOF
 )"); then ok "$verdict"; else fail "$verdict"; fi
 end "n/a"
+
+# 16 -----------------------------------------------------------------------------------
+# A reload under the shipped unit (Delegate=yes): generation 1 leaves a setsid grandchild
+# and a double-forked daemon, both deaf to SIGTERM and outside its process group. Only
+# the generation's cgroup holds them, so only its kill at retirement ends them; steward's
+# exit would too, so they must be gone while steward still runs.
+begin "${SCENARIOS[15]}"
+reset_unit
+sd_write_file /etc/steward/escapees.sh $'#!/bin/sh\n# Leaves two escapees (not for the configuration check), then runs the server.\ncase " $* " in *" -t "*) exec "$@" ;; esac\nexport STUBBORN_PIDFILE=/run/steward-escapees.pids\n/opt/steward-test/bin/stubborn-child daemonize\n/opt/steward-test/bin/stubborn-child grandchild-setsid &\necho $! >>"$STUBBORN_PIDFILE"\nexec "$@"\n'
+sd_run chmod 755 /etc/steward/escapees.sh
+sd_run rm -f /run/steward-escapees.pids
+sd_run sed -i 's|^command = \["steward-proxy"|command = ["/etc/steward/escapees.sh", "steward-proxy"|' /etc/steward/steward.toml
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+old=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+expect_match "generation 1's escapees" "$old" '^[0-9]+ [0-9]+ $'
+alive=0
+for p in $old; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
+expect_eq "generation 1's escapees running before the reload" "$alive" 2
+c=$(cursor)
+if sd_systemctl reload "$UNIT"; then ok "systemctl reload succeeded"; else fail "systemctl reload failed"; fi
+expect_match "StatusText after reload" "$(show StatusText)" '^serving: generation 2, child pid [0-9]+ \(reloaded\)$'
+# Retired: generation 1's child exits once drained (no request is in flight), then steward
+# kills what its cgroup still holds.
+retired=""
+for _ in $(seq 1 100); do
+  retired=$(journal_since "$c" -u "$UNIT" -o cat | grep -E "generation 1's child exited and left [0-9]+ processes in its cgroup; killed them" || true)
+  [[ -n $retired ]] && break
+  sleep 0.1
+done
+expect_match "journal: generation 1's cgroup killed" "$retired" "left 2 processes in its cgroup; killed them"
+survivors=0
+for p in $old; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
+expect_eq "generation 1's escapees alive after the reload" "$survivors" 0
+expect_eq "MainPID after the reload (steward still runs)" "$(show MainPID)" "$main"
+expect_eq "request served by generation 2" "$(http_code /)" 200
+new=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+new=${new#"$old"}
+alive=0
+for p in $new; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
+expect_eq "generation 2's escapees untouched" "$alive" 2
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
+survivors=0
+for p in $new; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
+expect_eq "generation 2's escapees alive after the stop" "$survivors" 0
+sd_run rm -f /run/steward-escapees.pids /etc/steward/escapees.sh
+end
 
 # ---------------------------------------------------------------------------------------
 echo
