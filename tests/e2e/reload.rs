@@ -594,3 +594,59 @@ fn retired_generation_drains_its_request_while_the_next_serves_stock_pingora() {
 fn retired_generation_drains_its_request_while_the_next_serves_steward_proxy() {
     retired_generation_drains_while_the_next_serves(Kind::StewardProxy);
 }
+
+/// [`crash_loop_config`] (max_crashes = 2) with `restart.window = "2s"` and a fixed
+/// backoff, so how close together the crashes come is set by the backoff alone.
+fn crash_loop_in_a_2s_window(scratch: &Scratch, backoff: &str) -> std::path::PathBuf {
+    let config = crash_loop_config(scratch, backoff);
+    let text = std::fs::read_to_string(&config).expect("steward.toml");
+    // [restart] is the file's last table.
+    scratch.write(
+        "steward.toml",
+        &format!("{text}window = \"2s\"\nbackoff_max = \"{backoff}\"\n"),
+    )
+}
+
+#[test]
+fn crashes_spread_wider_than_the_window_never_give_up() {
+    let scratch = Scratch::new("crash-window-expiry");
+    // Each crash comes 0.3 s after its start, and each start 1.5 s after the crash before:
+    // any three crashes span 3.6 s or more, so the 2 s window never holds more than two,
+    // whatever the load (a slower machine only spreads them further).
+    let config = crash_loop_in_a_2s_window(&scratch, "1500ms");
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let crashes = |log: &str| log.matches("restarting in 1500 ms (crash").count();
+    let end = Instant::now() + Duration::from_secs(60);
+    while crashes(&steward.log_text()) < 5 && Instant::now() < end {
+        assert!(
+            steward.wait(Duration::from_millis(50)).is_none(),
+            "steward exited after {} crashes; log:\n{}",
+            crashes(&steward.log_text()),
+            steward.log_text()
+        );
+    }
+    let log = steward.log_text();
+    // Five crashes, more than max_crashes = 2 in all, and steward still restarts.
+    assert!(crashes(&log) >= 5, "log:\n{log}");
+    assert!(!log.contains("giving up"), "log:\n{log}");
+    assert!(
+        !log.contains("(crash 3 of 2"),
+        "three crashes counted within the window; log:\n{log}"
+    );
+    assert!(steward.wait(Duration::ZERO).is_none(), "log:\n{log}");
+}
+
+#[test]
+fn crashes_inside_the_window_give_up() {
+    let scratch = Scratch::new("crash-window-inside");
+    // The same policy with a 50 ms backoff: three crashes within about a second.
+    let config = crash_loop_in_a_2s_window(&scratch, "50ms");
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let status = steward.wait(Duration::from_secs(30)).expect("gives up");
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
+    assert!(
+        log.contains("3 crashes within 2 s, giving up"),
+        "log:\n{log}"
+    );
+}
