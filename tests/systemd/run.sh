@@ -34,6 +34,7 @@ SCENARIOS=(
   "14 setsid, double fork, fork bomb of 511"
   "15 crash loop: steward gives up, Restart= paces"
   "16 reload retires a generation's escapees"
+  "17 watchdog pings stop for a hung child, resume"
 )
 
 if ! reason=$(sd_can_run); then
@@ -531,6 +532,84 @@ survivors=0
 for p in $new; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
 expect_eq "generation 2's escapees alive after the stop" "$survivors" 0
 sd_run rm -f /run/steward-escapees.pids /etc/steward/escapees.sh
+end
+
+# 17 -----------------------------------------------------------------------------------
+# A hung child (SIGSTOP): steward withholds WATCHDOG=1 while its probe fails, replaces it
+# after health.failures, and pings again once generation 2 serves. Each ping moves the
+# unit's WatchdogTimestampMonotonic (systemd's clock, as the journal's): a sampler records
+# every value it takes, and the journal says when the probes began failing, when the
+# child was killed and when generation 2 served. The probe runs every second and every
+# passing probe pings, so the failing stretch spans pings a steward that pinged anyway
+# would have sent; WatchdogSec=10 is far beyond it, so systemd never fires.
+begin "${SCENARIOS[16]}"
+reset_unit
+sd_run sed -i -e 's|^interval = "2s"|interval = "1s"|' -e 's|^timeout = "1s"|timeout = "300ms"|' /etc/steward/steward.toml
+expect_match "health settings" "$(sd_run sed -n '/^\[health\]/,$p' /etc/steward/steward.toml | tr '\n' ' ')" 'interval = "1s" timeout = "300ms" failures = 3'
+sd_dropin "$UNIT" 50-watchdog $'[Service]\nWatchdogSec=10\n'
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+child=$(show StatusText | sed -n 's/^serving: generation [0-9]*, child pid \([0-9]*\).*$/\1/p')
+samples=$(mktemp)
+(while :; do show WatchdogTimestampMonotonic; sleep 0.1; done >"$samples" 2>/dev/null) &
+sampler=$!
+# Pings flow before the hang.
+for _ in $(seq 1 100); do
+  (($(sort -u "$samples" | grep -c '^[1-9]') >= 2)) && break
+  sleep 0.1
+done
+c=$(cursor)
+sd_run kill -STOP "$child"
+served=""
+for _ in $(seq 1 200); do
+  served=$(journal_since "$c" -u "$UNIT" -o cat | grep -E '^serving: generation 2' || true)
+  [[ -n $served ]] && break
+  sleep 0.1
+done
+expect_match "journal: generation 2 serves" "$served" 'serving: generation 2'
+serving_mono=$(journal_since "$c" -u "$UNIT" -o json | python3 -c '
+import json, sys
+recs = [json.loads(l) for l in sys.stdin if l.strip()]
+print(next((r["__MONOTONIC_TIMESTAMP"] for r in recs if str(r.get("MESSAGE", "")).startswith("serving: generation 2")), 0))')
+# Pings resume: one after generation 2 served.
+for _ in $(seq 1 100); do
+  awk -v s="$serving_mono" '$1 > s + 0 { found = 1 } END { exit !found }' "$samples" && break
+  sleep 0.1
+done
+kill "$sampler" 2>/dev/null || true
+wait "$sampler" 2>/dev/null || true
+if verdict=$(journal_since "$c" -u "$UNIT" -o json | python3 -c "$(cat <<'EOF'
+import json, sys
+pings = sorted({int(l) for l in open(sys.argv[1]) if l.strip().isdigit() and int(l) > 0})
+recs = [json.loads(l) for l in sys.stdin if l.strip()]
+def first(pred):
+    return next((int(r["__MONOTONIC_TIMESTAMP"]) for r in recs if pred(str(r.get("MESSAGE", "")))), None)
+failed = first(lambda m: "generation 1 failed its health probe (1 in a row)" in m)
+killed = first(lambda m: "failed 3 health probes in a row" in m)
+served = first(lambda m: m.startswith("serving: generation 2"))
+if None in (failed, killed, served):
+    print(f"journal records missing: first failure {failed}, kill {killed}, generation 2 serving {served}")
+    sys.exit(1)
+problems = []
+if not any(p < failed for p in pings): problems.append("no ping before the hang")
+during = [p for p in pings if failed < p < killed]
+if during: problems.append(f"{len(during)} pings while the probe failed ({during})")
+if not any(p > served for p in pings): problems.append("no ping after generation 2 served")
+if not failed < killed < served: problems.append("out of order")
+if problems:
+    print("; ".join(problems) + f" (pings {pings}; failed {failed}, killed {killed}, served {served})")
+    sys.exit(1)
+print(f"{len(pings)} pings seen; none in the {(killed - failed) / 1e6:.1f} s from the first failed probe to the kill; pinging again after generation 2 served")
+EOF
+)" "$samples"); then ok "$verdict"; else fail "$verdict"; fi
+rm -f "$samples"
+if sd_run test -d "/proc/$child"; then fail "hung child $child still there"; else ok "hung child $child is gone"; fi
+expect_eq ActiveState "$(show ActiveState)" active
+expect_eq "MainPID (systemd's watchdog never fired)" "$(show MainPID)" "$main"
+expect_eq NRestarts "$(show NRestarts)" 0
+expect_eq "request after the replacement" "$(http_code /)" 200
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
 end
 
 # ---------------------------------------------------------------------------------------
