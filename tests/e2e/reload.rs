@@ -528,7 +528,8 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
     s.wait_ready();
     let (_, old) = generation(&s);
     // Long enough that the reload (the new child takes its listeners about 1 s after it
-    // starts) and a request to the new generation both fit inside it.
+    // starts) and a request to the new generation (held 1.5 s, so its server end is seen
+    // on a loaded machine) both fit inside it.
     let slow = s.slow_request(8000);
     std::thread::sleep(Duration::from_millis(300));
     let (code, out) = steward_cli("reload", &s.control());
@@ -539,7 +540,7 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
     // During the drain: the old child still runs, its request is still in flight, and a
     // new request is served by the new child.
     assert!(process_alive(old), "log:\n{}", s.steward.log_text());
-    let (holder, r) = request_and_its_server(&s.proxy, 500, &[old, new]);
+    let (holder, r) = request_and_its_server(&s.proxy, 1500, &[old, new]);
     let (code, body) = r.unwrap_or_else(|e| panic!("{e}; log:\n{}", s.steward.log_text()));
     assert_eq!(code, 200, "{body}");
     assert_eq!(
