@@ -450,3 +450,204 @@ fn reload_runs_the_binary_now_on_disk() {
         "generation 2 runs the binary installed before the reload"
     );
 }
+
+/// Which of `pids` holds the server end of the loopback connection whose client end is
+/// `client`: the socket's inode from the TCP table, then each pid's descriptors. Stock
+/// Pingora's answers do not name the process that served them; the socket does.
+fn server_end_holder(server_port: u16, client_port: u16, pids: &[i32]) -> Option<i32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |field: &str| {
+        field
+            .split(':')
+            .nth(1)
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && port(f[1]) == Some(server_port) && port(f[2]) == Some(client_port))
+            .then(|| f[9].to_string())
+    })?;
+    let target = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| l.to_string_lossy() == target.as_str())
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// A request through `proxy` whose server end is held long enough to see who holds it:
+/// `GET /delay/<ms>`; the pid of `pids` holding it (None if none did), and the outcome.
+fn request_and_its_server(
+    proxy: &str,
+    ms: u64,
+    pids: &[i32],
+) -> (Option<i32>, Result<(u16, String), String>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(proxy).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    write!(
+        s,
+        "GET /delay/{ms} HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let server_port = s.peer_addr().expect("peer").port();
+    let client_port = s.local_addr().expect("local").port();
+    // The request is on its way to the origin for `ms`: look until its server end shows.
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut holder = None;
+    while holder.is_none() && Instant::now() < end {
+        holder = server_end_holder(server_port, client_port, pids);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = Vec::new();
+    let r = s
+        .read_to_end(&mut out)
+        .map_err(|e| format!("read: {e}"))
+        .and_then(|_| {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let code = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
+            Ok((code, text))
+        });
+    (holder, r)
+}
+
+/// A reload retires a generation with a slow request in flight: the old child finishes it
+/// (200) while the new one already answers new requests on the same ports, and ends right
+/// after its last response, not when its own grace period would.
+fn retired_generation_drains_while_the_next_serves(kind: Kind) {
+    let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
+    s.wait_ready();
+    let (_, old) = generation(&s);
+    // Long enough that the reload (the new child takes its listeners about 1 s after it
+    // starts) and a request to the new generation (held 1.5 s, so its server end is seen
+    // on a loaded machine) both fit inside it.
+    let slow = s.slow_request(8000);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", s.steward.log_text());
+    let (gen, new) = generation(&s);
+    assert_eq!(gen, 2);
+    assert_ne!(new, old);
+    // During the drain: the old child still runs, its request is still in flight, and a
+    // new request is served by the new child.
+    assert!(process_alive(old), "log:\n{}", s.steward.log_text());
+    let (holder, r) = request_and_its_server(&s.proxy, 1500, &[old, new]);
+    let (code, body) = r.unwrap_or_else(|e| panic!("{e}; log:\n{}", s.steward.log_text()));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        holder,
+        Some(new),
+        "the request during the drain (old {old}, new {new}); log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the new generation answered; log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(process_alive(old), "log:\n{}", s.steward.log_text());
+    let (result, _) = slow.join().expect("request thread");
+    let (code, body) = result.unwrap_or_else(|e| panic!("{e}; log:\n{}", s.steward.log_text()));
+    assert_eq!(code, 200, "{body}");
+    // Right after: left to itself a stock child sleeps out its grace period, clamped to
+    // the 25 s fallback deadline from its SIGTERM, long after the 8 s request.
+    assert!(
+        wait_gone(old, Duration::from_secs(10)),
+        "generation 1 (pid {old}) outlived its request; log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(
+        s.steward.wait_log(
+            &format!("generation 1 (child pid {old}) retired"),
+            Duration::from_secs(5)
+        ),
+        "log:\n{}",
+        s.steward.log_text()
+    );
+    if kind == Kind::StockPingora {
+        // Ended by steward once drained, not by its own grace period.
+        assert!(
+            s.steward
+                .log_text()
+                .contains(&format!("child pid {old} drained after")),
+            "log:\n{}",
+            s.steward.log_text()
+        );
+    }
+    assert_eq!(generation(&s), (2, new));
+}
+
+#[test]
+fn retired_generation_drains_its_request_while_the_next_serves_stock_pingora() {
+    retired_generation_drains_while_the_next_serves(Kind::StockPingora);
+}
+
+#[test]
+fn retired_generation_drains_its_request_while_the_next_serves_steward_proxy() {
+    retired_generation_drains_while_the_next_serves(Kind::StewardProxy);
+}
+
+/// [`crash_loop_config`] (max_crashes = 2) with `restart.window = "2s"` and a fixed
+/// backoff, so how close together the crashes come is set by the backoff alone.
+fn crash_loop_in_a_2s_window(scratch: &Scratch, backoff: &str) -> std::path::PathBuf {
+    let config = crash_loop_config(scratch, backoff);
+    let text = std::fs::read_to_string(&config).expect("steward.toml");
+    // [restart] is the file's last table.
+    scratch.write(
+        "steward.toml",
+        &format!("{text}window = \"2s\"\nbackoff_max = \"{backoff}\"\n"),
+    )
+}
+
+#[test]
+fn crashes_spread_wider_than_the_window_never_give_up() {
+    let scratch = Scratch::new("crash-window-expiry");
+    // Each crash comes 0.3 s after its start, and each start 1.5 s after the crash before:
+    // any three crashes span 3.6 s or more, so the 2 s window never holds more than two,
+    // whatever the load (a slower machine only spreads them further).
+    let config = crash_loop_in_a_2s_window(&scratch, "1500ms");
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let crashes = |log: &str| log.matches("restarting in 1500 ms (crash").count();
+    let end = Instant::now() + Duration::from_secs(60);
+    while crashes(&steward.log_text()) < 5 && Instant::now() < end {
+        assert!(
+            steward.wait(Duration::from_millis(50)).is_none(),
+            "steward exited after {} crashes; log:\n{}",
+            crashes(&steward.log_text()),
+            steward.log_text()
+        );
+    }
+    let log = steward.log_text();
+    // Five crashes, more than max_crashes = 2 in all, and steward still restarts.
+    assert!(crashes(&log) >= 5, "log:\n{log}");
+    assert!(!log.contains("giving up"), "log:\n{log}");
+    assert!(
+        !log.contains("(crash 3 of 2"),
+        "three crashes counted within the window; log:\n{log}"
+    );
+    assert!(steward.wait(Duration::ZERO).is_none(), "log:\n{log}");
+}
+
+#[test]
+fn crashes_inside_the_window_give_up() {
+    let scratch = Scratch::new("crash-window-inside");
+    // The same policy with a 50 ms backoff: three crashes within about a second.
+    let config = crash_loop_in_a_2s_window(&scratch, "50ms");
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let status = steward.wait(Duration::from_secs(30)).expect("gives up");
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
+    assert!(
+        log.contains("3 crashes within 2 s, giving up"),
+        "log:\n{log}"
+    );
+}

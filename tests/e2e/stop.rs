@@ -425,3 +425,109 @@ fn after_steward_was_sigkilled_the_next_start_serves_with_the_same_runtime_dir()
         again.log_text()
     );
 }
+
+/// How a held client connection ended: EOF or reset (closed by the server), or what
+/// else came, and when.
+type Closed = (Result<(), String>, Instant);
+
+/// Reads `conn` until it ends, in a thread: closed by the peer (EOF or reset) is `Ok`;
+/// bytes, or no end within 60 s, are the `Err`.
+fn watch_close(mut conn: std::net::TcpStream) -> std::thread::JoinHandle<Closed> {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        conn.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let mut buf = [0u8; 256];
+        let r = match conn.read(&mut buf) {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(format!(
+                "{n} bytes: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Err(e) => Err(format!("read: {e}")),
+        };
+        (r, Instant::now())
+    })
+}
+
+/// An HTTP/1.1 keep-alive connection after one complete exchange (`GET /` without
+/// `Connection: close`), left idle.
+fn idle_keep_alive(addr: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(c, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The whole response, by its Content-Length, and no more: the connection stays open.
+    loop {
+        let n = c.read(&mut buf).expect("response");
+        assert!(n > 0, "closed before a response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let head = text[..head_end].to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{text}");
+            assert!(!head.contains("connection: close"), "{text}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no Content-Length: {text}"));
+            if got.len() >= head_end + 4 + len {
+                break;
+            }
+        }
+    }
+    c
+}
+
+/// The premise of counting connections: after SIGTERM, an idle keep-alive connection and
+/// one that never sent a byte are closed by the child, so they hold no drain. The stop
+/// ends drained while a request in flight still gets its 200.
+fn idle_and_silent_clients_do_not_hold_the_stop(kind: Kind) {
+    let mut s = Setup::start(kind, USER_YAML, "");
+    s.wait_ready();
+    let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
+    let keep_alive = watch_close(idle_keep_alive(&s.proxy));
+    let silent = watch_close(std::net::TcpStream::connect(&s.proxy).expect("connect"));
+    // As in the in-flight test: long enough for the drain count to see it.
+    let req = s.slow_request(5000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.steward.signal(Signal::SIGTERM);
+    // Held, the two idle connections would keep the drain open until the 25 s fallback
+    // deadline.
+    let status = s.wait_exit(Duration::from_secs(40));
+    let log = s.steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(!log.contains("stop deadline reached"), "log:\n{log}");
+    let (result, done) = req.join().expect("request thread");
+    let (code, body) = result.expect("the in-flight request completes");
+    assert_eq!(code, 200, "{body}");
+    for (what, h) in [("idle keep-alive", keep_alive), ("silent", silent)] {
+        let (closed, at) = h.join().expect("watch thread");
+        assert_eq!(closed, Ok(()), "{what} client; log:\n{log}");
+        // Closed by the child's shutdown, not by its end after the drain.
+        assert!(
+            at <= done,
+            "{what} client closed only after the request in flight ended; log:\n{log}"
+        );
+    }
+    // Drained: steward ended the stock child once it held nothing (it would sleep out its
+    // grace period); steward-proxy ended itself once its last request was done.
+    let drained = match kind {
+        Kind::StockPingora => format!("child pid {child} drained after"),
+        Kind::StewardProxy => "drained: no request in flight; exiting".to_string(),
+    };
+    assert!(log.contains(&drained), "log:\n{log}");
+}
+
+#[test]
+fn idle_keep_alive_and_silent_clients_do_not_hold_the_stop_stock_pingora() {
+    idle_and_silent_clients_do_not_hold_the_stop(Kind::StockPingora);
+}
+
+#[test]
+fn idle_keep_alive_and_silent_clients_do_not_hold_the_stop_steward_proxy() {
+    idle_and_silent_clients_do_not_hold_the_stop(Kind::StewardProxy);
+}

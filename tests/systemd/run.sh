@@ -33,6 +33,8 @@ SCENARIOS=(
   "13 child crash: steward restarts it, MainPID kept"
   "14 setsid, double fork, fork bomb of 511"
   "15 crash loop: steward gives up, Restart= paces"
+  "16 reload retires a generation's escapees"
+  "17 watchdog pings stop for a hung child, resume"
 )
 
 if ! reason=$(sd_can_run); then
@@ -483,6 +485,132 @@ print(f"steward gave up {len(exits)} times with 3, systemd restarted it each tim
 EOF
 )"); then ok "$verdict"; else fail "$verdict"; fi
 end "n/a"
+
+# 16 -----------------------------------------------------------------------------------
+# A reload under the shipped unit (Delegate=yes): generation 1 leaves a setsid grandchild
+# and a double-forked daemon, both deaf to SIGTERM and outside its process group. Only
+# the generation's cgroup holds them, so only its kill at retirement ends them; steward's
+# exit would too, so they must be gone while steward still runs.
+begin "${SCENARIOS[15]}"
+reset_unit
+sd_write_file /etc/steward/escapees.sh $'#!/bin/sh\n# Leaves two escapees (not for the configuration check), then runs the server.\ncase " $* " in *" -t "*) exec "$@" ;; esac\nexport STUBBORN_PIDFILE=/run/steward-escapees.pids\n/opt/steward-test/bin/stubborn-child daemonize\n/opt/steward-test/bin/stubborn-child grandchild-setsid &\necho $! >>"$STUBBORN_PIDFILE"\nexec "$@"\n'
+sd_run chmod 755 /etc/steward/escapees.sh
+sd_run rm -f /run/steward-escapees.pids
+sd_run sed -i 's|^command = \["steward-proxy"|command = ["/etc/steward/escapees.sh", "steward-proxy"|' /etc/steward/steward.toml
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+old=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+expect_match "generation 1's escapees" "$old" '^[0-9]+ [0-9]+ $'
+alive=0
+for p in $old; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
+expect_eq "generation 1's escapees running before the reload" "$alive" 2
+c=$(cursor)
+if sd_systemctl reload "$UNIT"; then ok "systemctl reload succeeded"; else fail "systemctl reload failed"; fi
+expect_match "StatusText after reload" "$(show StatusText)" '^serving: generation 2, child pid [0-9]+ \(reloaded\)$'
+# Retired: generation 1's child exits once drained (no request is in flight), then steward
+# kills what its cgroup still holds.
+retired=""
+for _ in $(seq 1 100); do
+  retired=$(journal_since "$c" -u "$UNIT" -o cat | grep -E "generation 1's child exited and left [0-9]+ processes in its cgroup; killed them" || true)
+  [[ -n $retired ]] && break
+  sleep 0.1
+done
+expect_match "journal: generation 1's cgroup killed" "$retired" "left 2 processes in its cgroup; killed them"
+survivors=0
+for p in $old; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
+expect_eq "generation 1's escapees alive after the reload" "$survivors" 0
+expect_eq "MainPID after the reload (steward still runs)" "$(show MainPID)" "$main"
+expect_eq "request served by generation 2" "$(http_code /)" 200
+new=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+new=${new#"$old"}
+alive=0
+for p in $new; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
+expect_eq "generation 2's escapees untouched" "$alive" 2
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
+survivors=0
+for p in $new; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
+expect_eq "generation 2's escapees alive after the stop" "$survivors" 0
+sd_run rm -f /run/steward-escapees.pids /etc/steward/escapees.sh
+end
+
+# 17 -----------------------------------------------------------------------------------
+# A hung child (SIGSTOP): steward withholds WATCHDOG=1 while its probe fails, replaces it
+# after health.failures, and pings again once generation 2 serves. Each ping moves the
+# unit's WatchdogTimestampMonotonic (systemd's clock, as the journal's): a sampler records
+# every value it takes, and the journal says when the probes began failing, when the
+# child was killed and when generation 2 served. The probe runs every second and every
+# passing probe pings, so the failing stretch spans pings a steward that pinged anyway
+# would have sent; WatchdogSec=10 is far beyond it, so systemd never fires.
+begin "${SCENARIOS[16]}"
+reset_unit
+sd_run sed -i -e 's|^interval = "2s"|interval = "1s"|' -e 's|^timeout = "1s"|timeout = "300ms"|' /etc/steward/steward.toml
+expect_match "health settings" "$(sd_run sed -n '/^\[health\]/,$p' /etc/steward/steward.toml | tr '\n' ' ')" 'interval = "1s" timeout = "300ms" failures = 3'
+sd_dropin "$UNIT" 50-watchdog $'[Service]\nWatchdogSec=10\n'
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+child=$(show StatusText | sed -n 's/^serving: generation [0-9]*, child pid \([0-9]*\).*$/\1/p')
+samples=$(mktemp)
+(while :; do show WatchdogTimestampMonotonic; sleep 0.1; done >"$samples" 2>/dev/null) &
+sampler=$!
+# Pings flow before the hang.
+for _ in $(seq 1 100); do
+  (($(sort -u "$samples" | grep -c '^[1-9]') >= 2)) && break
+  sleep 0.1
+done
+c=$(cursor)
+sd_run kill -STOP "$child"
+served=""
+for _ in $(seq 1 200); do
+  served=$(journal_since "$c" -u "$UNIT" -o cat | grep -E '^serving: generation 2' || true)
+  [[ -n $served ]] && break
+  sleep 0.1
+done
+expect_match "journal: generation 2 serves" "$served" 'serving: generation 2'
+serving_mono=$(journal_since "$c" -u "$UNIT" -o json | python3 -c '
+import json, sys
+recs = [json.loads(l) for l in sys.stdin if l.strip()]
+print(next((r["__MONOTONIC_TIMESTAMP"] for r in recs if str(r.get("MESSAGE", "")).startswith("serving: generation 2")), 0))')
+# Pings resume: one after generation 2 served.
+for _ in $(seq 1 100); do
+  awk -v s="$serving_mono" '$1 > s + 0 { found = 1 } END { exit !found }' "$samples" && break
+  sleep 0.1
+done
+kill "$sampler" 2>/dev/null || true
+wait "$sampler" 2>/dev/null || true
+if verdict=$(journal_since "$c" -u "$UNIT" -o json | python3 -c "$(cat <<'EOF'
+import json, sys
+pings = sorted({int(l) for l in open(sys.argv[1]) if l.strip().isdigit() and int(l) > 0})
+recs = [json.loads(l) for l in sys.stdin if l.strip()]
+def first(pred):
+    return next((int(r["__MONOTONIC_TIMESTAMP"]) for r in recs if pred(str(r.get("MESSAGE", "")))), None)
+failed = first(lambda m: "generation 1 failed its health probe (1 in a row)" in m)
+killed = first(lambda m: "failed 3 health probes in a row" in m)
+served = first(lambda m: m.startswith("serving: generation 2"))
+if None in (failed, killed, served):
+    print(f"journal records missing: first failure {failed}, kill {killed}, generation 2 serving {served}")
+    sys.exit(1)
+problems = []
+if not any(p < failed for p in pings): problems.append("no ping before the hang")
+during = [p for p in pings if failed < p < killed]
+if during: problems.append(f"{len(during)} pings while the probe failed ({during})")
+if not any(p > served for p in pings): problems.append("no ping after generation 2 served")
+if not failed < killed < served: problems.append("out of order")
+if problems:
+    print("; ".join(problems) + f" (pings {pings}; failed {failed}, killed {killed}, served {served})")
+    sys.exit(1)
+print(f"{len(pings)} pings seen; none in the {(killed - failed) / 1e6:.1f} s from the first failed probe to the kill; pinging again after generation 2 served")
+EOF
+)" "$samples"); then ok "$verdict"; else fail "$verdict"; fi
+rm -f "$samples"
+if sd_run test -d "/proc/$child"; then fail "hung child $child still there"; else ok "hung child $child is gone"; fi
+expect_eq ActiveState "$(show ActiveState)" active
+expect_eq "MainPID (systemd's watchdog never fired)" "$(show MainPID)" "$main"
+expect_eq NRestarts "$(show NRestarts)" 0
+expect_eq "request after the replacement" "$(http_code /)" 200
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
+end
 
 # ---------------------------------------------------------------------------------------
 echo
