@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: setup build run test lint unit e2e systemd-test bench faults fuzz man clean
+.PHONY: setup build run test lint unit e2e systemd-test bench faults fuzz mutants man clean
 
 setup:
 	@scripts/setup
@@ -45,6 +45,14 @@ bench: build
 # The fault report table in README.md (bench/faults.rs, then the real-systemd suite).
 faults: build
 	bash bench/faults.sh
+
+# Mutation testing of the supervisor's modules with no I/O (.cargo/mutants.toml lists them):
+# every mutant must make a unit test fail. Hours for all of them on 2 cores; one file with
+# `make mutants MUTANTS_ARGS="--no-config --file supervisor/src/deadline.rs -- --lib"`.
+MUTANTS_ARGS ?=
+mutants: setup
+	@command -v cargo-mutants >/dev/null 2>&1 || $(CARGO) install --locked cargo-mutants
+	$(CARGO) mutants --package steward -j 2 $(MUTANTS_ARGS)
 
 # docs/steward.1, generated from steward's command-line definition (`steward man`); the
 # supervisor's tests fail when the committed page is stale.

@@ -476,6 +476,13 @@ mod tests {
     }
 
     #[test]
+    fn env_up_to_a_day_is_accepted_and_a_second_more_is_not() {
+        assert_eq!(env("86400"), Ok(Span::Finite(Duration::from_secs(86400))));
+        let e = env("86401").unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+    }
+
+    #[test]
     fn env_beyond_a_day_is_an_error_not_an_overflow() {
         let e = env("99999999999").unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
