@@ -362,6 +362,92 @@ mod tests {
     const S5: Duration = Duration::from_secs(5);
     const S25: Duration = Duration::from_secs(25);
 
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn an_explicit_deadline_that_fits_the_unit_timeout_exactly_does_not_warn() {
+        // 25 s + margin 5 s = TimeoutStopSec 30 s: steward still ends first.
+        let d = resolve(
+            DeadlineSetting::Fixed(S25),
+            S5,
+            S25,
+            &systemd(Span::Finite(secs(30))),
+        )
+        .expect("ok");
+        assert_eq!(d.warning, None);
+    }
+
+    #[test]
+    fn an_explicit_deadline_whose_margin_overruns_the_unit_timeout_warns() {
+        // 25 s alone fits under 28 s; 25 s + margin 5 s does not.
+        let d = resolve(
+            DeadlineSetting::Fixed(S25),
+            S5,
+            S25,
+            &systemd(Span::Finite(secs(28))),
+        )
+        .expect("ok");
+        assert!(d
+            .warning
+            .is_some_and(|w| w.contains("exceeds TimeoutStopSec")));
+    }
+
+    #[test]
+    fn an_infinite_deadline_warns_only_when_the_unit_has_a_finite_timeout() {
+        let finite = resolve(
+            DeadlineSetting::Infinity,
+            S5,
+            S25,
+            &systemd(Span::Finite(secs(90))),
+        )
+        .expect("ok");
+        assert!(finite
+            .warning
+            .is_some_and(|w| w.contains("systemd will SIGKILL at its timeout")));
+        let infinite =
+            resolve(DeadlineSetting::Infinity, S5, S25, &systemd(Span::Infinity)).expect("ok");
+        assert_eq!(infinite.warning, None);
+    }
+
+    #[test]
+    fn an_env_timeout_equal_to_the_units_raises_no_disagreement() {
+        let d = resolve_with_env(
+            DeadlineSetting::Auto,
+            S5,
+            S25,
+            &systemd(Span::Finite(secs(30))),
+            Some(Span::Finite(secs(30))),
+        )
+        .expect("ok");
+        assert_eq!(d.warning, None);
+    }
+
+    #[test]
+    fn an_explicit_deadline_that_fits_the_env_timeout_exactly_does_not_warn() {
+        let exact = resolve_with_env(
+            DeadlineSetting::Fixed(S25),
+            S5,
+            S25,
+            &Outer::NotSystemd,
+            Some(Span::Finite(secs(30))),
+        )
+        .expect("ok");
+        assert_eq!(exact.warning, None);
+        let over = resolve_with_env(
+            DeadlineSetting::Fixed(S25),
+            S5,
+            S25,
+            &Outer::NotSystemd,
+            Some(Span::Finite(secs(29))),
+        )
+        .expect("ok");
+        assert!(over
+            .warning
+            .is_some_and(|w| w.contains("exceeds STEWARD_STOP_TIMEOUT")));
+    }
+
     #[test]
     fn auto_subtracts_the_margin_from_the_unit_timeout() {
         let d = resolve(

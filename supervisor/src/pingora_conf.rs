@@ -283,9 +283,23 @@ mod tests {
     }
 
     #[test]
-    fn non_numeric_grace_is_refused() {
+    fn non_numeric_grace_is_refused_with_the_value_it_found() {
         let err = eff("grace_period_seconds: soon\n", Some(25)).unwrap_err();
         assert!(err.message.contains("whole number"), "{err}");
+        assert!(err.message.ends_with("not soon"), "{err}");
+    }
+
+    #[test]
+    fn an_error_past_the_end_of_a_file_without_a_final_newline_points_after_its_last_character() {
+        // libyaml reports such an error on the line after the last one.
+        let text = "version: 1\ngrace_period_seconds: [1";
+        let err = eff(text, Some(25)).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert_eq!(
+            err.column,
+            Some("grace_period_seconds: [1".len() + 1),
+            "{err}"
+        );
     }
 
     #[test]
