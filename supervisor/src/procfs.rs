@@ -1,7 +1,7 @@
 //! What `/proc` tells about the child's process tree and the sockets it holds.
 //!
 //! Which processes make up a generation, which socket inodes they hold in descriptors,
-//! and, where netlink is refused ([`crate::tcp`]), their rows of `/proc/<pid>/net/tcp`.
+//! and, where netlink is refused ([`tcp`](super::tcp)), their rows of `/proc/<pid>/net/tcp`.
 //! Every read here blocks: the functions that read take the I/O worker's [`Io`].
 
 use std::collections::{HashMap, HashSet};

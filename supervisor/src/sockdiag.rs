@@ -13,7 +13,7 @@
 //! The messages are built and parsed with `netlink-packet-sock-diag` (the request, the
 //! response, the socket id) over a `netlink-sys` socket. Chosen because they are the
 //! rust-netlink project's maintained crates (the same family as `rtnetlink`), are
-//! synchronous (steward's I/O worker is a plain thread: see [`crate::worker`]), and carry
+//! synchronous (steward's I/O worker is a plain thread: see [`worker`](super::worker)), and carry
 //! no runtime of their own. The one thing they do not model is the request's filter
 //! program (`INET_DIAG_REQ_BYTECODE`), so [`bytecode`] builds it the way `ss` does and it
 //! is appended to the crate's serialized request as one netlink attribute.

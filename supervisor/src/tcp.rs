@@ -15,7 +15,7 @@ use crate::{peek, procfs};
 use std::time::{Duration, Instant};
 
 use crate::sockdiag::{state_bit, TcpSock, BOTH, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, V4};
-use crate::worker::Io;
+use crate::worker::{DrainTrack, Io};
 
 /// Who holds the server side of a probe's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,18 +113,6 @@ pub struct DrainCount {
     /// The generation holds none of its listeners any more: it cannot accept another
     /// connection, so a count of zero is final.
     pub closed: bool,
-}
-
-/// A draining generation's state between polls.
-#[derive(Debug, Default)]
-pub struct DrainTrack {
-    /// Once its listeners are closed, the connections still in flight: the only ones
-    /// left to watch, each with one exact lookup per poll.
-    pending: Option<Vec<TcpSock>>,
-    /// While it still holds a listener: since when, and when its connections were last
-    /// counted.
-    open_since: Option<Instant>,
-    counted_at: Option<Instant>,
 }
 
 /// How long a generation may hold its listeners after SIGTERM before its connections

@@ -93,7 +93,7 @@ pub async fn hand_off(
                 })
             }
         }
-        if nix::sys::signal::kill(pid, None).is_err() || crate::child::has_exited(pid) {
+        if nix::sys::signal::kill(pid, None).is_err() || has_exited(pid) {
             return Err(HandoffError::ChildGone(pid.as_raw()));
         }
         if tokio::time::Instant::now() >= end {
@@ -114,6 +114,26 @@ pub async fn hand_off(
         }
     })?;
     Ok(())
+}
+
+/// Whether steward's child `pid` has exited (it may not be reaped yet); asks the kernel,
+/// not /proc, and reaps nothing.
+fn has_exited(pid: Pid) -> bool {
+    // SAFETY: waitid only writes into the siginfo_t it is given, which lives on this
+    // stack frame; WNOWAIT leaves the child to be reaped by the main loop.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid.as_raw() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // Not steward's child (r != 0, ECHILD): nothing to tell; the caller's kill(pid, 0)
+    // knows whether it exists.
+    // SAFETY: si_pid is set by waitid when a child changed state, and zero otherwise.
+    r == 0 && unsafe { info.si_pid() } != 0
 }
 
 #[cfg(test)]

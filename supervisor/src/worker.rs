@@ -7,8 +7,8 @@
 //! outright (a FIFO at a configuration path). So all of it runs here: the loop sends a
 //! job and awaits its answer with a timeout, and keeps serving meanwhile.
 //!
-//! The modules that block ([`crate::procfs`], [`crate::tcp`], [`crate::sockdiag`], the
-//! kill loops of [`crate::child`] and [`crate::cgroup`]) take an [`Io`], which only
+//! The modules that block ([`procfs`](super::procfs), [`tcp`](super::tcp), [`sockdiag`](super::sockdiag), the
+//! kill loops of [`child`](super::child) and [`cgroup`](super::cgroup)) take an [`Io`], which only
 //! this thread owns: code on the loop has none to pass, so it cannot call them by
 //! mistake. The thread is started before anything else and lives as long as steward: a
 //! child that fills the unit's pids limit cannot leave steward unable to create it.
@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::sockdiag::SockDiag;
-use crate::tcp::DrainTrack;
+use crate::sockdiag::TcpSock;
 
 type Job = Box<dyn FnOnce(&mut Io) + Send>;
 
@@ -75,6 +75,18 @@ impl Io {
             "procfs"
         }
     }
+}
+
+/// A draining generation's state between polls, kept here for [`tcp::drain`](super::tcp::drain).
+#[derive(Debug, Default)]
+pub struct DrainTrack {
+    /// Once its listeners are closed, the connections still in flight: the only ones
+    /// left to watch, each with one exact lookup per poll.
+    pub(crate) pending: Option<Vec<TcpSock>>,
+    /// While it still holds a listener: since when, and when its connections were last
+    /// counted.
+    pub(crate) open_since: Option<std::time::Instant>,
+    pub(crate) counted_at: Option<std::time::Instant>,
 }
 
 /// Why a job gave no answer.
