@@ -301,18 +301,9 @@ mod tests {
 
     #[test]
     fn a_child_that_closed_its_listeners_at_once_is_counted_at_once() {
-        use std::os::fd::AsRawFd;
         let mut io = Io::for_tests();
-        let (l, _c, s) = server_pair();
-        let mut group = Group::holding(l.as_raw_fd(), s.as_raw_fd());
-        drop(l);
-        drop(s);
+        let (mut group, _c, snap) = serving_group(&mut io);
         let pgid = group.pgid();
-        let mut snap = Snapshot::default();
-        assert!(eventually(|| {
-            snap = snapshot(&mut io, pgid, &[]);
-            !snap.listeners.is_empty()
-        }));
         group.next();
         assert!(eventually(|| snapshot(&mut io, pgid, &[])
             .listeners
@@ -414,6 +405,21 @@ mod tests {
         let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
         let (s, _) = l.accept().expect("accept");
         (l, c, s)
+    }
+
+    /// A group that holds a listener and the server end of one connection (the client end
+    /// is returned, held by this process), once its snapshot shows the listener.
+    fn serving_group(io: &mut Io) -> (Group, std::net::TcpStream, Snapshot) {
+        use std::os::fd::AsRawFd;
+        let (l, c, s) = server_pair();
+        let group = Group::holding(l.as_raw_fd(), s.as_raw_fd());
+        let pgid = group.pgid();
+        let mut snap = Snapshot::default();
+        assert!(eventually(|| {
+            snap = snapshot(io, pgid, &[]);
+            !snap.listeners.is_empty()
+        }));
+        (group, c, snap)
     }
 
     #[test]
@@ -518,17 +524,8 @@ mod tests {
     }
 
     fn the_drain_counts_in_flight_connections_until_the_last_one_is_closed_with(mut io: Io) {
-        use std::os::fd::AsRawFd;
-        let (l, _c, s) = server_pair();
-        let mut group = Group::holding(l.as_raw_fd(), s.as_raw_fd());
-        drop(l);
-        drop(s);
+        let (mut group, _c, snap) = serving_group(&mut io);
         let pgid = group.pgid();
-        let mut snap = Snapshot::default();
-        assert!(eventually(|| {
-            snap = snapshot(&mut io, pgid, &[]);
-            !snap.listeners.is_empty()
-        }));
         // Right after SIGTERM a child that still holds its listener is not counted yet;
         // once it has held it a while, it is.
         let open = DrainCount {
