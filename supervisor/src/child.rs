@@ -33,8 +33,13 @@ const PRIVATE_ENV: &[&str] = &[
 ];
 
 pub enum SpawnMode<'a> {
-    Serve { upgrade: bool },
-    Test { output: &'a Path },
+    Serve {
+        upgrade: bool,
+    },
+    /// `output` is the file the run's stdout and stderr go to, opened by the caller.
+    Test {
+        output: &'a std::fs::File,
+    },
 }
 
 /// Marks every descriptor steward inherited (other than stdin, stdout and stderr)
@@ -97,8 +102,7 @@ pub fn spawn(
         SpawnMode::Serve { upgrade: false } => {}
         SpawnMode::Test { output } => {
             cmd.arg("-t");
-            let f = std::fs::File::create(output)?;
-            cmd.stdout(f.try_clone()?).stderr(f);
+            cmd.stdout(output.try_clone()?).stderr(output.try_clone()?);
         }
     }
     cmd.arg("-c")

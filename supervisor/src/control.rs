@@ -6,7 +6,6 @@
 //! line back. Each connection has its own task with a read limit and a timeout, so a
 //! half-open or oversized request cannot block the supervisor's loop.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::runtime_dir::{self, RuntimeDirError};
+use crate::runtime_dir::{RuntimeDir, RuntimeDirError};
 
 pub const SOCKET_NAME: &str = "control.sock";
 /// The longest request line read; more is refused unread.
@@ -133,23 +132,26 @@ pub struct TimelineEntry {
 /// Binds the socket, replacing a stale one left by a steward that was killed. Refuses
 /// when another steward answers on it (two stewards on one runtime directory would
 /// overwrite each other's conf and hand-off socket) or when another user owns the entry.
-pub fn bind(dir: &Path) -> Result<(UnixListener, PathBuf), RuntimeDirError> {
+pub fn bind(dir: &RuntimeDir) -> Result<(UnixListener, PathBuf), RuntimeDirError> {
     let path = dir.join(SOCKET_NAME);
-    if let Some(entry) = runtime_dir::clear_stale(dir, SOCKET_NAME, true)? {
+    if let Some(entry) = dir.clear_stale(SOCKET_NAME, true)? {
         tracing::info!(
             "replaced a stale {} at {} (left by a steward that did not exit cleanly)",
             entry.describe(),
             path.display()
         );
     }
-    let fail = |what: &str, e: std::io::Error| RuntimeDirError {
-        path: path.clone(),
-        message: format!("cannot {what} the control socket: {e}"),
-        in_use: false,
-    };
-    let listener = UnixListener::bind(&path).map_err(|e| fail("bind", e))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail("make private (chmod 0600)", e))?;
+    let listener = dir
+        .bind(SOCKET_NAME)
+        .and_then(|l| {
+            l.set_nonblocking(true)?;
+            UnixListener::from_std(l)
+        })
+        .map_err(|e| RuntimeDirError {
+            path: path.clone(),
+            message: format!("cannot bind the control socket: {e}"),
+            in_use: false,
+        })?;
     Ok((listener, path))
 }
 
@@ -272,8 +274,8 @@ mod tests {
             std::process::id(),
             rand_suffix()
         ));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let (listener, path) = bind(&dir).expect("bind");
+        let rt = RuntimeDir::open(&dir).expect("dir");
+        let (listener, path) = bind(&rt).expect("bind");
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(serve(listener, tx));
         (path, rx, Scratch(dir))
@@ -297,7 +299,9 @@ mod tests {
     #[tokio::test]
     async fn socket_is_private() {
         let (path, _rx, _dir) = server().await;
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).expect("meta").permissions(),
+        ) & 0o777;
         assert_eq!(mode, 0o600);
     }
 

@@ -60,12 +60,23 @@ pub fn read_tail(path: &Path, max: u64) -> Result<String, ReadError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// [`read_tail`] of a file steward holds open (a `-t` run's output, created by steward):
+/// read through the descriptor from the start, whatever its offset.
+pub fn read_tail_of(f: File, max: u64) -> Result<String, ReadError> {
+    let bytes = read_capped_from(f, max, true)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 fn read_capped(path: &Path, max: u64, tail: bool) -> Result<Vec<u8>, ReadError> {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
         .open(path)?;
+    read_capped_from(f, max, tail)
+}
+
+fn read_capped_from(mut f: File, max: u64, tail: bool) -> Result<Vec<u8>, ReadError> {
     let meta = f.metadata()?;
     let ft = meta.file_type();
     if !ft.is_file() {
@@ -77,6 +88,8 @@ fn read_capped(path: &Path, max: u64, tail: bool) -> Result<Vec<u8>, ReadError> 
             return Err(ReadError::TooLarge { size, max });
         }
         io::Seek::seek(&mut f, io::SeekFrom::Start(size - max))?;
+    } else {
+        io::Seek::seek(&mut f, io::SeekFrom::Start(0))?;
     }
     let mut buf = Vec::with_capacity(size.min(max) as usize);
     // The file may grow while it is read: never past the cap.

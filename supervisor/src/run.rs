@@ -27,6 +27,7 @@ use crate::lifecycle::{
     Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, Policy, StopSignal, Why,
 };
 use crate::notify::{self, Notifier};
+use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Received, Signals};
 use crate::sockets::{Origin, Sockets};
 use crate::tcp::{self, DrainCount, Snapshot};
@@ -159,12 +160,14 @@ async fn run_inner(config: Config) -> i32 {
     }
     // --- end of the start-up check.
 
-    let dir = runtime_dir::choose(config.runtime_dir.as_deref());
-    if let Err(e) = runtime_dir::prepare(&dir) {
-        error!(steward_phase = "config", "{e}");
-        notifier.status(&format!("failed: {e}"));
-        return exit::CANTCREAT;
-    }
+    let dir = match RuntimeDir::open(&runtime_dir::choose(config.runtime_dir.as_deref())) {
+        Ok(dir) => dir,
+        Err(e) => {
+            error!(steward_phase = "config", "{e}");
+            notifier.status(&format!("failed: {e}"));
+            return exit::CANTCREAT;
+        }
+    };
     // The control socket is claimed before anything else is written: a second steward on
     // the same directory must stop here, before it overwrites the first one's conf.
     let (control_tx, control_rx) = mpsc::channel(16);
@@ -172,7 +175,7 @@ async fn run_inner(config: Config) -> i32 {
         Ok((listener, path)) => {
             info!("control socket {}", path.display());
             tokio::task::spawn_local(control::serve(listener, control_tx));
-            RemoveOnDrop(path)
+            RemoveOnDrop(dir.clone(), control::SOCKET_NAME)
         }
         Err(e) => {
             error!(steward_phase = "config", "{e}");
@@ -182,7 +185,7 @@ async fn run_inner(config: Config) -> i32 {
     };
     // The socket is the child's to create; whatever a dead child or someone else left
     // there would refuse the hand-off.
-    match runtime_dir::clear_stale(&dir, UPGRADE_SOCK, false) {
+    match dir.clear_stale(UPGRADE_SOCK, false) {
         Ok(Some(entry)) => info!(
             "replaced a stale {} at {}",
             entry.describe(),
@@ -361,11 +364,11 @@ async fn run_inner(config: Config) -> i32 {
 
 /// steward's control socket file, removed on every way out of `run`, so an early exit
 /// leaves nothing a later start would have to judge.
-struct RemoveOnDrop(PathBuf);
+struct RemoveOnDrop(RuntimeDir, &'static str);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = self.0.remove(self.1);
     }
 }
 
@@ -376,7 +379,7 @@ async fn write_effective(
     worker: &Worker,
     config: &Config,
     deadline: &Deadline,
-    dir: &std::path::Path,
+    dir: &RuntimeDir,
     name: &str,
 ) -> Result<PathBuf, (i32, String)> {
     let text = match &config.child.pingora_conf {
@@ -408,7 +411,8 @@ async fn write_effective(
     for change in &eff.changes {
         warn!(steward_phase = "config", "effective Pingora conf: {change}");
     }
-    let path = runtime_dir::write_file(dir, name, &eff.yaml)
+    let path = dir
+        .write_file(name, &eff.yaml)
         .map_err(|e| (exit::CANTCREAT, e.to_string()))?;
     info!(
         "effective Pingora conf {} (grace_period_seconds {}, graceful_shutdown_timeout_seconds {})",
@@ -430,7 +434,9 @@ struct GenRt {
 /// A `child -t` run checking a reload's configuration.
 struct CheckRun {
     pid: Pid,
-    output: PathBuf,
+    /// The run's stdout and stderr, created by steward in its runtime directory: the
+    /// tail is read back through this descriptor, not by path.
+    output: std::fs::File,
     started: Instant,
 }
 
@@ -483,7 +489,7 @@ struct Driver {
     next_config: Option<Config>,
     notifier: Notifier,
     deadline: Deadline,
-    dir: PathBuf,
+    dir: RuntimeDir,
     sockets: Sockets,
     machine: Lifecycle,
     gens: HashMap<GenId, GenRt>,
@@ -910,7 +916,7 @@ impl Driver {
                 tokio::task::spawn_local(async move {
                     let output = worker
                         .call(FILE_TIMEOUT, move |_| {
-                            files::read_tail(&check.output, CHECK_OUTPUT_TAIL)
+                            files::read_tail_of(check.output, CHECK_OUTPUT_TAIL)
                                 .unwrap_or_else(|e| format!("(its output: {e})"))
                         })
                         .await
@@ -1111,9 +1117,7 @@ impl Driver {
                         }
                     }
                     if let Some(new) = self.next_config.take().filter(|_| result.is_ok()) {
-                        if let Err(e) =
-                            std::fs::rename(self.dir.join(NEXT_CONF), self.dir.join(EFFECTIVE_CONF))
-                        {
+                        if let Err(e) = self.dir.rename(NEXT_CONF, EFFECTIVE_CONF) {
                             warn!("cannot install the reloaded Pingora conf as {EFFECTIVE_CONF}: {e}; a later restart would use the previous one");
                         }
                         self.config = new;
@@ -1179,14 +1183,22 @@ impl Driver {
         if self.machine.mode() != Mode::Reloading {
             return;
         }
-        let output = self.dir.join(CHECK_OUTPUT);
-        match child::spawn(
-            &new.child,
-            &conf,
-            child::SpawnMode::Test { output: &output },
-            None,
-        ) {
-            Ok(pid) => {
+        let spawned = self
+            .dir
+            .create_private(CHECK_OUTPUT)
+            .map_err(|e| e.to_string())
+            .and_then(|output| {
+                let pid = child::spawn(
+                    &new.child,
+                    &conf,
+                    child::SpawnMode::Test { output: &output },
+                    None,
+                )
+                .map_err(|e| format!("cannot run {} -t: {e}", new.child.program.display()))?;
+                Ok((pid, output))
+            });
+        match spawned {
+            Ok((pid, output)) => {
                 info!(
                     steward_phase = "reloading",
                     "checking the new configuration: {} -t (pid {pid})",
@@ -1199,10 +1211,7 @@ impl Driver {
                 });
                 self.next_config = Some(new);
             }
-            Err(e) => self.queue.push_back(Event::ConfigChecked(Err(format!(
-                "cannot run {} -t: {e}",
-                new.child.program.display()
-            )))),
+            Err(e) => self.queue.push_back(Event::ConfigChecked(Err(e))),
         }
     }
 
@@ -1213,10 +1222,11 @@ impl Driver {
             (Why::Reload, Some(next)) => (next.clone(), self.dir.join(NEXT_CONF)),
             _ => (self.config.clone(), self.dir.join(EFFECTIVE_CONF)),
         };
-        let upgrade_sock = self.dir.join(UPGRADE_SOCK);
+        let (upgrade_sock, upgrade_shown) =
+            (self.dir.reach(UPGRADE_SOCK), self.dir.join(UPGRADE_SOCK));
         // A socket file left by a child that died mid-bootstrap would refuse the hand-off;
         // an entry of another user is not steward's to remove.
-        if let Err(e) = runtime_dir::clear_stale(&self.dir, UPGRADE_SOCK, false) {
+        if let Err(e) = self.dir.clear_stale(UPGRADE_SOCK, false) {
             let reason = e.to_string();
             error!(
                 steward_phase = "starting",
@@ -1301,7 +1311,15 @@ impl Driver {
             self.handoff = Some((
                 gen,
                 Box::pin(async move {
-                    upgrade::hand_off(&upgrade_sock, &keys, &fds, pid, HANDOFF_TIMEOUT).await
+                    upgrade::hand_off(
+                        &upgrade_sock,
+                        &upgrade_shown,
+                        &keys,
+                        &fds,
+                        pid,
+                        HANDOFF_TIMEOUT,
+                    )
+                    .await
                 }),
             ));
         }
@@ -1536,7 +1554,7 @@ impl Driver {
                 .map(|ms| format!(" {ms} ms after the stop began"))
                 .unwrap_or_default()
         );
-        let _ = std::fs::remove_file(self.dir.join(control::SOCKET_NAME));
+        let _ = self.dir.remove(control::SOCKET_NAME);
         code
     }
 }

@@ -1,15 +1,27 @@
 //! steward's runtime directory: the effective Pingora conf and the upgrade socket live
 //! here, in a directory only the service's user can enter (mode 0700).
 //!
-//! Nothing in it is trusted blindly: the directory itself must be a real directory (not a
-//! symlink) owned by steward's user, and an entry in the way of one of steward's names is
-//! replaced only when steward's user owns it. A symlink is removed, never followed; an
-//! entry of another user is refused and left as it is, since only root can have planted
-//! it and deleting it would hide whatever it was meant for.
+//! Nothing in it is trusted blindly. Every parent must be one only root or steward's user
+//! can change (else another user could rename the directory away and put their own in its
+//! place between two of steward's calls); the directory itself must be a real directory
+//! (not a symlink) owned by steward's user. It is opened once, and every entry is created,
+//! opened and removed relative to that descriptor (`*at()` calls, `O_NOFOLLOW`, `O_EXCL`
+//! on creation, mode 0600). An entry in the way of one of steward's names is replaced only
+//! when steward's user owns it. A symlink is removed, never followed; an entry of another
+//! user is refused and left as it is, since only root can have planted it and deleting it
+//! would hide whatever it was meant for.
 
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{AccessFlags, UnlinkatFlags};
 
 #[derive(Debug, thiserror::Error)]
 #[error("runtime directory {path}: {message}")]
@@ -69,59 +81,260 @@ fn hint(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// Creates the directory if needed and makes sure nobody else can enter it.
-pub fn prepare(path: &Path) -> Result<(), RuntimeDirError> {
-    let err = |m: String| RuntimeDirError::new(path, m);
-    // Looked at before anything is created: DirBuilder would accept a symlink to a
-    // directory, and steward must not be redirected by one planted in a shared directory.
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_symlink() {
-            let to = std::fs::read_link(path)
-                .map(|t| format!(" (to {})", t.display()))
-                .unwrap_or_default();
-            return Err(err(format!(
-                "is a symbolic link{to}; steward does not follow it: remove it, or set runtime_dir to a real directory"
-            )));
-        }
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| err(format!("cannot create it: {e}{}", hint(&e))))?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(err(
-            "is not a directory: remove it or choose another runtime_dir".into(),
-        ));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(err(format!(
-            "is owned by uid {}, not by steward's uid {me}; steward leaves it alone: remove it or choose another runtime_dir",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            err(format!(
-                "cannot make it private (chmod 0700): {e}{}",
-                hint(&e)
-            ))
-        })?;
-    }
-    // Said now, with the fix, rather than as a failed write of the first file. access()
-    // also answers EROFS for a read-only mount, which root's permissions do not bypass.
-    if let Err(e) = nix::unistd::access(
-        path,
-        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-    ) {
-        let e = std::io::Error::from(e);
-        return Err(err(format!("is not writable: {e}{}", hint(&e))));
-    }
-    Ok(())
+/// steward's runtime directory, opened once: every entry is then created, opened, renamed
+/// and removed relative to this descriptor, never by re-resolving the path. Only the
+/// child is given plain paths (its `-c` conf and `upgrade_sock`); [`RuntimeDir::open`]
+/// has checked that nobody but root and steward's user can change what those name.
+#[derive(Debug, Clone)]
+pub struct RuntimeDir {
+    path: PathBuf,
+    fd: Arc<OwnedFd>,
+    /// `/proc/self/fd/N`: a path that names the opened directory itself, for the calls
+    /// that take no directory descriptor (bind and connect of a unix socket).
+    by_fd: Option<PathBuf>,
 }
 
+/// Why an ancestor of the runtime directory is not trusted; `None` when it is.
+///
+/// An ancestor is safe when only root or steward's user can rename or replace what is in
+/// it: owned by one of them and not writable by group or others, unless the sticky bit
+/// (as on /tmp) keeps others from renaming entries they do not own.
+pub fn ancestor_risk(owner: u32, mode: u32, me: u32) -> Option<String> {
+    if owner != 0 && owner != me {
+        return Some(format!(
+            "is owned by uid {owner}, not by root or steward's uid {me}"
+        ));
+    }
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Some(format!(
+            "is writable by {} (mode {:04o}) without the sticky bit",
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+fn o_path() -> OFlag {
+    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+fn own(fd: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful open(2) and is owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+impl RuntimeDir {
+    /// Creates the directory if needed and makes sure nobody else can enter it or swap it:
+    /// every ancestor is checked ([`ancestor_risk`]), walked one component at a time
+    /// without following a symlink, and the directory itself must be steward's user's
+    /// (mode 0700).
+    pub fn open(path: &Path) -> Result<RuntimeDir, RuntimeDirError> {
+        let err = |m: String| RuntimeDirError::new(path, m);
+        let absolute = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| err(format!("cannot resolve a relative path: {e}")))?
+                .join(path)
+        };
+        let (parent, name) = match (absolute.parent(), absolute.file_name()) {
+            (Some(p), Some(n)) => (p, n),
+            _ => return Err(err("is not a directory steward can create".into())),
+        };
+        // Symlinks among the ancestors (/var/run -> /run) are resolved once, here; the
+        // walk below then refuses any symlink, so a later swap changes nothing.
+        let (existing, missing) = split_existing(parent);
+        let real = std::fs::canonicalize(&existing)
+            .map_err(|e| err(format!("cannot resolve {}: {e}", existing.display())))?;
+        let me = nix::unistd::geteuid().as_raw();
+        let mut fd = own(nix::fcntl::openat(None, "/", o_path(), Mode::empty())
+            .map_err(|e| err(format!("cannot open /: {e}")))?);
+        let check = |fd: &OwnedFd, at: &Path| -> Result<(), RuntimeDirError> {
+            let st = nix::sys::stat::fstat(fd.as_raw_fd())
+                .map_err(|e| err(format!("cannot inspect {}: {e}", at.display())))?;
+            match ancestor_risk(st.st_uid, st.st_mode, me) {
+                None => Ok(()),
+                Some(why) => Err(err(format!(
+                    "its parent {} {why}: another user could replace the runtime directory under steward; choose a runtime_dir whose every parent only root or steward's user can write (such as /run/steward)",
+                    at.display()
+                ))),
+            }
+        };
+        check(&fd, Path::new("/"))?;
+        let mut walked = PathBuf::from("/");
+        let components: Vec<_> = real
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_os_string()),
+                _ => None,
+            })
+            .collect();
+        let created_from = components.len();
+        for (i, comp) in components.iter().chain(missing.iter()).enumerate() {
+            walked.push(comp);
+            if i >= created_from {
+                match nix::sys::stat::mkdirat(
+                    Some(fd.as_raw_fd()),
+                    comp.as_os_str(),
+                    Mode::from_bits_truncate(0o700),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => {
+                        let e = std::io::Error::from(e);
+                        return Err(err(format!(
+                            "cannot create {}: {e}{}",
+                            walked.display(),
+                            hint(&e)
+                        )));
+                    }
+                }
+            }
+            let next = nix::fcntl::openat(
+                Some(fd.as_raw_fd()),
+                comp.as_os_str(),
+                o_path(),
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                Errno::ELOOP | Errno::ENOTDIR => err(format!(
+                    "its parent {} is not a directory (or became a symbolic link)",
+                    walked.display()
+                )),
+                e => err(format!("cannot open its parent {}: {e}", walked.display())),
+            })?;
+            fd = own(next);
+            check(&fd, &walked)?;
+        }
+        let parent_fd = fd;
+        let dir_err = |m: String| RuntimeDirError::new(path, m);
+        // Looked at before anything is created: steward must not be redirected by a
+        // symlink planted where its directory belongs.
+        if let Ok(st) = nix::sys::stat::fstatat(
+            Some(parent_fd.as_raw_fd()),
+            name,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                let to = std::fs::read_link(path)
+                    .map(|t| format!(" (to {})", t.display()))
+                    .unwrap_or_default();
+                return Err(dir_err(format!(
+                    "is a symbolic link{to}; steward does not follow it: remove it, or set runtime_dir to a real directory"
+                )));
+            }
+        }
+        match nix::sys::stat::mkdirat(
+            Some(parent_fd.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(0o700),
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                return Err(dir_err(format!("cannot create it: {e}{}", hint(&e))));
+            }
+        }
+        let fd = nix::fcntl::openat(
+            Some(parent_fd.as_raw_fd()),
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ENOTDIR => dir_err("is not a directory: remove it or choose another runtime_dir".into()),
+            Errno::ELOOP => dir_err("is a symbolic link; steward does not follow it: remove it, or set runtime_dir to a real directory".into()),
+            e => {
+                let e = std::io::Error::from(e);
+                dir_err(format!("cannot open it: {e}{}", hint(&e)))
+            }
+        })?;
+        let fd = own(fd);
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| dir_err(e.to_string()))?;
+        if st.st_uid != me {
+            return Err(dir_err(format!(
+                "is owned by uid {}, not by steward's uid {me}; steward leaves it alone: remove it or choose another runtime_dir",
+                st.st_uid
+            )));
+        }
+        if st.st_mode & 0o077 != 0 {
+            nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o700)).map_err(
+                |e| {
+                    let e = std::io::Error::from(e);
+                    dir_err(format!(
+                        "cannot make it private (chmod 0700): {e}{}",
+                        hint(&e)
+                    ))
+                },
+            )?;
+        }
+        // Said now, with the fix, rather than as a failed write of the first file.
+        // access() also answers EROFS for a read-only mount, which root's permissions do
+        // not bypass.
+        if let Err(e) = nix::unistd::faccessat(
+            Some(fd.as_raw_fd()),
+            ".",
+            AccessFlags::W_OK | AccessFlags::X_OK,
+            AtFlags::empty(),
+        ) {
+            let e = std::io::Error::from(e);
+            return Err(dir_err(format!("is not writable: {e}{}", hint(&e))));
+        }
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        // Without /proc the sockets are reached by path, which the checks above keep
+        // pointing at this same directory.
+        let by_fd = std::fs::metadata(&by_fd)
+            .ok()
+            .filter(|m| m.ino() == st.st_ino && m.dev() == st.st_dev)
+            .map(|_| by_fd);
+        Ok(RuntimeDir {
+            path: walked.join(name),
+            fd: Arc::new(fd),
+            by_fd,
+        })
+    }
+
+    /// The directory's path, resolved at open: for messages, and for the child.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of an entry, for messages and for the child.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// A path that reaches `name` in this very directory, for bind and connect (through
+    /// `/proc/self/fd`, so a directory renamed away and replaced is not the one reached).
+    pub fn reach(&self, name: &str) -> PathBuf {
+        self.by_fd.as_deref().unwrap_or(&self.path).join(name)
+    }
+
+    fn raw(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The longest prefix of `p` that exists, and the components after it.
+fn split_existing(p: &Path) -> (PathBuf, Vec<std::ffi::OsString>) {
+    let mut missing = Vec::new();
+    let mut cur = p.to_path_buf();
+    while std::fs::symlink_metadata(&cur).is_err() {
+        match (cur.file_name(), cur.parent()) {
+            (Some(n), Some(up)) => {
+                missing.push(n.to_os_string());
+                cur = up.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    missing.reverse();
+    (cur, missing)
+}
 /// What is found at one of steward's names in the runtime directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
@@ -134,17 +347,13 @@ pub enum Entry {
 }
 
 impl Entry {
-    fn of(t: std::fs::FileType) -> Entry {
-        if t.is_symlink() {
-            Entry::Symlink
-        } else if t.is_dir() {
-            Entry::Dir
-        } else if t.is_socket() {
-            Entry::Socket
-        } else if t.is_file() {
-            Entry::File
-        } else {
-            Entry::Other
+    fn of_mode(mode: libc::mode_t) -> Entry {
+        match mode & libc::S_IFMT {
+            libc::S_IFLNK => Entry::Symlink,
+            libc::S_IFDIR => Entry::Dir,
+            libc::S_IFSOCK => Entry::Socket,
+            libc::S_IFREG => Entry::File,
+            _ => Entry::Other,
         }
     }
 
@@ -184,100 +393,147 @@ pub fn verdict(entry: Entry, owner: u32, me: u32) -> Verdict {
     }
 }
 
-/// Makes room for `name` in `dir`, where steward is about to create a socket or a file:
-/// replaces a stale entry steward's user owns, refuses (and leaves alone) one of another
-/// user, and with `probe`, refuses a socket a live server answers on. Returns what was
-/// removed, for the log.
-pub fn clear_stale(dir: &Path, name: &str, probe: bool) -> Result<Option<Entry>, RuntimeDirError> {
-    let path = dir.join(name);
-    let err = |m: String| RuntimeDirError::new(&path, m);
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(format!("cannot inspect it: {e}"))),
-    };
-    let entry = Entry::of(meta.file_type());
-    let me = nix::unistd::geteuid().as_raw();
-    match verdict(entry, meta.uid(), me) {
-        Verdict::Foreign => {
-            return Err(err(format!(
-                "is {} owned by uid {}, not by steward's uid {me}; steward leaves it alone: remove it (rm {}) or choose another runtime_dir",
-                entry.describe(),
-                meta.uid(),
-                path.display()
-            )))
-        }
-        Verdict::ProbeThenRemove => {
-            if probe && std::os::unix::net::UnixStream::connect(&path).is_ok() {
-                return Err(RuntimeDirError {
-                    in_use: true,
-                    ..err(
-                        "is a live socket: another steward is running with this runtime directory; stop it, or give this one another runtime_dir".into(),
-                    )
-                });
-            }
-            std::fs::remove_file(&path)
-        }
-        Verdict::RemoveDir => std::fs::remove_dir(&path).map_err(|e| {
-            match e.raw_os_error().map(nix::errno::Errno::from_raw) {
-                Some(nix::errno::Errno::ENOTEMPTY | nix::errno::Errno::EEXIST) => {
-                    std::io::Error::other("it is a directory with contents, which steward does not delete: remove it")
-                }
-                _ => e,
-            }
-        }),
-        Verdict::Unlink => std::fs::remove_file(&path),
+impl RuntimeDir {
+    fn stat(&self, name: &str) -> nix::Result<nix::sys::stat::FileStat> {
+        nix::sys::stat::fstatat(Some(self.raw()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
     }
-    .map_err(|e| err(format!("is {} in the way and cannot be removed: {e}", entry.describe())))?;
-    Ok(Some(entry))
-}
 
-/// Writes `name` in the directory atomically (write to a temporary name, rename over the
-/// old one), mode 0600. On any failure the temporary file is removed and the old file is
-/// left as it was: a later start never finds a half-written conf under `name`.
-pub fn write_file(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, RuntimeDirError> {
-    let target = dir.join(name);
-    let tmp_name = format!(".{name}.tmp");
-    let tmp = dir.join(&tmp_name);
-    let err = |m: String| RuntimeDirError::new(&target, m);
-    // The rename would replace whatever is at `name`: the same ownership rule as for the
-    // sockets applies to it.
-    if let Ok(meta) = std::fs::symlink_metadata(&target) {
+    /// Makes room for `name`, where steward is about to create a socket or a file:
+    /// replaces a stale entry steward's user owns, refuses (and leaves alone) one of
+    /// another user, and with `probe`, refuses a socket a live server answers on. Returns
+    /// what was removed, for the log.
+    pub fn clear_stale(&self, name: &str, probe: bool) -> Result<Option<Entry>, RuntimeDirError> {
+        let path = self.join(name);
+        let err = |m: String| RuntimeDirError::new(&path, m);
+        let st = match self.stat(name) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(err(format!("cannot inspect it: {e}"))),
+        };
+        let entry = Entry::of_mode(st.st_mode);
         let me = nix::unistd::geteuid().as_raw();
-        let entry = Entry::of(meta.file_type());
-        if verdict(entry, meta.uid(), me) == Verdict::Foreign || entry == Entry::Dir {
-            return Err(err(format!(
-                "is {} owned by uid {}, which steward does not replace: remove it (rm {})",
-                entry.describe(),
-                meta.uid(),
-                target.display()
-            )));
+        let unlink = |flag| {
+            nix::unistd::unlinkat(Some(self.raw()), name, flag).map_err(std::io::Error::from)
+        };
+        match verdict(entry, st.st_uid, me) {
+            Verdict::Foreign => {
+                return Err(err(format!(
+                    "is {} owned by uid {}, not by steward's uid {me}; steward leaves it alone: remove it (rm {}) or choose another runtime_dir",
+                    entry.describe(),
+                    st.st_uid,
+                    path.display()
+                )))
+            }
+            Verdict::ProbeThenRemove => {
+                if probe && std::os::unix::net::UnixStream::connect(self.reach(name)).is_ok() {
+                    return Err(RuntimeDirError {
+                        in_use: true,
+                        ..err(
+                            "is a live socket: another steward is running with this runtime directory; stop it, or give this one another runtime_dir".into(),
+                        )
+                    });
+                }
+                unlink(UnlinkatFlags::NoRemoveDir)
+            }
+            Verdict::RemoveDir => unlink(UnlinkatFlags::RemoveDir).map_err(|e| {
+                match e.raw_os_error().map(Errno::from_raw) {
+                    Some(Errno::ENOTEMPTY | Errno::EEXIST) => {
+                        std::io::Error::other("it is a directory with contents, which steward does not delete: remove it")
+                    }
+                    _ => e,
+                }
+            }),
+            Verdict::Unlink => unlink(UnlinkatFlags::NoRemoveDir),
         }
+        .map_err(|e| err(format!("is {} in the way and cannot be removed: {e}", entry.describe())))?;
+        Ok(Some(entry))
     }
-    clear_stale(dir, &tmp_name, false)?;
-    // create_new is O_CREAT|O_EXCL: it never follows a symlink.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err(format!("cannot write: {e}{}", hint(&e))))?;
-    let written = f.write_all(contents.as_bytes()).and_then(|()| f.flush());
-    drop(f);
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(format!("cannot write: {e}{}", hint(&e))));
-    }
-    if let Err(e) = std::fs::rename(&tmp, &target) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(format!("cannot rename into place: {e}{}", hint(&e))));
-    }
-    Ok(target)
-}
 
+    /// Creates `name` anew for reading and writing (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600) after clearing a stale
+    /// entry of steward's own user: a planted symlink or file is never written through.
+    pub fn create_private(&self, name: &str) -> Result<File, RuntimeDirError> {
+        self.clear_stale(name, false)?;
+        let fd = nix::fcntl::openat(
+            Some(self.raw()),
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| {
+            let e = std::io::Error::from(e);
+            RuntimeDirError::new(&self.join(name), format!("cannot create: {e}{}", hint(&e)))
+        })?;
+        Ok(File::from(own(fd)))
+    }
+
+    /// Writes `name` atomically (a private temporary file renamed over the old one), mode
+    /// 0600. On any failure the temporary file is removed and the old file is left as it
+    /// was: a later start never finds a half-written conf under `name`.
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf, RuntimeDirError> {
+        let target = self.join(name);
+        let tmp_name = format!(".{name}.tmp");
+        let err = |m: String| RuntimeDirError::new(&target, m);
+        // The rename would replace whatever is at `name`: the same ownership rule as for
+        // the sockets applies to it.
+        if let Ok(st) = self.stat(name) {
+            let me = nix::unistd::geteuid().as_raw();
+            let entry = Entry::of_mode(st.st_mode);
+            if verdict(entry, st.st_uid, me) == Verdict::Foreign || entry == Entry::Dir {
+                return Err(err(format!(
+                    "is {} owned by uid {}, which steward does not replace: remove it (rm {})",
+                    entry.describe(),
+                    st.st_uid,
+                    target.display()
+                )));
+            }
+        }
+        let mut f = self.create_private(&tmp_name).map_err(|e| err(e.message))?;
+        let written = f.write_all(contents.as_bytes()).and_then(|()| f.flush());
+        drop(f);
+        if let Err(e) = written {
+            let _ = self.remove(&tmp_name);
+            return Err(err(format!("cannot write: {e}{}", hint(&e))));
+        }
+        if let Err(e) = self.rename(&tmp_name, name) {
+            let _ = self.remove(&tmp_name);
+            return Err(err(format!("cannot rename into place: {e}{}", hint(&e))));
+        }
+        Ok(target)
+    }
+
+    /// renameat(2) within the directory.
+    pub fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        nix::fcntl::renameat(Some(self.raw()), from, Some(self.raw()), to)
+            .map_err(std::io::Error::from)
+    }
+
+    /// unlinkat(2) of a file or socket within the directory.
+    pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        nix::unistd::unlinkat(Some(self.raw()), name, UnlinkatFlags::NoRemoveDir)
+            .map_err(std::io::Error::from)
+    }
+
+    /// Binds a unix socket at `name` in this very directory, mode 0600.
+    pub fn bind(&self, name: &str) -> std::io::Result<std::os::unix::net::UnixListener> {
+        let l = std::os::unix::net::UnixListener::bind(self.reach(name))?;
+        nix::sys::stat::fchmodat(
+            Some(self.raw()),
+            name,
+            Mode::from_bits_truncate(0o600),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )?;
+        Ok(l)
+    }
+
+    /// Connects to the unix socket at `name` in this very directory.
+    pub fn connect(&self, name: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+        std::os::unix::net::UnixStream::connect(self.reach(name))
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("steward-rt-{}-{name}", std::process::id()));
@@ -286,20 +542,20 @@ mod tests {
     }
 
     #[test]
-    fn prepare_creates_a_private_directory() {
+    fn open_creates_a_private_directory() {
         let p = scratch("create");
-        prepare(&p).expect("prepared");
+        let _d = RuntimeDir::open(&p).expect("prepared");
         let mode = std::fs::metadata(&p).expect("meta").mode() & 0o777;
         assert_eq!(mode, 0o700);
         std::fs::remove_dir_all(&p).ok();
     }
 
     #[test]
-    fn prepare_tightens_an_open_directory() {
+    fn open_tightens_an_open_directory() {
         let p = scratch("open");
         std::fs::create_dir_all(&p).expect("mkdir");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        prepare(&p).expect("prepared");
+        let _d = RuntimeDir::open(&p).expect("prepared");
         assert_eq!(std::fs::metadata(&p).expect("meta").mode() & 0o777, 0o700);
         std::fs::remove_dir_all(&p).ok();
     }
@@ -308,15 +564,17 @@ mod tests {
     fn a_file_in_the_way_is_an_error() {
         let p = scratch("file");
         std::fs::write(&p, "x").expect("write");
-        assert!(prepare(&p).is_err());
+        assert!(RuntimeDir::open(&p).is_err());
         std::fs::remove_file(&p).ok();
     }
 
     #[test]
     fn written_files_are_private() {
         let p = scratch("write");
-        prepare(&p).expect("prepared");
-        let f = write_file(&p, "pingora.yaml", "version: 1\n").expect("written");
+        let d = RuntimeDir::open(&p).expect("prepared");
+        let f = d
+            .write_file("pingora.yaml", "version: 1\n")
+            .expect("written");
         assert_eq!(std::fs::metadata(&f).expect("meta").mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_to_string(&f).expect("read"), "version: 1\n");
         std::fs::remove_dir_all(&p).ok();
@@ -346,7 +604,7 @@ mod tests {
         std::fs::create_dir_all(&real).expect("mkdir");
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::os::unix::fs::symlink(&real, &p).expect("symlink");
-        let e = prepare(&p).expect_err("refused");
+        let e = RuntimeDir::open(&p).expect_err("refused");
         assert!(e.message.contains("symbolic link"), "{e}");
         // Not followed: the target's mode was not tightened.
         assert_eq!(
@@ -360,18 +618,18 @@ mod tests {
     #[test]
     fn stale_entries_are_replaced_and_a_symlinks_target_is_untouched() {
         let p = scratch("stale");
-        prepare(&p).expect("prepared");
+        let d = RuntimeDir::open(&p).expect("prepared");
         let outside = scratch("outside");
         std::fs::write(&outside, "keep me").expect("write");
         std::os::unix::fs::symlink(&outside, p.join("a")).expect("symlink");
         std::fs::write(p.join("b"), "x").expect("write");
         std::fs::create_dir(p.join("c")).expect("mkdir");
         drop(std::os::unix::net::UnixListener::bind(p.join("d")).expect("bind"));
-        assert_eq!(clear_stale(&p, "a", true).expect("a"), Some(Entry::Symlink));
-        assert_eq!(clear_stale(&p, "b", true).expect("b"), Some(Entry::File));
-        assert_eq!(clear_stale(&p, "c", true).expect("c"), Some(Entry::Dir));
-        assert_eq!(clear_stale(&p, "d", true).expect("d"), Some(Entry::Socket));
-        assert_eq!(clear_stale(&p, "e", true).expect("e"), None);
+        assert_eq!(d.clear_stale("a", true).expect("a"), Some(Entry::Symlink));
+        assert_eq!(d.clear_stale("b", true).expect("b"), Some(Entry::File));
+        assert_eq!(d.clear_stale("c", true).expect("c"), Some(Entry::Dir));
+        assert_eq!(d.clear_stale("d", true).expect("d"), Some(Entry::Socket));
+        assert_eq!(d.clear_stale("e", true).expect("e"), None);
         for n in ["a", "b", "c", "d"] {
             assert!(std::fs::symlink_metadata(p.join(n)).is_err(), "{n} left");
         }
@@ -383,19 +641,19 @@ mod tests {
     #[test]
     fn a_directory_with_contents_and_a_live_socket_are_refused() {
         let p = scratch("busy");
-        prepare(&p).expect("prepared");
+        let d = RuntimeDir::open(&p).expect("prepared");
         std::fs::create_dir(p.join("full")).expect("mkdir");
         std::fs::write(p.join("full/x"), "x").expect("write");
-        let e = clear_stale(&p, "full", true).expect_err("refused");
+        let e = d.clear_stale("full", true).expect_err("refused");
         assert!(e.message.contains("with contents"), "{e}");
         assert!(p.join("full/x").exists());
         let _live = std::os::unix::net::UnixListener::bind(p.join("live")).expect("bind");
-        let e = clear_stale(&p, "live", true).expect_err("refused");
+        let e = d.clear_stale("live", true).expect_err("refused");
         assert!(e.in_use && e.message.contains("another steward"), "{e}");
         assert!(p.join("live").exists());
         // Without the probe (the upgrade socket of a dead child), a socket is replaced.
         assert_eq!(
-            clear_stale(&p, "live", false).expect("cleared"),
+            d.clear_stale("live", false).expect("cleared"),
             Some(Entry::Socket)
         );
         std::fs::remove_dir_all(&p).ok();
@@ -404,12 +662,14 @@ mod tests {
     #[test]
     fn writing_over_a_symlink_replaces_the_link_not_its_target() {
         let p = scratch("wlink");
-        prepare(&p).expect("prepared");
+        let d = RuntimeDir::open(&p).expect("prepared");
         let outside = scratch("woutside");
         std::fs::write(&outside, "keep me").expect("write");
         std::os::unix::fs::symlink(&outside, p.join("pingora.yaml")).expect("symlink");
         std::os::unix::fs::symlink(&outside, p.join(".pingora.yaml.tmp")).expect("symlink");
-        let f = write_file(&p, "pingora.yaml", "version: 1\n").expect("written");
+        let f = d
+            .write_file("pingora.yaml", "version: 1\n")
+            .expect("written");
         assert!(!std::fs::symlink_metadata(&f)
             .expect("meta")
             .file_type()
@@ -423,10 +683,118 @@ mod tests {
     #[test]
     fn a_directory_in_place_of_a_file_is_refused() {
         let p = scratch("wdir");
-        prepare(&p).expect("prepared");
+        let d = RuntimeDir::open(&p).expect("prepared");
         std::fs::create_dir(p.join("pingora.yaml")).expect("mkdir");
-        let e = write_file(&p, "pingora.yaml", "x").expect_err("refused");
+        let e = d.write_file("pingora.yaml", "x").expect_err("refused");
         assert!(e.message.contains("directory"), "{e}");
+        std::fs::remove_dir_all(&p).ok();
+    }
+
+    #[test]
+    fn parents_that_only_root_or_steward_can_change_are_trusted() {
+        assert_eq!(ancestor_risk(0, 0o040755, 7), None);
+        assert_eq!(ancestor_risk(7, 0o040700, 7), None);
+        // /tmp: writable by all, but the sticky bit keeps others from renaming our entry.
+        assert_eq!(ancestor_risk(0, 0o041777, 7), None);
+    }
+
+    #[test]
+    fn a_parent_of_another_user_is_refused() {
+        let why = ancestor_risk(1001, 0o040755, 0).expect("refused");
+        assert!(why.contains("uid 1001"), "{why}");
+    }
+
+    #[test]
+    fn a_parent_writable_by_others_without_the_sticky_bit_is_refused() {
+        assert!(ancestor_risk(0, 0o040777, 0)
+            .expect("refused")
+            .contains("every user"));
+        assert!(ancestor_risk(0, 0o040775, 0)
+            .expect("refused")
+            .contains("its group"));
+    }
+
+    #[test]
+    fn open_refuses_a_runtime_dir_under_a_world_writable_parent() {
+        let parent = scratch("open-parent");
+        std::fs::create_dir_all(&parent).expect("mkdir");
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = RuntimeDir::open(&parent.join("rt")).expect_err("refused");
+        assert!(
+            e.message.contains("its parent") && e.message.contains("every user"),
+            "{e}"
+        );
+        // Nothing was created inside it.
+        assert!(!parent.join("rt").exists());
+        std::fs::remove_dir_all(&parent).ok();
+    }
+
+    #[test]
+    fn open_creates_missing_parents() {
+        let top = scratch("deep");
+        let d = RuntimeDir::open(&top.join("a/b/rt")).expect("opened");
+        assert!(d.path().ends_with("a/b/rt"));
+        assert!(top.join("a/b/rt").is_dir());
+        std::fs::remove_dir_all(&top).ok();
+    }
+
+    #[test]
+    fn open_resolves_a_symlinked_parent_once() {
+        let real = scratch("real-parent");
+        let link = scratch("link-parent");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let d = RuntimeDir::open(&link.join("rt")).expect("opened");
+        assert_eq!(
+            d.path(),
+            std::fs::canonicalize(&real).expect("real").join("rt")
+        );
+        std::fs::remove_file(&link).ok();
+        std::fs::remove_dir_all(&real).ok();
+    }
+
+    #[test]
+    fn entries_are_reached_through_the_opened_directory_after_it_is_renamed() {
+        let p = scratch("renamed");
+        let moved = scratch("renamed-away");
+        let d = RuntimeDir::open(&p).expect("opened");
+        std::fs::rename(&p, &moved).expect("rename");
+        // Someone puts a new directory where the old one was.
+        std::fs::create_dir_all(&p).expect("mkdir");
+        d.write_file("pingora.yaml", "version: 1\n")
+            .expect("written");
+        let l = d.bind("s.sock").expect("bind");
+        drop(d.connect("s.sock").expect("connect"));
+        drop(l);
+        assert!(moved.join("pingora.yaml").exists() && moved.join("s.sock").exists());
+        assert!(!p.join("pingora.yaml").exists() && !p.join("s.sock").exists());
+        std::fs::remove_dir_all(&p).ok();
+        std::fs::remove_dir_all(&moved).ok();
+    }
+
+    #[test]
+    fn a_created_private_file_replaces_a_planted_symlink_and_leaves_its_target() {
+        let p = scratch("plog");
+        let d = RuntimeDir::open(&p).expect("opened");
+        let outside = scratch("plog-outside");
+        std::fs::write(&outside, "keep me").expect("write");
+        std::os::unix::fs::symlink(&outside, p.join("check.log")).expect("symlink");
+        let mut f = d.create_private("check.log").expect("created");
+        f.write_all(b"output").expect("write");
+        assert_eq!(std::fs::read_to_string(&outside).expect("read"), "keep me");
+        let m = std::fs::symlink_metadata(p.join("check.log")).expect("meta");
+        assert!(m.is_file() && m.mode() & 0o777 == 0o600);
+        std::fs::remove_file(&outside).ok();
+        std::fs::remove_dir_all(&p).ok();
+    }
+
+    #[test]
+    fn sockets_are_bound_private() {
+        let p = scratch("psock");
+        let d = RuntimeDir::open(&p).expect("opened");
+        let _l = d.bind("control.sock").expect("bind");
+        let m = std::fs::symlink_metadata(p.join("control.sock")).expect("meta");
+        assert_eq!(m.mode() & 0o777, 0o600);
         std::fs::remove_dir_all(&p).ok();
     }
 }

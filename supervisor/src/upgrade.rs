@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags, UnixAddr};
 use nix::unistd::Pid;
 
 /// How often steward looks for the child's upgrade socket.
@@ -32,6 +32,14 @@ pub enum HandoffError {
     Timeout { pid: i32, path: String, secs: u64 },
     #[error("sending the listeners to {path}: {err}")]
     Send { path: String, err: String },
+    /// Someone other than the generation's own processes answered on its upgrade socket.
+    #[error("the upgrade socket {path} is held by pid {peer} (uid {uid}), not by child pid {pid} or its process group: steward sent it nothing")]
+    Peer {
+        path: String,
+        peer: i32,
+        uid: u32,
+        pid: i32,
+    },
 }
 
 /// Checks the keys against Pingora's receiver before anything is sent: a mismatch would
@@ -68,9 +76,12 @@ pub fn validate(keys: &[String], fds: &[RawFd]) -> Result<String, HandoffError> 
     Ok(payload)
 }
 
-/// Waits for the child's upgrade socket and sends it the listeners.
+/// Waits for the child's upgrade socket and sends it the listeners, once the kernel says
+/// the socket is the child's. `path` reaches the socket (see `RuntimeDir::reach`);
+/// `shown` names it in messages.
 pub async fn hand_off(
     path: &Path,
+    shown: &Path,
     keys: &[String],
     fds: &[RawFd],
     pid: Pid,
@@ -88,7 +99,7 @@ pub async fn hand_off(
                 ) => {}
             Err(e) => {
                 return Err(HandoffError::Send {
-                    path: path.display().to_string(),
+                    path: shown.display().to_string(),
                     err: e.to_string(),
                 })
             }
@@ -99,21 +110,42 @@ pub async fn hand_off(
         if tokio::time::Instant::now() >= end {
             return Err(HandoffError::Timeout {
                 pid: pid.as_raw(),
-                path: path.display().to_string(),
+                path: shown.display().to_string(),
                 secs: timeout.as_secs(),
             });
         }
         tokio::time::sleep(POLL).await;
     };
+    // The listening sockets are steward's most precious descriptors: they go only to the
+    // process that bound this socket if it is the child or one of its group (Pingora binds
+    // it in its main process).
+    let cred = getsockopt(&stream, sockopt::PeerCredentials).map_err(|e| HandoffError::Send {
+        path: shown.display().to_string(),
+        err: format!("cannot read the peer's credentials: {e}"),
+    })?;
+    if !is_generation(Pid::from_raw(cred.pid()), pid) {
+        return Err(HandoffError::Peer {
+            path: shown.display().to_string(),
+            peer: cred.pid(),
+            uid: cred.uid(),
+            pid: pid.as_raw(),
+        });
+    }
     let iov = [IoSlice::new(payload.as_bytes())];
     let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<UnixAddr>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(|e| {
         HandoffError::Send {
-            path: path.display().to_string(),
+            path: shown.display().to_string(),
             err: e.to_string(),
         }
     })?;
     Ok(())
+}
+
+/// Whether `peer` is the child `pid` or in its process group (the child is started as
+/// the leader of its own group).
+fn is_generation(peer: Pid, pid: Pid) -> bool {
+    peer == pid || nix::unistd::getpgid(Some(peer)).is_ok_and(|g| g == pid)
 }
 
 /// Whether steward's child `pid` has exited (it may not be reaped yet); asks the kernel,
@@ -140,6 +172,7 @@ fn has_exited(pid: Pid) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn keys_and_descriptors_must_pair_up() {
@@ -168,7 +201,7 @@ mod tests {
         let receiver = UnixListener::bind(&path).expect("bind unix");
         let me = Pid::this();
         let (sent, received) = tokio::join!(
-            hand_off(&path, &keys, &fds, me, Duration::from_secs(2)),
+            hand_off(&path, &path, &keys, &fds, me, Duration::from_secs(2)),
             tokio::task::spawn_blocking(move || {
                 let (conn, _) = receiver.accept().expect("accept");
                 let mut buf = [0u8; 64];
@@ -204,6 +237,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let r = hand_off(
             &path,
+            &path,
             &["a:1".into()],
             &[l.as_raw_fd()],
             Pid::this(),
@@ -211,5 +245,43 @@ mod tests {
         )
         .await;
         assert!(matches!(r, Err(HandoffError::Timeout { .. })), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn listeners_go_only_to_the_childs_own_upgrade_socket() {
+        let dir = std::env::temp_dir().join(format!("steward-upgrade-peer-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("upgrade.sock");
+        let _ = std::fs::remove_file(&path);
+        // The socket is this test process's; the "child" is another process.
+        let receiver = UnixListener::bind(&path).expect("bind unix");
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep");
+        let child = Pid::from_raw(other.id() as i32);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let r = hand_off(
+            &path,
+            &path,
+            &["a:1".into()],
+            &[l.as_raw_fd()],
+            child,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(
+            matches!(&r, Err(HandoffError::Peer { peer, .. }) if *peer == std::process::id() as i32),
+            "{r:?}"
+        );
+        // Nothing arrived: the connection carries no message and no descriptor.
+        let (mut conn, _) = receiver.accept().expect("accept");
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut buf).expect("read");
+        assert!(buf.is_empty());
+        let _ = other.kill();
+        let _ = other.wait();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -30,7 +30,9 @@ struct Server {
 /// The control server as run.rs starts it, with a loop that answers every request at once.
 fn server() -> Server {
     let dir = Scratch::new("fuzz-control");
-    let (listener, path) = control::bind(dir.path()).expect("bind");
+    let (listener, path) =
+        control::bind(&steward::runtime_dir::RuntimeDir::open(dir.path()).expect("dir"))
+            .expect("bind");
     let (tx, mut rx) = mpsc::channel::<control::Request>(16);
     tokio::spawn(control::serve(listener, tx));
     let reached = Arc::new(AtomicUsize::new(0));
@@ -212,7 +214,9 @@ async fn clients_that_disconnect_mid_request_do_not_break_the_listener() {
 #[tokio::test]
 async fn concurrent_junk_is_refused_while_the_supervisor_loop_is_busy() {
     let dir = Scratch::new("fuzz-control");
-    let (listener, path) = control::bind(dir.path()).expect("bind");
+    let (listener, path) =
+        control::bind(&steward::runtime_dir::RuntimeDir::open(dir.path()).expect("dir"))
+            .expect("bind");
     let (tx, mut busy_loop) = mpsc::channel::<control::Request>(16);
     tokio::spawn(control::serve(listener, tx));
     let started = Instant::now();
