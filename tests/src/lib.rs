@@ -774,7 +774,9 @@ impl Attacker {
         let name = format!("steward-atk-{}-{n}", std::process::id());
         let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut why = String::new();
-        for _ in 0..5 {
+        // Other test processes may be adding accounts too: a lock held on /etc/passwd is
+        // waited out for up to 10 s.
+        for _ in 0..50 {
             match Command::new("useradd")
                 .args([
                     "--no-create-home",
@@ -802,6 +804,9 @@ impl Attacker {
                         String::from_utf8_lossy(&out.stderr).trim()
                     );
                     // Another process holds the lock on /etc/passwd: try again shortly.
+                    if !why.contains("lock") {
+                        break;
+                    }
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => {
