@@ -752,3 +752,223 @@ impl Drop for HostConnections {
         }
     }
 }
+
+/// An ordinary local user for the attack tests (`tests/e2e/attacks.rs`): a throw-away
+/// account made with `useradd` (`steward-atk-<pid>-<n>`, no home, no login shell, its own
+/// group) and removed with `userdel` on drop. Where `useradd` is missing or fails, an uid
+/// and gid no account uses (4000 and up) stand in for it. Only root can make one, and only
+/// root can run commands as it: the attack tests are root-only ([`needs_root`]).
+pub struct Attacker {
+    /// The account's name; `None` for a bare uid (no account).
+    pub name: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Attacker {
+    pub fn new() -> Attacker {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        // useradd locks /etc/passwd: two at once from parallel tests would fail.
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("steward-atk-{}-{n}", std::process::id());
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut why = String::new();
+        // Other test processes may be adding accounts too: a lock held on /etc/passwd is
+        // waited out for up to 10 s.
+        for _ in 0..50 {
+            match Command::new("useradd")
+                .args([
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "--user-group",
+                    &name,
+                ])
+                .output()
+            {
+                Ok(out) if out.status.success() => {
+                    if let Ok(Some(u)) = nix::unistd::User::from_name(&name) {
+                        return Attacker {
+                            name: Some(name),
+                            uid: u.uid.as_raw(),
+                            gid: u.gid.as_raw(),
+                        };
+                    }
+                    why = format!("useradd {name} succeeded but the account is not found");
+                    break;
+                }
+                Ok(out) => {
+                    why = format!(
+                        "useradd {name}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    // Another process holds the lock on /etc/passwd: try again shortly.
+                    if !why.contains("lock") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    why = format!("useradd: {e}");
+                    break;
+                }
+            }
+        }
+        let mut id = 4000 + (std::process::id() as usize % 500) * 8 + n % 8;
+        while nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id as u32))
+            .ok()
+            .flatten()
+            .is_some()
+            || nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id as u32))
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            id += 1;
+        }
+        println!("no throw-away account ({why}): the attacker is the bare uid/gid {id}");
+        Attacker {
+            name: None,
+            uid: id as u32,
+            gid: id as u32,
+        }
+    }
+
+    /// The attacker in a test's messages: "uid N", with the account's name when there is one.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("uid {} ({n})", self.uid),
+            None => format!("uid {}", self.uid),
+        }
+    }
+
+    /// `program` to be run as the attacker: its uid, its gid and no supplementary group
+    /// (std drops root's groups when it sets the uid), nothing of the test's environment
+    /// but PATH.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(program);
+        cmd.uid(self.uid)
+            .gid(self.gid)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .current_dir("/")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `sh -c script` as the attacker; whether it succeeded, and its output.
+    pub fn sh(&self, script: &str) -> (bool, String) {
+        let out = self
+            .command("/bin/sh")
+            .args(["-c", script])
+            .output()
+            .expect("run sh as the attacker");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Runs `sh -c script` as the attacker and fails the test if it does not succeed:
+    /// for the set-up of an attack, which an ordinary user can do.
+    pub fn must(&self, script: &str) -> String {
+        let (ok, out) = self.sh(script);
+        assert!(ok, "as {}: `{script}` failed: {out}", self.label());
+        out
+    }
+}
+
+impl Default for Attacker {
+    fn default() -> Attacker {
+        Attacker::new()
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        // userdel refuses a user who still runs processes: a test kills the ones it
+        // started as the attacker (by their pid) before the attacker goes.
+        if let Some(name) = &self.name {
+            for _ in 0..5 {
+                match Command::new("userdel").arg(name).output() {
+                    Ok(out) if out.status.success() => return,
+                    Ok(_) => std::thread::sleep(Duration::from_millis(200)),
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
+/// A copy of one of the built binaries in `dir`, mode 0755, that another user can run:
+/// the build tree may be private (CI clones into a 0700 directory).
+pub fn world_copy(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let to = dir.join(format!("{name}.copy"));
+    std::fs::copy(bin(name), &to).expect("copy the binary");
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    to
+}
+
+/// Runs `cmd` for at most `timeout`: its output, or `None` (and it is killed) when it took
+/// longer. For commands that an attack could make hang.
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> Option<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read in threads so a full pipe never stalls the child.
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let to = std::thread::spawn(move || {
+        let mut v = vec![];
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let te = std::thread::spawn(move || {
+        let mut v = vec![];
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let end = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = to.join().unwrap_or_default();
+    let stderr = te.join().unwrap_or_default();
+    status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// A process's peak and current resident memory in KiB (VmHWM, VmRSS of
+/// /proc/<pid>/status); zeros when it is gone.
+pub fn memory_kib(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
