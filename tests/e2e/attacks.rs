@@ -485,6 +485,11 @@ fn a_listener_at_the_upgrade_socket_that_is_not_the_new_generation_gets_no_liste
         s.log_text()
     );
     assert_ne!(code, Some(0), "the reload cannot have succeeded: {out}");
+    // Refused by the peer check, which names who held the socket.
+    assert!(
+        out.contains("is held by pid") && out.contains("steward sent it nothing"),
+        "{out}"
+    );
     chmod(&rt, 0o700);
     let after = status_json(&control);
     assert_eq!(
