@@ -106,21 +106,34 @@ fn escaped_field(w: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug) -> f
     write!(Escaping(w), "{value:?}")
 }
 
+/// `text` with every control character as a visible escape (`\n`, `\u{1b}`): for text
+/// shown on a terminal outside the log (the `steward status` client).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // Writing to a String cannot fail.
+    let _ = write_escaped(&mut out, text);
+    out
+}
+
+fn write_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if c.is_control() {
+            for e in c.escape_default() {
+                out.write_char(e)?;
+            }
+        } else {
+            out.write_char(c)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes text with every control character as a visible escape (`\n`, `\u{1b}`).
 struct Escaping<'a, 'w>(&'a mut Writer<'w>);
 
 impl fmt::Write for Escaping<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            if c.is_control() {
-                for e in c.escape_default() {
-                    self.0.write_char(e)?;
-                }
-            } else {
-                self.0.write_char(c)?;
-            }
-        }
-        Ok(())
+        write_escaped(self.0, s)
     }
 }
 
@@ -162,6 +175,11 @@ mod tests {
     }
 
     const HOSTILE: &str = "/etc/x\nERROR fake record\r\u{1b}[2J\u{1b}]0;title\u{7}";
+
+    #[test]
+    fn escape_controls_leaves_no_control_character() {
+        assert_eq!(escape_controls("a\nb\u{1b}[2Jc é"), "a\\nb\\u{1b}[2Jc é");
+    }
 
     #[test]
     fn a_newline_in_a_message_cannot_start_another_record() {
