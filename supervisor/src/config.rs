@@ -360,6 +360,9 @@ impl Config {
         let ready = build_ready(raw.ready, &err)?;
         let stop = build_stop(raw.stop, &err)?;
         let runtime_dir = raw.runtime_dir.map(|p| absolutize(&dir, &p));
+        if let Some(rt) = &runtime_dir {
+            yaml_path("runtime_dir", rt, &err)?;
+        }
         for addr in &raw.sockets.listen {
             if addr.contains(char::is_whitespace)
                 || std::net::ToSocketAddrs::to_socket_addrs(addr.as_str()).is_err()
@@ -478,6 +481,7 @@ fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfi
     })?;
     let pingora_conf = raw.pingora_conf.map(|p| absolutize(dir, &p));
     if let Some(conf) = &pingora_conf {
+        yaml_path("pingora_conf", conf, err)?;
         if let Err(e) = std::fs::metadata(conf) {
             // The line comes from the text being parsed: the file on disk may have changed.
             return Err(err(
@@ -729,6 +733,26 @@ fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
         authority: authority.to_string(),
         path: path.to_string(),
     })
+}
+
+/// A path that steward writes into the effective Pingora conf (the upgrade socket in
+/// `runtime_dir`; `pingora_conf`, named in its header) must be UTF-8: YAML is text, and a
+/// lossy copy would name another file than the one steward uses. The TOML's own strings
+/// are UTF-8, but a relative one is joined to the directory of `--config`, which may not be.
+fn yaml_path(key: &str, path: &Path, err: &KeyErr<'_>) -> Result<(), ConfigError> {
+    if path.to_str().is_some() {
+        return Ok(());
+    }
+    Err(err(
+        key,
+        format!(
+            "{key} {} is not valid UTF-8, and the effective Pingora conf (YAML text) must name it exactly",
+            path.display()
+        ),
+    )
+    .with_fix(format!(
+        "give {key} as an absolute path of UTF-8 names, or keep steward's configuration in such a directory"
+    )))
 }
 
 fn absolutize(base: &Path, p: &Path) -> PathBuf {
@@ -1029,6 +1053,33 @@ mod tests {
     fn bad_drain_mode_is_refused() {
         let e = parse(&format!("{MINIMAL}[stop]\ndrain = \"sometimes\"\n")).unwrap_err();
         assert!(e.message.contains("sometimes"), "{e}");
+    }
+
+    /// A config file in a directory whose name is not UTF-8 (`-c` is any path).
+    fn in_non_utf8_dir() -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(b"/etc/st\xffward/steward.toml"))
+    }
+
+    #[test]
+    fn a_runtime_dir_that_is_not_utf8_is_refused() {
+        let e = Config::parse(
+            &in_non_utf8_dir(),
+            &format!("runtime_dir = \"run\"\n{MINIMAL}"),
+        )
+        .expect_err("non-UTF-8 runtime_dir");
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(e.message.contains("runtime_dir"), "{e}");
+        assert!(e.message.contains("not valid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_pingora_conf_that_is_not_utf8_is_refused() {
+        let text = "[child]\ncommand = [\"/bin/sh\"]\npingora_conf = \"pingora.yaml\"\n[ready]\ntcp = \"127.0.0.1:1\"\n";
+        let e = Config::parse(&in_non_utf8_dir(), text).expect_err("non-UTF-8 pingora_conf");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("pingora_conf"), "{e}");
+        assert!(e.message.contains("not valid UTF-8"), "{e}");
     }
 
     #[test]
