@@ -43,6 +43,46 @@ const MAX_MARGIN: Duration = Duration::from_secs(3600);
 /// addition panics past the clock's range ("18446744073709551615" parses as seconds).
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The shortest value of each duration key. A timer that fires too often is a loop that
+/// burns a core (`health.interval = "1ns"` took 79 % of one), and a limit no child can
+/// meet makes every start or probe fail; each minimum is far below any useful value and
+/// says why. `stop.margin` may be zero (no margin at all) and has none.
+pub mod min {
+    use std::time::Duration;
+
+    /// A stop deadline (`stop.deadline`, `stop.fallback_deadline`): Pingora counts its
+    /// grace period and shutdown timeout in whole seconds, so under a second its own
+    /// shutdown gets nothing and every stop ends in a kill.
+    pub const DEADLINE: Duration = Duration::from_secs(1);
+    /// `ready.timeout`: a start is a fork, an exec and a bind; below this no real child
+    /// passes its probe, and every start fails.
+    pub const START_TIMEOUT: Duration = Duration::from_millis(100);
+    /// `ready.interval`: each attempt is a connect plus a look at the kernel's tables; at
+    /// 10 ms that is at most 100 attempts a second, for the start only (default 20 ms).
+    pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+    /// `health.interval`: the probe repeats for the child's whole life, so ten a second
+    /// is the most steward will spend on it.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+    /// `health.timeout`: a loopback answer takes well under a millisecond, but under
+    /// 10 ms a busy host's scheduling delay alone fails a healthy child.
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(10);
+    /// `stop.drain_poll`: one poll is a few lookups in the kernel (default 5 ms); below a
+    /// millisecond the loop is all overhead.
+    pub const DRAIN_POLL: Duration = Duration::from_millis(1);
+    /// `stop.drain_quiet`: the quiet time must span a few polls to mean "no connection
+    /// came" rather than "none in this one poll" (default 50 ms).
+    pub const DRAIN_QUIET: Duration = Duration::from_millis(10);
+    /// `restart.backoff_min` and `restart.backoff_max`: the pause before a crashed child
+    /// is started again; a crash loop restarts at most 100 times a second.
+    pub const BACKOFF: Duration = Duration::from_millis(10);
+    /// `restart.window`: shorter than a child's start, it could never hold two crashes,
+    /// so `max_crashes` would never stop a crash loop.
+    pub const CRASH_WINDOW: Duration = Duration::from_secs(1);
+    /// `restart.stable_after`: a child must serve this long before its crashes are
+    /// forgotten; less, and a crash loop never backs off beyond `backoff_min`.
+    pub const STABLE_AFTER: Duration = Duration::from_secs(1);
+}
+
 /// A configuration problem: which file, where, what, and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -320,6 +360,9 @@ impl Config {
         let ready = build_ready(raw.ready, &err)?;
         let stop = build_stop(raw.stop, &err)?;
         let runtime_dir = raw.runtime_dir.map(|p| absolutize(&dir, &p));
+        if let Some(rt) = &runtime_dir {
+            yaml_path("runtime_dir", rt, &err)?;
+        }
         for addr in &raw.sockets.listen {
             if addr.contains(char::is_whitespace)
                 || std::net::ToSocketAddrs::to_socket_addrs(addr.as_str()).is_err()
@@ -331,10 +374,34 @@ impl Config {
         let r = raw.restart;
         let restart = RestartConfig {
             max_crashes: r.max_crashes.unwrap_or(DEFAULT_MAX_CRASHES),
-            window: duration_key(r.window, "window", DEFAULT_CRASH_WINDOW, &err)?,
-            backoff_min: duration_key(r.backoff_min, "backoff_min", DEFAULT_BACKOFF_MIN, &err)?,
-            backoff_max: duration_key(r.backoff_max, "backoff_max", DEFAULT_BACKOFF_MAX, &err)?,
-            stable_after: duration_key(r.stable_after, "stable_after", DEFAULT_STABLE_AFTER, &err)?,
+            window: duration_key(
+                r.window,
+                "restart.window",
+                DEFAULT_CRASH_WINDOW,
+                min::CRASH_WINDOW,
+                &err,
+            )?,
+            backoff_min: duration_key(
+                r.backoff_min,
+                "restart.backoff_min",
+                DEFAULT_BACKOFF_MIN,
+                min::BACKOFF,
+                &err,
+            )?,
+            backoff_max: duration_key(
+                r.backoff_max,
+                "restart.backoff_max",
+                DEFAULT_BACKOFF_MAX,
+                min::BACKOFF,
+                &err,
+            )?,
+            stable_after: duration_key(
+                r.stable_after,
+                "restart.stable_after",
+                DEFAULT_STABLE_AFTER,
+                min::STABLE_AFTER,
+                &err,
+            )?,
         };
         if restart.backoff_min > restart.backoff_max {
             return Err(err(
@@ -345,8 +412,20 @@ impl Config {
         }
         let h = raw.health;
         let health = HealthConfig {
-            interval: duration_key(h.interval, "health.interval", DEFAULT_HEALTH_INTERVAL, &err)?,
-            timeout: duration_key(h.timeout, "health.timeout", DEFAULT_HEALTH_TIMEOUT, &err)?,
+            interval: duration_key(
+                h.interval,
+                "health.interval",
+                DEFAULT_HEALTH_INTERVAL,
+                min::HEALTH_INTERVAL,
+                &err,
+            )?,
+            timeout: duration_key(
+                h.timeout,
+                "health.timeout",
+                DEFAULT_HEALTH_TIMEOUT,
+                min::HEALTH_TIMEOUT,
+                &err,
+            )?,
             failures: h.failures.unwrap_or(DEFAULT_HEALTH_FAILURES),
         };
         Ok(Config {
@@ -402,6 +481,7 @@ fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfi
     })?;
     let pingora_conf = raw.pingora_conf.map(|p| absolutize(dir, &p));
     if let Some(conf) = &pingora_conf {
+        yaml_path("pingora_conf", conf, err)?;
         if let Err(e) = std::fs::metadata(conf) {
             // The line comes from the text being parsed: the file on disk may have changed.
             return Err(err(
@@ -457,8 +537,20 @@ fn build_ready(raw: RawReady, err: &KeyErr<'_>) -> Result<ReadyConfig, ConfigErr
             .with_fix("[ready] http = \"http://127.0.0.1:6190/health\""))
         }
     };
-    let timeout = duration_key(raw.timeout, "ready.timeout", DEFAULT_START_TIMEOUT, err)?;
-    let interval = duration_key(raw.interval, "ready.interval", DEFAULT_PROBE_INTERVAL, err)?;
+    let timeout = duration_key(
+        raw.timeout,
+        "ready.timeout",
+        DEFAULT_START_TIMEOUT,
+        min::START_TIMEOUT,
+        err,
+    )?;
+    let interval = duration_key(
+        raw.interval,
+        "ready.interval",
+        DEFAULT_PROBE_INTERVAL,
+        min::PROBE_INTERVAL,
+        err,
+    )?;
     Ok(ReadyConfig {
         probe,
         timeout,
@@ -481,7 +573,13 @@ fn build_stop(raw: RawStop, err: &KeyErr<'_>) -> Result<StopConfig, ConfigError>
     if let DeadlineSetting::Fixed(d) = deadline {
         check_range("deadline", d, MAX_DEADLINE, err)?;
     }
-    let margin = duration_key(raw.margin, "margin", DEFAULT_MARGIN, err)?;
+    let margin = duration_key(
+        raw.margin,
+        "stop.margin",
+        DEFAULT_MARGIN,
+        Duration::ZERO,
+        err,
+    )?;
     if margin > MAX_MARGIN {
         return Err(err(
             "margin",
@@ -491,8 +589,9 @@ fn build_stop(raw: RawStop, err: &KeyErr<'_>) -> Result<StopConfig, ConfigError>
     }
     let fallback_deadline = duration_key(
         raw.fallback_deadline,
-        "fallback_deadline",
+        "stop.fallback_deadline",
         DEFAULT_FALLBACK_DEADLINE,
+        min::DEADLINE,
         err,
     )?;
     check_range("fallback_deadline", fallback_deadline, MAX_DEADLINE, err)?;
@@ -506,8 +605,20 @@ fn build_stop(raw: RawStop, err: &KeyErr<'_>) -> Result<StopConfig, ConfigError>
             )
         }
     };
-    let drain_poll = duration_key(raw.drain_poll, "drain_poll", DEFAULT_DRAIN_POLL, err)?;
-    let drain_quiet = duration_key(raw.drain_quiet, "drain_quiet", DEFAULT_DRAIN_QUIET, err)?;
+    let drain_poll = duration_key(
+        raw.drain_poll,
+        "stop.drain_poll",
+        DEFAULT_DRAIN_POLL,
+        min::DRAIN_POLL,
+        err,
+    )?;
+    let drain_quiet = duration_key(
+        raw.drain_quiet,
+        "stop.drain_quiet",
+        DEFAULT_DRAIN_QUIET,
+        min::DRAIN_QUIET,
+        err,
+    )?;
     Ok(StopConfig {
         deadline,
         margin,
@@ -523,6 +634,12 @@ fn check_range(key: &str, d: Duration, max: Duration, err: &KeyErr<'_>) -> Resul
         return Err(err(key, format!("stop.{key} is zero")).with_fix(format!(
             "give stop.{key} a positive duration such as \"25s\""
         )));
+    }
+    if d < min::DEADLINE {
+        return Err(
+            err(key, too_short(&format!("stop.{key}"), d, min::DEADLINE))
+                .with_fix(format!("stop.{key} = \"25s\"")),
+        );
     }
     if d > max {
         return Err(err(
@@ -540,11 +657,13 @@ fn check_range(key: &str, d: Duration, max: Duration, err: &KeyErr<'_>) -> Resul
     Ok(())
 }
 
-/// A positive, finite duration key with a default.
+/// A finite duration key with a default, at least `min`, and positive unless `min` is
+/// zero.
 fn duration_key(
     value: Option<String>,
     key: &str,
     default: Duration,
+    min: Duration,
     err: &KeyErr<'_>,
 ) -> Result<Duration, ConfigError> {
     let Some(text) = value else {
@@ -552,6 +671,7 @@ fn duration_key(
     };
     // Messages name the key as qualified; the fix is the line as written in its section.
     let short = key.rsplit('.').next().unwrap_or(key);
+    let fix = format!("{short} = \"{}\"", fmt_duration(default));
     match parse_span(&text) {
         Ok(Span::Finite(d)) if d > MAX_DURATION => Err(err(
             key,
@@ -561,15 +681,25 @@ fn duration_key(
                 fmt_duration(MAX_DURATION)
             ),
         )
-        .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
-        Ok(Span::Finite(d)) if !d.is_zero() || key == "margin" => Ok(d),
-        Ok(Span::Finite(_)) => Err(err(key, format!("{key} is zero"))
-            .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
-        Ok(Span::Infinity) => Err(err(key, format!("{key} cannot be infinity"))
-            .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
-        Err(e) => Err(err(key, format!("{key}: {e}"))
-            .with_fix(format!("{short} = \"{}\"", fmt_duration(default)))),
+        .with_fix(fix)),
+        Ok(Span::Finite(d)) if d.is_zero() && !min.is_zero() => {
+            Err(err(key, format!("{key} is zero")).with_fix(fix))
+        }
+        Ok(Span::Finite(d)) if d < min => Err(err(key, too_short(key, d, min)).with_fix(fix)),
+        Ok(Span::Finite(d)) => Ok(d),
+        Ok(Span::Infinity) => Err(err(key, format!("{key} cannot be infinity")).with_fix(fix)),
+        Err(e) => Err(err(key, format!("{key}: {e}")).with_fix(fix)),
     }
+}
+
+/// The message for a duration under its key's minimum: the key, the value as parsed (in
+/// units small enough to show it, "1ns"), and the minimum.
+fn too_short(key: &str, d: Duration, min: Duration) -> String {
+    format!(
+        "{key} {} is shorter than the minimum of {}",
+        humantime::format_duration(d),
+        fmt_duration(min)
+    )
 }
 
 /// Formats a duration the way the logs and messages show it: "85 s", "250 ms", "1.5 s".
@@ -603,6 +733,26 @@ fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
         authority: authority.to_string(),
         path: path.to_string(),
     })
+}
+
+/// A path that steward writes into the effective Pingora conf (the upgrade socket in
+/// `runtime_dir`; `pingora_conf`, named in its header) must be UTF-8: YAML is text, and a
+/// lossy copy would name another file than the one steward uses. The TOML's own strings
+/// are UTF-8, but a relative one is joined to the directory of `--config`, which may not be.
+fn yaml_path(key: &str, path: &Path, err: &KeyErr<'_>) -> Result<(), ConfigError> {
+    if path.to_str().is_some() {
+        return Ok(());
+    }
+    Err(err(
+        key,
+        format!(
+            "{key} {} is not valid UTF-8, and the effective Pingora conf (YAML text) must name it exactly",
+            path.display()
+        ),
+    )
+    .with_fix(format!(
+        "give {key} as an absolute path of UTF-8 names, or keep steward's configuration in such a directory"
+    )))
 }
 
 fn absolutize(base: &Path, p: &Path) -> PathBuf {
@@ -777,6 +927,70 @@ mod tests {
     }
 
     #[test]
+    fn a_nanosecond_health_interval_is_refused_naming_the_key_value_and_minimum() {
+        let e = parse(&format!("{MINIMAL}[health]\ninterval = \"1ns\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(
+            e.message
+                .contains("health.interval 1ns is shorter than the minimum of 100 ms"),
+            "{e}"
+        );
+    }
+
+    /// Every duration key with its minimum: just under is refused naming the key, exactly
+    /// the minimum is accepted.
+    #[test]
+    fn every_duration_key_has_its_minimum() {
+        let keys: [(&str, &str, Duration); 11] = [
+            ("stop", "deadline", min::DEADLINE),
+            ("stop", "fallback_deadline", min::DEADLINE),
+            ("stop", "drain_poll", min::DRAIN_POLL),
+            ("stop", "drain_quiet", min::DRAIN_QUIET),
+            ("ready", "timeout", min::START_TIMEOUT),
+            ("ready", "interval", min::PROBE_INTERVAL),
+            ("health", "interval", min::HEALTH_INTERVAL),
+            ("health", "timeout", min::HEALTH_TIMEOUT),
+            ("restart", "window", min::CRASH_WINDOW),
+            ("restart", "backoff_min", min::BACKOFF),
+            ("restart", "stable_after", min::STABLE_AFTER),
+        ];
+        for (section, key, least) in keys {
+            let under = least - Duration::from_micros(1);
+            // [ready] is already in MINIMAL: its keys are added there.
+            let text = |d: Duration| {
+                let line = format!("{key} = \"{}us\"\n", d.as_micros());
+                if section == "ready" {
+                    format!("{MINIMAL}{line}")
+                } else {
+                    format!("{MINIMAL}[{section}]\n{line}")
+                }
+            };
+            let e = parse(&text(under)).expect_err(key);
+            assert!(e.message.contains(&format!("{section}.{key}")), "{e}");
+            assert!(e.message.contains("shorter than the minimum"), "{e}");
+            parse(&text(least)).unwrap_or_else(|e| panic!("{section}.{key} at its minimum: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_backoff_max_under_the_minimum_is_refused() {
+        let e = parse(&format!(
+            "{MINIMAL}[restart]\nbackoff_min = \"10ms\"\nbackoff_max = \"5ms\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.message.contains("restart.backoff_max 5ms is shorter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_zero_margin_is_still_accepted() {
+        let c = parse(&format!("{MINIMAL}[stop]\nmargin = \"0s\"\n")).expect("valid");
+        assert_eq!(c.stop.margin, Duration::ZERO);
+    }
+
+    #[test]
     fn infinity_deadline_is_accepted() {
         let c = parse(&format!("{MINIMAL}[stop]\ndeadline = \"infinity\"\n")).expect("valid");
         assert_eq!(c.stop.deadline, DeadlineSetting::Infinity);
@@ -839,6 +1053,33 @@ mod tests {
     fn bad_drain_mode_is_refused() {
         let e = parse(&format!("{MINIMAL}[stop]\ndrain = \"sometimes\"\n")).unwrap_err();
         assert!(e.message.contains("sometimes"), "{e}");
+    }
+
+    /// A config file in a directory whose name is not UTF-8 (`-c` is any path).
+    fn in_non_utf8_dir() -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(b"/etc/st\xffward/steward.toml"))
+    }
+
+    #[test]
+    fn a_runtime_dir_that_is_not_utf8_is_refused() {
+        let e = Config::parse(
+            &in_non_utf8_dir(),
+            &format!("runtime_dir = \"run\"\n{MINIMAL}"),
+        )
+        .expect_err("non-UTF-8 runtime_dir");
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(e.message.contains("runtime_dir"), "{e}");
+        assert!(e.message.contains("not valid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_pingora_conf_that_is_not_utf8_is_refused() {
+        let text = "[child]\ncommand = [\"/bin/sh\"]\npingora_conf = \"pingora.yaml\"\n[ready]\ntcp = \"127.0.0.1:1\"\n";
+        let e = Config::parse(&in_non_utf8_dir(), text).expect_err("non-UTF-8 pingora_conf");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("pingora_conf"), "{e}");
+        assert!(e.message.contains("not valid UTF-8"), "{e}");
     }
 
     #[test]

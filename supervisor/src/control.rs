@@ -21,8 +21,18 @@ pub const SOCKET_NAME: &str = "control.sock";
 pub const MAX_REQUEST: u64 = 256;
 /// How long a connection may take to send its line before it is answered with an error.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// A reload can take a start timeout plus a check; the client waits that long at most.
+/// A reload can take a start timeout plus a check; the server answers within this.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the client waits for `status` and `restart`: the loop answers both at once,
+/// so a steward silent this long is stuck, or is not steward.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client waits for `reload`, whose reply comes when the next generation
+/// serves or the reload failed: the server answers within [`REPLY_TIMEOUT`] (600 s) at
+/// the latest, and the 30 s on top leave that answer time to arrive.
+pub const RELOAD_CLIENT_TIMEOUT: Duration = Duration::from_secs(600 + 30);
+/// The largest reply the client reads. A status with its generations and timeline is a
+/// few KiB; more than this is not a reply steward sends, and is refused unread.
+pub const MAX_REPLY: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -238,21 +248,87 @@ async fn read_request(stream: &mut UnixStream) -> Result<Command, String> {
     })
 }
 
-/// The client side: sends one command and returns the reply.
-pub async fn request(path: &Path, command: Command) -> Result<Reply, String> {
-    let mut s = UnixStream::connect(path)
+/// Why the client got no reply it can show.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach steward at {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no reply from {} within {} (is steward stuck, or is something else listening there?)", path.display(), crate::config::fmt_duration(*timeout))]
+    Timeout { path: PathBuf, timeout: Duration },
+    #[error("reading from {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the reply from {} is longer than {MAX_REPLY} bytes without ending; not steward's", path.display())]
+    TooLarge { path: PathBuf },
+    #[error("malformed reply from {}: {source}", path.display())]
+    Malformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// How long the client waits for `command`'s reply, connecting and sending included.
+pub fn client_timeout(command: Command) -> Duration {
+    match command {
+        Command::Reload => RELOAD_CLIENT_TIMEOUT,
+        Command::Status | Command::Restart => CLIENT_TIMEOUT,
+    }
+}
+
+/// The client side: sends one command and returns the reply, within
+/// [`client_timeout`] and [`MAX_REPLY`] bytes.
+pub async fn request(path: &Path, command: Command) -> Result<Reply, ClientError> {
+    request_within(path, command, client_timeout(command), MAX_REPLY).await
+}
+
+async fn request_within(
+    path: &Path,
+    command: Command,
+    timeout: Duration,
+    max: u64,
+) -> Result<Reply, ClientError> {
+    let exchange = async {
+        let mut s = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        // A write error still leaves steward's answer (a refusal, say) to be read.
+        let _ = s
+            .write_all(format!("{}\n", command.as_str()).as_bytes())
+            .await;
+        let mut text = Vec::new();
+        BufReader::new(s.take(max))
+            .read_until(b'\n', &mut text)
+            .await
+            .map_err(|source| ClientError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if !text.ends_with(b"\n") && text.len() as u64 >= max {
+            return Err(ClientError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        serde_json::from_slice(&text).map_err(|source| ClientError::Malformed {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|e| format!("cannot reach steward at {}: {e}", path.display()))?;
-    // A write error still leaves steward's answer (a refusal, say) to be read.
-    let _ = s
-        .write_all(format!("{}\n", command.as_str()).as_bytes())
-        .await;
-    let mut text = String::new();
-    BufReader::new(s)
-        .read_line(&mut text)
-        .await
-        .map_err(|e| format!("reading from {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("malformed reply {text:?}: {e}"))
+        .unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                path: path.to_path_buf(),
+                timeout,
+            })
+        })
 }
 
 #[cfg(test)]
@@ -339,5 +415,68 @@ mod tests {
         let r = request(&path, Command::Status).await.expect("reply");
         assert!(r.ok);
         answer.await.expect("join");
+    }
+    /// A fake steward on a scratch socket: accepts one client and hands it to `serve`.
+    async fn fake_server<F, Fut>(serve: F) -> (PathBuf, Scratch)
+    where
+        F: FnOnce(UnixStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let dir = std::env::temp_dir().join(format!(
+            "steward-control-fake-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(SOCKET_NAME);
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            if let Ok((stream, _)) = listener.accept().await {
+                serve(stream).await;
+            }
+        });
+        (path, Scratch(dir))
+    }
+
+    #[tokio::test]
+    async fn the_client_gives_up_on_a_server_that_never_answers() {
+        let (path, _dir) = fake_server(|s| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let e = request_within(
+            &path,
+            Command::Status,
+            Duration::from_millis(300),
+            MAX_REPLY,
+        )
+        .await
+        .expect_err("no reply");
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains("no reply from"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn the_client_refuses_a_reply_that_never_ends() {
+        let (path, _dir) = fake_server(|mut s| async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            while s.write_all(&chunk).await.is_ok() {}
+        })
+        .await;
+        let e = request(&path, Command::Status)
+            .await
+            .expect_err("endless reply");
+        assert!(matches!(e, ClientError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn reload_waits_longer_than_the_server_may_take_and_status_waits_briefly() {
+        assert!(client_timeout(Command::Reload) > REPLY_TIMEOUT);
+        assert_eq!(client_timeout(Command::Status), CLIENT_TIMEOUT);
+        assert_eq!(client_timeout(Command::Restart), CLIENT_TIMEOUT);
     }
 }

@@ -8,9 +8,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::fmt::{self, Write as _};
+
+use tracing::field::Field;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{self, Writer};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogTarget {
@@ -42,6 +48,9 @@ pub fn init(target: LogTarget) {
         LogTarget::Stderr => false,
     };
     if want_journal {
+        // journald needs no escaping: each field travels as its own length-prefixed (or
+        // `KEY=value` with no newline in it) item of a native-protocol datagram, so a
+        // newline in a value stays inside that value and cannot add a field or a record.
         match tracing_journald::layer() {
             Ok(layer) => {
                 let layer = layer
@@ -57,13 +66,152 @@ pub fn init(target: LogTarget) {
             Err(e) => eprintln!("steward: journald unavailable ({e}); logging to stderr"),
         }
     }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+        .with(human_layer(std::io::stderr, ansi))
         .init();
+}
+
+/// The text records: one line per record, whatever the values in it. A logged value (a
+/// configuration path, a child's output, a request line) may hold a newline that would
+/// start a fake record, or a terminal escape that moves the cursor or rewrites what an
+/// operator sees. Every field, the message included, is written through [`Escaping`], so
+/// the only control characters on the way out are the record's final newline and, on a
+/// terminal, the colours the formatter itself adds around the level (fields are formatted
+/// apart from those, so escaping them leaves the colours intact).
+fn human_layer<S, W>(writer: W, ansi: bool) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(ansi)
+        .fmt_fields(format::debug_fn(escaped_field).delimited(" "))
+}
+
+/// One field as the default formatter writes it (`name=value`, the message bare), escaped.
+fn escaped_field(w: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug) -> fmt::Result {
+    let name = field.name();
+    // Records forwarded from the `log` crate carry their metadata as `log.*` fields,
+    // already shown in the record's own header.
+    if name.starts_with("log.") {
+        return Ok(());
+    }
+    if name != "message" {
+        write!(Escaping(w), "{}=", name.trim_start_matches("r#"))?;
+    }
+    write!(Escaping(w), "{value:?}")
+}
+
+/// `text` with every control character as a visible escape (`\n`, `\u{1b}`): for text
+/// shown on a terminal outside the log (the `steward status` client).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // Writing to a String cannot fail.
+    let _ = write_escaped(&mut out, text);
+    out
+}
+
+fn write_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if c.is_control() {
+            for e in c.escape_default() {
+                out.write_char(e)?;
+            }
+        } else {
+            out.write_char(c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes text with every control character as a visible escape (`\n`, `\u{1b}`).
+struct Escaping<'a, 'w>(&'a mut Writer<'w>);
+
+impl fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_escaped(self.0, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Every record written, for the test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// What `log` writes through the human-readable layer.
+    fn logged(ansi: bool, log: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(human_layer(out.clone(), ansi));
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = out.0.lock().map(|v| v.clone()).unwrap_or_default();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    const HOSTILE: &str = "/etc/x\nERROR fake record\r\u{1b}[2J\u{1b}]0;title\u{7}";
+
+    #[test]
+    fn escape_controls_leaves_no_control_character() {
+        assert_eq!(escape_controls("a\nb\u{1b}[2Jc é"), "a\\nb\\u{1b}[2Jc é");
+    }
+
+    #[test]
+    fn a_newline_in_a_message_cannot_start_another_record() {
+        let text = logged(false, || tracing::error!("cannot read {HOSTILE}"));
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(text.ends_with('\n'), "{text:?}");
+        assert!(
+            text.contains("cannot read /etc/x\\nERROR fake record\\r"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_fields_are_escaped() {
+        let text = logged(
+            false,
+            || tracing::warn!(path = %HOSTILE, debug = ?HOSTILE, plain = HOSTILE, "x"),
+        );
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let body = text.trim_end_matches('\n');
+        assert!(!body.chars().any(char::is_control), "{text:?}");
+        assert!(body.contains("path=/etc/x\\nERROR"), "{text:?}");
+    }
+
+    #[test]
+    fn on_a_terminal_only_the_formatters_own_colours_are_escape_sequences() {
+        let text = logged(true, || tracing::info!(path = %HOSTILE, "{HOSTILE}"));
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(!text.contains("\u{1b}[2J"), "{text:?}");
+        assert!(!text.contains("\u{1b}]0;"), "{text:?}");
+        assert!(text.contains("\\u{1b}[2J"), "{text:?}");
+        // The level is still coloured.
+        assert!(text.contains("\u{1b}[32m"), "{text:?}");
+    }
 }

@@ -61,7 +61,7 @@ Prints steward's pid and state (starting, serving, reloading, backoff, stopping)
 current generation and its child pid, the uptimes, the restart count, the connections in \
 flight, the health probes passed and failed (with the last failure's reason), the stop \
 deadline and where it came from, every generation, and the timeline of the last reload or \
-stop. Exit 0, or 69 when steward cannot be reached."
+stop. Exit 0, or 69 when steward cannot be reached or does not answer within 10 s."
     )]
     Status {
         /// Print the raw JSON reply (ok, status: state, pid, generation, child_pid,
@@ -81,7 +81,8 @@ with `-t` on it, starts the next generation (the program now on disk: this is ho
 binary is rolled out), hands it the listeners and waits until it serves; then the old \
 generation drains as in a stop. The command blocks until then and exits 0. It exits 1 with \
 the reason when the reload failed, and the old generation keeps serving, untouched. \
-sockets.listen cannot change in a reload. Exit 69 when steward cannot be reached."
+sockets.listen cannot change in a reload. Exit 69 when steward cannot be reached or does not \
+answer within 630 s (steward itself gives up on a reload after 600 s)."
     )]
     Reload {
         #[command(flatten)]
@@ -91,7 +92,7 @@ sockets.listen cannot change in a reload. Exit 69 when steward cannot be reached
     #[command(long_about = "Restart the child, keeping the listening sockets.\n\n\
 A new generation starts at once with the same configuration (no re-read, no `-t` check) and \
 the old one drains. Accepted while starting or serving; otherwise exit 1. Exit 69 when \
-steward cannot be reached.")]
+steward cannot be reached or does not answer within 10 s.")]
     Restart {
         #[command(flatten)]
         target: Target,
@@ -195,6 +196,8 @@ fn client(target: &Target, command: control::Command, json: bool) -> i32 {
     };
     let reply = match rt.block_on(control::request(&path, command)) {
         Ok(r) => r,
+        // Unreachable, silent past its timeout or answering endlessly: none is a steward
+        // that can be talked to, so all exit as an unreachable one does.
         Err(e) => {
             eprintln!("steward {}: {e}", command.as_str());
             return exit::UNAVAILABLE;
@@ -215,12 +218,19 @@ fn client(target: &Target, command: control::Command, json: bool) -> i32 {
     }
 }
 
+/// The reply's text as a terminal may show it: its strings carry what children and
+/// probes said (a failure's reason, a check's output), so control characters are escaped
+/// rather than let move the cursor or start a fake line.
+fn shown(text: &str) -> String {
+    steward::logging::escape_controls(text)
+}
+
 fn print_reply(reply: &Reply) {
     if let Some(e) = &reply.error {
-        eprintln!("steward: {e}");
+        eprintln!("steward: {}", shown(e));
     }
     if let Some(m) = &reply.message {
-        println!("{m}");
+        println!("{}", shown(m));
     }
     let Some(s) = &reply.status else {
         return;
@@ -232,7 +242,7 @@ fn print_reply(reply: &Reply) {
     println!(
         "steward pid {}: {}, {child}, up {:.1} s{}, {} restart{}{}",
         s.pid,
-        s.state,
+        shown(&s.state),
         s.uptime_s,
         s.child_uptime_s
             .map(|u| format!(", child serving for {u:.1} s"))
@@ -250,22 +260,22 @@ fn print_reply(reply: &Reply) {
         s.health
             .last_failure
             .as_deref()
-            .map(|w| format!(" (last: {w})"))
+            .map(|w| format!(" (last: {})", shown(w)))
             .unwrap_or_default()
     );
-    println!("{}", s.deadline);
+    println!("{}", shown(&s.deadline));
     for g in &s.generations {
         println!(
             "  generation {}: {} (pid {})",
             g.generation,
-            g.state,
+            shown(&g.state),
             g.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
         );
     }
     if !s.timeline.is_empty() {
         println!("last reload or stop:");
         for t in &s.timeline {
-            println!("  +{:>6} ms  {}", t.at_ms, t.event);
+            println!("  +{:>6} ms  {}", t.at_ms, shown(&t.event));
         }
     }
 }

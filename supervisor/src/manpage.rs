@@ -89,7 +89,9 @@ pub fn client_exit_statuses() -> Vec<(String, String)> {
         (exit::USAGE.to_string(), "Bad command-line usage.".into()),
         (
             exit::UNAVAILABLE.to_string(),
-            "steward cannot be reached on its control socket, or its answer is malformed.".into(),
+            "steward cannot be reached on its control socket, does not answer within 10 s \
+             (630 s for reload), or its answer is malformed or longer than 4 MiB."
+                .into(),
         ),
         (
             exit::OSERR.to_string(),

@@ -69,10 +69,17 @@ pub fn effective(
             ));
         }
     }
-    map.insert(
-        "upgrade_sock".into(),
-        upgrade_sock.to_string_lossy().into_owned().into(),
-    );
+    // YAML is text: a path that is not UTF-8 could only be written lossily, naming
+    // another socket than the one steward waits on (config.rs refuses such a runtime_dir
+    // with its line; this also covers $RUNTIME_DIRECTORY).
+    let sock = upgrade_sock.to_str().ok_or_else(|| {
+        ConfigError::new(
+            upgrade_sock,
+            "the runtime directory's path is not valid UTF-8, and the effective Pingora conf (YAML text) must name the upgrade socket in it exactly",
+        )
+        .with_fix("set runtime_dir (or RUNTIME_DIRECTORY) to a path of UTF-8 names")
+    })?;
+    map.insert("upgrade_sock".into(), sock.into());
     if map.get("daemon").and_then(Value::as_bool) == Some(true) {
         changes.push(
             "daemon: true replaced by false (a supervised child stays in the foreground)".into(),
@@ -87,9 +94,18 @@ pub fn effective(
         )
     })?;
     let header = match source {
+        // The header is a YAML comment: a newline in the path would end it, and the rest
+        // of the path would be read as keys. So the path must be UTF-8 (named exactly)
+        // and has its control characters escaped.
         Some((p, _)) => format!(
             "# Written by steward from {}: do not edit; edit that file instead.\n",
-            p.display()
+            crate::logging::escape_controls(p.to_str().ok_or_else(|| {
+                ConfigError::new(
+                    p,
+                    "the path of child.pingora_conf is not valid UTF-8, and the effective Pingora conf (YAML text) must name it exactly",
+                )
+                .with_fix("keep the Pingora YAML at a path of UTF-8 names")
+            })?)
         ),
         None => "# Written by steward (no child.pingora_conf given): do not edit.\n".to_string(),
     };
@@ -261,6 +277,50 @@ mod tests {
             .changes
             .iter()
             .any(|c| c.contains("/tmp/pingora_upgrade.sock")));
+    }
+
+    #[test]
+    fn an_upgrade_socket_path_that_is_not_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let sock = Path::new(std::ffi::OsStr::from_bytes(b"/run/st\xffward/upgrade.sock"));
+        let e = effective(None, Some(Duration::from_secs(25)), sock).expect_err("refused");
+        assert!(e.message.contains("not valid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_pingora_conf_path_that_is_not_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let conf = Path::new(std::ffi::OsStr::from_bytes(b"/etc/st\xffward/pingora.yaml"));
+        let e = effective(
+            Some((conf, "version: 1\n")),
+            Some(Duration::from_secs(25)),
+            Path::new("/run/steward/upgrade.sock"),
+        )
+        .expect_err("refused");
+        assert!(
+            e.message.contains("child.pingora_conf is not valid UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_newline_in_the_pingora_conf_path_stays_inside_the_header_comment() {
+        let conf = Path::new("/etc/x\nupgrade_sock: /tmp/evil.sock\ndaemon: true\n.yaml");
+        let e = effective(
+            Some((conf, "version: 1\n")),
+            Some(Duration::from_secs(25)),
+            Path::new("/run/steward/upgrade.sock"),
+        )
+        .expect("ok");
+        let header = e.yaml.lines().next().unwrap_or_default();
+        assert!(header.contains("/etc/x\\nupgrade_sock"), "{}", e.yaml);
+        let body = e.yaml.replacen(header, "", 1);
+        assert!(!body.contains("evil"), "{body}");
+        let map: Mapping = serde_yaml::from_str(&e.yaml).expect("yaml");
+        assert_eq!(
+            map.get("upgrade_sock").and_then(Value::as_str),
+            Some("/run/steward/upgrade.sock")
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::config::{HttpUrl, Probe};
 use crate::procfs;
 use crate::tcp::{self, Owner};
 use crate::worker::Worker;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// How long an accepted probe connection may take to show up in the child's `/proc`.
 const OWNER_WAIT: Duration = Duration::from_millis(200);
@@ -54,9 +53,9 @@ pub async fn attempt_owned(
     }
 }
 
-/// Whether the HTTP health endpoint names the process that answered (`X-Served-By-Pid`,
-/// as steward-proxy's does): 0 not known yet, 1 it does, 2 it does not.
-static ENDPOINT_NAMES_PID: AtomicU8 = AtomicU8::new(0);
+/// steward-proxy's health answer names the process that wrote it. That is a claim, not a
+/// proof: any local user can read the child's pid in /proc and write it in a header of
+/// their own. It only ever adds a reason to fail (see [`attempt_inner`]).
 const PID_HEADER: &str = "x-served-by-pid";
 
 async fn attempt_inner(probe: &Probe, owner: Option<(i32, &Worker)>) -> Result<(), String> {
@@ -67,38 +66,9 @@ async fn attempt_inner(probe: &Probe, owner: Option<(i32, &Worker)>) -> Result<(
     let mut s = TcpStream::connect(authority)
         .await
         .map_err(|e| format!("connect {authority}: {e}"))?;
-    // Cheapest proof of who serves: the answer names its process. Otherwise the accepted
-    // connection is looked up before anything is sent, since the server closes it right
-    // after answering.
-    if let (Probe::Http(url), Some((pgid, worker))) = (probe, owner) {
-        if ENDPOINT_NAMES_PID.load(Ordering::Relaxed) != 2 {
-            let (code, pid) = http_get(&mut s, url).await?;
-            return match pid {
-                Some(pid) => {
-                    ENDPOINT_NAMES_PID.store(1, Ordering::Relaxed);
-                    let ours = worker
-                        .call(WORKER_WAIT, move |io| procfs::in_group(io, pid, pgid))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if !ours {
-                        Err(format!(
-                            "{url} was answered by pid {pid}, not by child pid {pgid}"
-                        ))
-                    } else if code != 200 {
-                        Err(format!("{url} answered {code}"))
-                    } else {
-                        Ok(())
-                    }
-                }
-                None => {
-                    ENDPOINT_NAMES_PID.store(2, Ordering::Relaxed);
-                    Err(format!(
-                        "{url} does not say which process answered; checking connections instead"
-                    ))
-                }
-            };
-        }
-    }
+    // The proof of who serves is the kernel's: which process holds the accepted end of
+    // this very connection. It is looked up before anything is sent, since the server
+    // closes the connection right after answering.
     if let Some((pgid, worker)) = owner {
         let (client, server) = match (s.local_addr(), s.peer_addr()) {
             (Ok(c), Ok(p)) => (c, p),
@@ -135,7 +105,21 @@ async fn attempt_inner(probe: &Probe, owner: Option<(i32, &Worker)>) -> Result<(
     match probe {
         Probe::Tcp(_) => Ok(()),
         Probe::Http(url) => {
-            let (code, _) = http_get(&mut s, url).await?;
+            let (code, pid) = http_get(&mut s, url).await?;
+            // A consistency check on top of the kernel's answer, never instead of it: the
+            // child's group accepted, so an answer naming a process outside that group
+            // means something between them is not what the operator thinks.
+            if let (Some(pid), Some((pgid, worker))) = (pid, owner) {
+                let ours = worker
+                    .call(WORKER_WAIT, move |io| procfs::in_group(io, pid, pgid))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !ours {
+                    return Err(format!(
+                        "{url} was answered by pid {pid}, not by child pid {pgid}'s group"
+                    ));
+                }
+            }
             if code == 200 {
                 Ok(())
             } else {
@@ -259,6 +243,107 @@ mod tests {
         let _ = sleeper.kill();
         let _ = sleeper.wait();
         assert!(accepter.join().expect("join") >= 2);
+    }
+
+    /// An HTTP server in the test process: answers the first connection within `secs`
+    /// seconds with 200 and `header` (a whole header line, or ""), then ends.
+    fn http_server(header: String, secs: u64) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        l.set_nonblocking(true).expect("nonblocking");
+        let server = std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_secs(secs);
+            while std::time::Instant::now() < end {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+                let mut buf = [0u8; 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\n{header}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                break;
+            }
+        });
+        (addr, server)
+    }
+
+    fn http_probe(addr: &str) -> Probe {
+        Probe::Http(HttpUrl {
+            authority: addr.to_string(),
+            path: "/health".into(),
+        })
+    }
+
+    /// A process in a group of its own that never listens: the child of these tests.
+    fn idle_child() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("10")
+            .process_group(0)
+            .spawn()
+            .expect("sleep")
+    }
+
+    /// Finding 5 of issue 11: a listener that is not the child's, answering 200 and naming
+    /// the child's pid (readable by anyone in /proc), must not make the child ready.
+    #[tokio::test]
+    async fn a_header_naming_the_child_does_not_pass_a_probe_someone_else_accepted() {
+        let worker = Worker::start().expect("worker");
+        let mut child = idle_child();
+        let pid = child.id();
+        let (addr, server) = http_server(format!("X-Served-By-Pid: {pid}\r\n"), 3);
+        let r = attempt_owned(
+            &http_probe(&addr),
+            pid as i32,
+            Duration::from_secs(2),
+            &worker,
+        )
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let e = r.expect_err("the test process answered, not the child");
+        assert!(e.contains("another process accepted it"), "{e}");
+        server.join().expect("join");
+    }
+
+    #[tokio::test]
+    async fn a_header_naming_a_process_outside_the_childs_group_fails_the_probe() {
+        let worker = Worker::start().expect("worker");
+        let mut other = idle_child();
+        let (addr, server) = http_server(format!("X-Served-By-Pid: {}\r\n", other.id()), 3);
+        let me = nix::unistd::getpgrp().as_raw();
+        let r = attempt_owned(&http_probe(&addr), me, Duration::from_secs(2), &worker).await;
+        let _ = other.kill();
+        let _ = other.wait();
+        let e = r.expect_err("the answer names another group's process");
+        assert!(
+            e.contains(&format!("answered by pid {}", other.id())),
+            "{e}"
+        );
+        server.join().expect("join");
+    }
+
+    #[tokio::test]
+    async fn an_http_probe_the_childs_group_accepts_and_answers_200_passes() {
+        let worker = Worker::start().expect("worker");
+        let (addr, server) = http_server(String::new(), 3);
+        let me = nix::unistd::getpgrp().as_raw();
+        let r = attempt_owned(&http_probe(&addr), me, Duration::from_secs(2), &worker).await;
+        assert_eq!(r, Ok(()));
+        server.join().expect("join");
     }
 
     #[tokio::test]

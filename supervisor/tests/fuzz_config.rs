@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fuzz_common::{any_text, config, mutate, mutations, position_is_inside, Scratch};
 use proptest::prelude::*;
-use steward::config::{Config, ConfigError, DeadlineSetting, MAX_DURATION};
+use steward::config::{min, Config, ConfigError, DeadlineSetting, MAX_DURATION};
 
 const PATH: &str = "/etc/steward/steward.toml";
 
@@ -50,6 +50,11 @@ fn loaded_config_is_sane(c: &Config) -> Result<(), TestCaseError> {
         prop_assert!(!d.is_zero() && d <= MAX_DURATION, "{c:?}");
     }
     prop_assert!(c.restart.backoff_min <= c.restart.backoff_max);
+    // No timer fires more often than its key's minimum allows.
+    prop_assert!(c.ready.interval >= min::PROBE_INTERVAL, "{c:?}");
+    prop_assert!(c.health.interval >= min::HEALTH_INTERVAL, "{c:?}");
+    prop_assert!(c.stop.drain_poll >= min::DRAIN_POLL, "{c:?}");
+    prop_assert!(c.restart.backoff_min >= min::BACKOFF, "{c:?}");
     prop_assert!(c.child.program.is_absolute(), "{c:?}");
     Ok(())
 }
@@ -259,8 +264,8 @@ fn valid_config() -> impl Strategy<Value = Valid> {
             port.clone(),
             any::<bool>(),
             "[a-z/]{0,10}",
-            ms(1, 5000),
-            ms(1, 100),
+            ms(100, 5000),
+            ms(10, 100),
         ),
         (
             prop_oneof![
@@ -272,15 +277,15 @@ fn valid_config() -> impl Strategy<Value = Valid> {
             secs(1, 3600),
             prop::sample::select(vec!["connections", "exit"]),
             ms(1, 100),
-            ms(1, 1000),
+            ms(10, 1000),
         ),
         (
             prop::collection::vec(port.clone(), 0..3),
             0u32..50,
-            ms(1, 1000),
+            ms(10, 1000),
             secs(1, 100),
         ),
-        (ms(1, 10_000), ms(1, 10_000), 0u32..10),
+        (ms(100, 10_000), ms(10, 10_000), 0u32..10),
     )
         .prop_map(|(child, ready, stop, restart, health)| {
             let (args, env, with_dir) = child;

@@ -133,6 +133,19 @@ fn absurd_deadline_is_a_config_error() {
     );
 }
 
+/// Issue 11, finding 7: `health.interval = "1ns"` was accepted and burnt 79 % of a core.
+#[test]
+fn a_duration_under_its_minimum_is_a_config_error() {
+    assert_config_error(
+        &format!("{OK_HEAD}{READY}[health]\ninterval = \"1ns\"\n"),
+        &[],
+        &[
+            "steward.toml:7",
+            "health.interval 1ns is shorter than the minimum of 100 ms",
+        ],
+    );
+}
+
 #[test]
 fn garbage_duration_is_a_config_error() {
     assert_config_error(
