@@ -1,6 +1,7 @@
 //! `/health` on its own listener: 200 while serving, 503 once draining. The answer names
-//! the process (`X-Served-By-Pid`), so a supervisor can tell which generation answered
-//! while two share the port.
+//! the process (`X-Served-By-Pid`), for people and tests reading it while two generations
+//! share the port. It proves nothing: anyone can send the header. steward decides who
+//! answered its probe from the kernel's view of the connection (who accepted it).
 //!
 //! It runs as a Pingora background service with its own socket rather than as a listening
 //! service, because Pingora closes every listening service at SIGTERM and a load balancer
