@@ -18,11 +18,14 @@ fn steward(dir: &Path, args: &[&str]) -> Output {
 /// the caller's environment cannot change a check.
 fn steward_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_fixtures/bin");
-    // `steward run` writes its effective conf here rather than in /run/steward.
+    // `steward run` writes its effective conf here rather than in /run/steward: one
+    // directory per call, since tests with the same arguments run at once and each removes
+    // its directory when its steward is done.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let runtime = std::env::temp_dir().join(format!(
         "steward-check-cli-{}-{}",
         std::process::id(),
-        args.join("-").replace('/', "_")
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let out = Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(args)
