@@ -1041,3 +1041,252 @@ async fn crash_backoff_keeps_the_watchdog_fed() {
         vec![Action::WatchdogPing]
     );
 }
+
+// ----- What mutation testing found unpinned (cargo-mutants over lifecycle.rs) -----------
+
+fn statuses(a: &[Action]) -> Vec<&str> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Status(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notes(a: &[Action]) -> Vec<&str> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Note(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A serving machine that has reloaded once: generation 2 (pid 43) serves, generation 1
+/// drains.
+fn reloaded() -> Lifecycle {
+    let mut m = serving();
+    next_generation_started(&mut m, None);
+    m.handle(Event::Ready { gen: 2 }, now());
+    m
+}
+
+#[test]
+fn a_child_status_is_described_by_its_code_or_its_signals_name() {
+    assert_eq!(ChildStatus::Code(3).describe(), "exit code 3");
+    assert_eq!(ChildStatus::Signal(9).describe(), "signal 9 (SIGKILL)");
+}
+
+#[test]
+fn a_clean_exit_and_term_int_or_kill_are_how_a_child_stops() {
+    for s in [
+        ChildStatus::Code(0),
+        ChildStatus::Signal(libc::SIGTERM),
+        ChildStatus::Signal(libc::SIGINT),
+        ChildStatus::Signal(libc::SIGKILL),
+    ] {
+        assert!(s.is_stop_outcome(), "{s:?}");
+    }
+    for s in [ChildStatus::Code(1), ChildStatus::Signal(libc::SIGSEGV)] {
+        assert!(!s.is_stop_outcome(), "{s:?}");
+    }
+}
+
+/// These names are journal field values (`STEWARD_KILL_REASON`, ...) operators filter on.
+#[test]
+fn stop_signals_kill_reasons_and_spawn_causes_keep_their_journal_names() {
+    assert_eq!(
+        [StopSignal::Term.as_str(), StopSignal::Int.as_str()],
+        ["SIGTERM", "SIGINT"]
+    );
+    assert_eq!(
+        [
+            KillReason::Drained,
+            KillReason::Deadline,
+            KillReason::StartTimeout,
+            KillReason::Operator,
+            KillReason::Unhealthy
+        ]
+        .map(KillReason::as_str),
+        ["drained", "deadline", "start-timeout", "operator", "unhealthy"]
+    );
+    assert_eq!(
+        [Why::Start, Why::Reload, Why::Restart, Why::Crash].map(Why::as_str),
+        ["start", "reload", "restart", "crash recovery"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_live_generation_is_listed_during_a_reload() {
+    let mut m = serving();
+    next_generation_started(&mut m, None);
+    assert_eq!(m.gen(1).and_then(|g| g.pid), Some(42));
+    assert_eq!(m.gen(2).and_then(|g| g.pid), Some(43));
+    let mut ids: Vec<GenId> = m.gens().map(|g| g.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_count_crash_recoveries_from_zero() {
+    let mut m = serving();
+    assert_eq!(m.restarts(), 0);
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    advance(Duration::from_millis(100)).await;
+    m.handle(Event::Tick, now());
+    assert_eq!(m.restarts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_elapsed_counts_from_the_stop() {
+    let mut m = serving();
+    assert_eq!(m.stop_elapsed(now()), None);
+    m.handle(Event::Stop(StopSignal::Term), now());
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(m.stop_elapsed(now()), Some(Duration::from_secs(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_generations_waiting_for_their_requests_are_draining() {
+    let mut m = serving();
+    assert_eq!(m.draining().count(), 0);
+    m.handle(Event::Stop(StopSignal::Term), now());
+    assert_eq!(m.draining().collect::<Vec<_>>(), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retiring_an_old_generation_after_a_reload_is_a_note_not_a_status() {
+    let mut m = reloaded();
+    m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+            closed: false,
+        },
+        now(),
+    );
+    advance(QUIET).await;
+    let a = m.handle(Event::Tick, now());
+    assert_eq!(kills(&a), vec![(1, KillReason::Drained)]);
+    assert!(statuses(&a).is_empty(), "{a:?}");
+    assert_eq!(notes(&a).len(), 1, "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_current_generation_drained_at_a_stop_is_a_status() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+            closed: false,
+        },
+        now(),
+    );
+    advance(QUIET).await;
+    let a = m.handle(Event::Tick, now());
+    assert_eq!(kills(&a), vec![(1, KillReason::Drained)]);
+    assert_eq!(statuses(&a).len(), 1, "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_generation_ending_is_noted_and_changes_nothing() {
+    let mut m = reloaded();
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    assert!(
+        matches!(&notes(&a)[..], [n] if n.contains("generation 1") && n.contains("retired")),
+        "{a:?}"
+    );
+    assert!(spawns(&a).is_empty() && statuses(&a).is_empty(), "{a:?}");
+    assert_eq!(m.mode(), Mode::Serving);
+    assert_eq!(m.current().map(|g| g.id), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_generation_ending_during_the_next_reload_does_not_lose_it() {
+    let mut m = reloaded();
+    m.handle(Event::Reload { waiter: Some(9) }, now());
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 3, pid: 44 }, now());
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(0),
+        },
+        now(),
+    );
+    let a = m.handle(Event::Ready { gen: 3 }, now());
+    assert_eq!(reload_result(&a), Some((vec![9], Ok(3))));
+    assert_eq!(m.current().map(|g| g.id), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_generation_that_never_serves_is_another_crash_not_the_end() {
+    let mut m = serving();
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(spawns(&m.handle(Event::Tick, now())), vec![(2, Why::Crash)]);
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(
+        kills(&m.handle(Event::Tick, now())),
+        vec![(2, KillReason::StartTimeout)]
+    );
+    let a = m.handle(
+        Event::Exited {
+            gen: 2,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), None, "{a:?}");
+    assert_eq!(m.mode(), Mode::Backoff);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_health_failures_zero_failed_probes_never_replace_the_child() {
+    let mut m = starting_with(Policy {
+        health_failures: 0,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    for _ in 0..10 {
+        let a = m.handle(Event::Health { ok: false }, now());
+        assert!(kills(&a).is_empty(), "{a:?}");
+    }
+    assert_eq!(m.mode(), Mode::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_before_the_backoff_ends_starts_nothing() {
+    let mut m = serving();
+    m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    advance(Duration::from_millis(50)).await;
+    assert!(spawns(&m.handle(Event::Tick, now())).is_empty());
+    assert_eq!(m.mode(), Mode::Backoff);
+}
