@@ -1108,7 +1108,13 @@ fn stop_signals_kill_reasons_and_spawn_causes_keep_their_journal_names() {
             KillReason::Unhealthy
         ]
         .map(KillReason::as_str),
-        ["drained", "deadline", "start-timeout", "operator", "unhealthy"]
+        [
+            "drained",
+            "deadline",
+            "start-timeout",
+            "operator",
+            "unhealthy"
+        ]
     );
     assert_eq!(
         [Why::Start, Why::Reload, Why::Restart, Why::Crash].map(Why::as_str),
@@ -1289,4 +1295,24 @@ async fn a_tick_before_the_backoff_ends_starts_nothing() {
     advance(Duration::from_millis(50)).await;
     assert!(spawns(&m.handle(Event::Tick, now())).is_empty());
     assert_eq!(m.mode(), Mode::Backoff);
+}
+
+#[tokio::test(start_paused = true)]
+async fn during_a_stop_even_an_old_generations_drained_kill_is_a_status() {
+    let mut m = reloaded();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    // Generation 1 holds no listener and nothing in flight: it is ended at once.
+    let a = m.handle(
+        Event::Drain {
+            gen: 1,
+            in_flight: 0,
+            closed: true,
+        },
+        now(),
+    );
+    assert_eq!(kills(&a), vec![(1, KillReason::Drained)]);
+    assert!(
+        statuses(&a).iter().any(|s| s.contains("generation 1")),
+        "{a:?}"
+    );
 }
