@@ -285,3 +285,22 @@ fn a_unit_outranks_the_stop_timeout_in_the_environment() {
     let o = check_with_stop_timeout("steward-clean", "4", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+#[test]
+fn control_characters_from_the_files_read_are_escaped_in_the_report() {
+    let dir = std::env::temp_dir().join(format!("steward-check-esc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch");
+    // `user` is quoted by the user-ignored finding; \e[2J would clear the terminal.
+    std::fs::write(dir.join("pingora.yaml"), "version: 1\nuser: \"x\\e[2Jy\"\n").expect("yaml");
+    std::fs::write(
+        dir.join("steward.toml"),
+        "[child]\ncommand = [\"my-pingora\"]\npingora_conf = \"pingora.yaml\"\n[ready]\ntcp = \"127.0.0.1:1\"\n",
+    )
+    .expect("toml");
+    let o = steward(&dir, &["check", "--config", "steward.toml"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("user-ignored"), "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains("x\\u{1b}[2Jy"), "{out}");
+}

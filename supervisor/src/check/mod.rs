@@ -128,7 +128,14 @@ pub struct Checked {
 pub fn command(args: CheckArgs) -> i32 {
     let checked = check(&args);
     let text = match args.format {
-        Format::Human => report::human(&checked),
+        // The report quotes the files it read (keys, values, paths): a control character
+        // in one must not drive the operator's terminal or fake a line of the report.
+        Format::Human => report::human(&checked)
+            .split('\n')
+            .map(crate::logging::escape_controls)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        // JSON escapes control characters itself.
         Format::Json => report::json(&checked),
     };
     print!("{text}");
