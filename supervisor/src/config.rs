@@ -702,17 +702,7 @@ fn too_short(key: &str, d: Duration, min: Duration) -> String {
     )
 }
 
-/// Formats a duration the way the logs and messages show it: "85 s", "250 ms", "1.5 s".
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        format!("{} s", ms / 1000)
-    } else if ms < 1000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
+pub use crate::duration::fmt_duration;
 
 fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
     let rest = url

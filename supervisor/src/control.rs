@@ -256,7 +256,7 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no reply from {} within {} (is steward stuck, or is something else listening there?)", path.display(), crate::config::fmt_duration(*timeout))]
+    #[error("no reply from {} within {} (is steward stuck, or is something else listening there?)", path.display(), crate::duration::fmt_duration(*timeout))]
     Timeout { path: PathBuf, timeout: Duration },
     #[error("reading from {}: {source}", path.display())]
     Read {

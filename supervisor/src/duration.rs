@@ -42,6 +42,18 @@ pub fn from_usec(usec: u64) -> Span {
     }
 }
 
+/// Formats a duration the way the logs and messages show it: "85 s", "250 ms", "1.5 s".
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
