@@ -1077,4 +1077,99 @@ mod tests {
         let c = parse(&format!("runtime_dir = \"run\"\n{MINIMAL}")).expect("valid");
         assert_eq!(c.runtime_dir, Some(PathBuf::from("/etc/steward/run")));
     }
+
+    // ----- What mutation testing found unpinned (cargo-mutants over config.rs) ----------
+
+    fn with(section: &str) -> Result<Config, ConfigError> {
+        parse(&format!("{MINIMAL}{section}"))
+    }
+
+    fn command(args: &str) -> Result<Config, ConfigError> {
+        parse(&format!(
+            "[child]\ncommand = [\"/bin/sh\", {args}]\n[ready]\ntcp = \"127.0.0.1:1\"\n"
+        ))
+    }
+
+    #[test]
+    fn a_deadline_of_exactly_a_day_is_the_longest_accepted() {
+        assert!(with("[stop]\ndeadline = \"24h\"\n").is_ok());
+        assert!(with("[stop]\ndeadline = \"86401s\"\n").is_err());
+    }
+
+    #[test]
+    fn other_durations_may_reach_thirty_days_and_no_more() {
+        assert!(with("[restart]\nwindow = \"720h\"\n").is_ok());
+        assert!(with("[restart]\nwindow = \"2592001s\"\n").is_err());
+    }
+
+    #[test]
+    fn a_margin_of_exactly_an_hour_is_the_longest_accepted() {
+        assert!(with("[stop]\nmargin = \"1h\"\n").is_ok());
+        let e = with("[stop]\nmargin = \"3601s\"\n").expect_err("refused");
+        assert!(e.message.contains("stop.margin"), "{e}");
+    }
+
+    #[test]
+    fn equal_backoff_bounds_are_accepted() {
+        let c = with("[restart]\nbackoff_min = \"1s\"\nbackoff_max = \"1s\"\n").expect("valid");
+        assert_eq!(c.restart.backoff_min, c.restart.backoff_max);
+    }
+
+    #[test]
+    fn a_config_error_shows_file_line_message_and_fix() {
+        let e = ConfigError {
+            file: PathBuf::from("/etc/steward/steward.toml"),
+            line: Some(7),
+            column: Some(3),
+            message: "stop.deadline is zero".into(),
+            fix: Some("deadline = \"25s\"".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "/etc/steward/steward.toml:7: stop.deadline is zero (fix: deadline = \"25s\")"
+        );
+    }
+
+    #[test]
+    fn an_http_probe_shows_as_its_url() {
+        let url = HttpUrl {
+            authority: "127.0.0.1:6190".into(),
+            path: "/health".into(),
+        };
+        assert_eq!(url.to_string(), "http://127.0.0.1:6190/health");
+    }
+
+    #[test]
+    fn every_form_of_the_childs_own_conf_flag_is_refused() {
+        for flag in [
+            "\"-c\", \"x\"",
+            "\"--conf\", \"x\"",
+            "\"--conf=x\"",
+            "\"-cx\"",
+        ] {
+            assert!(command(flag).is_err(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn every_daemon_and_upgrade_flag_is_refused() {
+        for flag in ["-d", "--daemon", "-u", "--upgrade"] {
+            let e = command(&format!("\"{flag}\"")).expect_err(flag);
+            assert!(e.message.contains(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_ordinary_child_argument_is_accepted() {
+        assert!(command("\"--proxy-config\", \"proxy.toml\"").is_ok());
+    }
+
+    #[test]
+    fn an_env_name_with_an_equals_sign_is_refused() {
+        let e = parse(
+            "[child]\ncommand = [\"/bin/sh\"]\nenv = { \"A=B\" = \"1\" }\n[ready]\ntcp = \"127.0.0.1:1\"\n",
+        )
+        .expect_err("refused");
+        assert!(e.message.contains("invalid variable name"), "{e}");
+    }
 }
