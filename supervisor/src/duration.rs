@@ -89,4 +89,12 @@ mod tests {
         assert_eq!(from_usec(u64::MAX), Span::Infinity);
         assert_eq!(from_usec(90_000_000), Span::Finite(Duration::from_secs(90)));
     }
+
+    #[test]
+    fn whole_seconds_show_as_seconds_and_the_rest_as_ms_or_tenths() {
+        assert_eq!(fmt_duration(Duration::from_secs(85)), "85 s");
+        assert_eq!(fmt_duration(Duration::from_millis(1000)), "1 s");
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250 ms");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5 s");
+    }
 }
