@@ -152,6 +152,11 @@ sd_boot steward \
   "$release/stock-pingora:/opt/steward-test/bin/stock-pingora"
 echo "container booted in ${SD_BOOT_SECONDS}s (systemd $(sd_run systemctl --version | head -1 | awk '{print $2}'))"
 
+# The service user, as a package installs it: the shipped sysusers.d entry, then
+# systemd-sysusers (the unit runs as User=steward).
+sd_write_file /usr/lib/sysusers.d/steward.conf - <"$repo/etc/systemd/steward.sysusers"
+sd_run systemd-sysusers /usr/lib/sysusers.d/steward.conf >/dev/null
+sd_run id -u steward >/dev/null || { echo "FAILED: systemd-sysusers did not create the steward user"; exit 1; }
 sd_install_unit "$repo/etc/systemd/steward-proxy.service"
 # What `systemctl enable` does, for the harness's target: an inactive unit nobody wants is
 # unloaded at once, and with it the ExecMain*/Result properties the scenarios assert.
@@ -491,15 +496,17 @@ end "n/a"
 # and a double-forked daemon, both deaf to SIGTERM and outside its process group. Only
 # the generation's cgroup holds them, so only its kill at retirement ends them; steward's
 # exit would too, so they must be gone while steward still runs.
+# The escapees record their pids in the runtime directory: under the shipped unit's
+# User=steward and ProtectSystem=strict, /run itself is read-only to the child.
 begin "${SCENARIOS[15]}"
 reset_unit
-sd_write_file /etc/steward/escapees.sh $'#!/bin/sh\n# Leaves two escapees (not for the configuration check), then runs the server.\ncase " $* " in *" -t "*) exec "$@" ;; esac\nexport STUBBORN_PIDFILE=/run/steward-escapees.pids\n/opt/steward-test/bin/stubborn-child daemonize\n/opt/steward-test/bin/stubborn-child grandchild-setsid &\necho $! >>"$STUBBORN_PIDFILE"\nexec "$@"\n'
+sd_write_file /etc/steward/escapees.sh $'#!/bin/sh\n# Leaves two escapees (not for the configuration check), then runs the server.\ncase " $* " in *" -t "*) exec "$@" ;; esac\nexport STUBBORN_PIDFILE=/run/steward/escapees.pids\n/opt/steward-test/bin/stubborn-child daemonize\n/opt/steward-test/bin/stubborn-child grandchild-setsid &\necho $! >>"$STUBBORN_PIDFILE"\nexec "$@"\n'
 sd_run chmod 755 /etc/steward/escapees.sh
-sd_run rm -f /run/steward-escapees.pids
+sd_run rm -f /run/steward/escapees.pids
 sd_run sed -i 's|^command = \["steward-proxy"|command = ["/etc/steward/escapees.sh", "steward-proxy"|' /etc/steward/steward.toml
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 main=$(show MainPID)
-old=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+old=$(sd_run cat /run/steward/escapees.pids | tr '\n' ' ')
 expect_match "generation 1's escapees" "$old" '^[0-9]+ [0-9]+ $'
 alive=0
 for p in $old; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
@@ -521,7 +528,7 @@ for p in $old; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); don
 expect_eq "generation 1's escapees alive after the reload" "$survivors" 0
 expect_eq "MainPID after the reload (steward still runs)" "$(show MainPID)" "$main"
 expect_eq "request served by generation 2" "$(http_code /)" 200
-new=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+new=$(sd_run cat /run/steward/escapees.pids | tr '\n' ' ')
 new=${new#"$old"}
 alive=0
 for p in $new; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
@@ -531,7 +538,7 @@ expect_eq Result "$(show Result)" success
 survivors=0
 for p in $new; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
 expect_eq "generation 2's escapees alive after the stop" "$survivors" 0
-sd_run rm -f /run/steward-escapees.pids /etc/steward/escapees.sh
+sd_run rm -f /run/steward/escapees.pids /etc/steward/escapees.sh
 end
 
 # 17 -----------------------------------------------------------------------------------
