@@ -17,8 +17,8 @@ mkdir -p target
   echo "compared, so a recycled pid does not count)."
   if [[ $# -eq 0 ]]; then
     echo
-    echo "Under systemd 252 (\`tests/systemd/run.sh\`; a scenario fails if systemd itself had to"
-    echo "SIGKILL anything or its stop timed out):"
+    echo "Under systemd 252, with the shipped unit as its \`steward\` user (\`tests/systemd/run.sh\`; a"
+    echo "scenario fails if systemd itself had to SIGKILL anything or its stop timed out):"
     echo
     # The suite's full output (each check, and the journal of a failed scenario) stays in
     # target/; the report takes its summary table.

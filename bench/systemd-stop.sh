@@ -33,6 +33,9 @@ cursor() { sd_journal -n 1 --show-cursor -o cat | sed -n 's/^-- cursor: //p'; }
 sd_write_file /etc/pingora/pingora.yaml "$YAML"
 sd_write_file /etc/systemd/system/pingora.service $'[Unit]\nDescription=Pingora alone, as its docs recommend\n[Service]\nType=forking\nPIDFile=/run/pingora.pid\nEnvironment=STOCK_LISTEN=127.0.0.1:6188 STOCK_UPSTREAM=127.0.0.1:6189\nExecStart=/usr/local/bin/stock-pingora -d -c /etc/pingora/pingora.yaml\nExecReload=kill -QUIT $MAINPID\nExecReload=/usr/local/bin/stock-pingora -u -d -c /etc/pingora/pingora.yaml\n'
 
+# The shipped unit runs as User=steward: create it as a package would.
+sd_write_file /usr/lib/sysusers.d/steward.conf - <"$repo/etc/systemd/steward.sysusers"
+sd_run systemd-sysusers /usr/lib/sysusers.d/steward.conf >/dev/null
 sd_install_unit "$repo/etc/systemd/steward-proxy.service" 50-stock-pingora \
   $'[Service]\nExecStart=\nExecStart=/usr/local/bin/steward run --config /etc/steward/stock.toml\n'
 sd_write_file /etc/steward/stock.toml $'[child]\ncommand = ["/usr/local/bin/stock-pingora"]\npingora_conf = "/etc/pingora/pingora.yaml"\nenv = { STOCK_LISTEN = "127.0.0.1:6188", STOCK_UPSTREAM = "127.0.0.1:6189" }\n[ready]\ntcp = "127.0.0.1:6188"\n'

@@ -145,13 +145,22 @@ wait_active() {
 http_code() { sd_run curl -s -o /dev/null -m 10 -w '%{http_code}' "http://$PROXY$1" || true; }
 
 # ---------------------------------------------------------------------------------------
-sd_boot steward \
+# --system-call-filter: systemd-nspawn's own seccomp allow-list lacks pidfd_getfd (as
+# systemd's @system-service does), so inside the container steward's drain would always
+# fall back to listing the host's connections, whatever the unit allows. A real host has
+# no such outer filter; the unit's own SystemCallFilter= is what scenario 3 checks.
+sd_boot steward --system-call-filter=pidfd_getfd \
   "$release/steward:/usr/local/bin/steward" \
   "$release/steward-proxy:/usr/local/bin/steward-proxy" \
   "$release/stubborn-child:/opt/steward-test/bin/stubborn-child" \
   "$release/stock-pingora:/opt/steward-test/bin/stock-pingora"
 echo "container booted in ${SD_BOOT_SECONDS}s (systemd $(sd_run systemctl --version | head -1 | awk '{print $2}'))"
 
+# The service user, as a package installs it: the shipped sysusers.d entry, then
+# systemd-sysusers (the unit runs as User=steward).
+sd_write_file /usr/lib/sysusers.d/steward.conf - <"$repo/etc/systemd/steward.sysusers"
+sd_run systemd-sysusers /usr/lib/sysusers.d/steward.conf >/dev/null
+steward_uid=$(sd_run id -u steward) || { echo "FAILED: systemd-sysusers did not create the steward user"; exit 1; }
 sd_install_unit "$repo/etc/systemd/steward-proxy.service"
 # What `systemctl enable` does, for the harness's target: an inactive unit nobody wants is
 # unloaded at once, and with it the ExecMain*/Result properties the scenarios assert.
@@ -174,7 +183,21 @@ main=$(show MainPID)
 expect_eq "MainPID's program" "$(sd_run cat "/proc/$main/comm")" steward
 expect_match StatusText "$(show StatusText)" '^serving: generation [0-9]+, child pid [0-9]+$'
 expect_match "systemctl status" "$(sd_systemctl status "$UNIT" || true)" 'Status: "serving: generation 1, child pid'
-expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" 'passed [0-9]+ ms after spawn\); READY=1'
+log=$(journal_since "$c" -u "$UNIT" -o cat)
+expect_match "journal" "$log" 'passed [0-9]+ ms after spawn\); READY=1'
+# The hardened unit: steward and its child run as the service user with one capability,
+# no new privileges and a seccomp filter...
+child=$(show StatusText | sed -n 's/^serving: generation [0-9]*, child pid \([0-9]*\).*$/\1/p')
+for who in "steward:$main" "child:$child"; do
+  st=$(sd_run grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' "/proc/${who#*:}/status" | tr -s '\t\n' '  ')
+  expect_match "${who%%:*}'s credentials" "$st" "^Uid: $steward_uid $steward_uid $steward_uid $steward_uid CapEff: 0000000000000400 NoNewPrivs: 1 Seccomp: 2 \$"
+done
+# ...and still has what it relies on: netlink sock_diag (not the /proc/net/tcp fallback)
+# and its delegated cgroup (not the process-group fallback).
+expect_match "journal: socket facts" "$log" 'socket facts from netlink sock_diag'
+expect_match "journal: cgroup kills" "$log" 'kills: each generation in its own cgroup under [^ ]+steward-proxy.service \(Delegate=yes\)'
+expect_eq "steward's cgroup" "$(sd_run sed -n 's/^0:://p' "/proc/$main/cgroup")" /system.slice/steward-proxy.service/supervisor
+expect_match "child's cgroup" "$(sd_run sed -n 's/^0:://p' "/proc/$child/cgroup")" '^/system.slice/steward-proxy.service/gen-1$'
 end
 
 # 2 ------------------------------------------------------------------------------------
@@ -198,6 +221,10 @@ end
 # 3 ------------------------------------------------------------------------------------
 begin "${SCENARIOS[2]}"
 reset_unit
+# steward's debug records name each fallback of the drain count: pidfd_getfd refused
+# (a seccomp filter without it), a sock_diag lookup or dump refused.
+sd_dropin "$UNIT" 50-debug $'[Service]\nEnvironment=STEWARD_LOG=info,steward=debug\n'
+c_start=$(cursor)
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 c=$(cursor)
 slow=$(mktemp)
@@ -215,6 +242,23 @@ expect_eq Result "$(show Result)" success
 expect_no_systemd_kill "$c"
 # The count must be the request held: a status that never counted it says "0 requests".
 expect_match "draining status" "$(journal_since "$c" -u "$UNIT" -o cat)" 'draining: [1-9][0-9]* requests? in flight'
+# Counted from the child's own sockets (pidfd_open + pidfd_getfd) and netlink, with no
+# fallback. tracing-journald logs DEBUG at priority 6 (info); the start's first readiness
+# probe, refused, is one such record. (Here journalctl 252 printed nothing for
+# --after-cursor with a _COMM= match, so the records are filtered in Python.)
+debug=$(journal_since "$c_start" -u "$UNIT" -p info..info -o json | python3 -c '
+import json, sys
+for l in sys.stdin:
+    r = json.loads(l) if l.strip() else {}
+    if r.get("_COMM") == "steward":
+        print(r.get("MESSAGE"))')
+if [[ -z $debug ]]; then
+  fail "no debug record from steward: STEWARD_LOG did not take"
+elif fallbacks=$(grep -E '^(pidfd_getfd|sock_diag (lookup|dump)): ' <<<"$debug"); then
+  fail "the drain count fell back: $(sort <<<"$fallbacks" | uniq -c | head -3)"
+else
+  ok "journal (debug): no pidfd_getfd or sock_diag fallback during the drain"
+fi
 end
 
 # 4 ------------------------------------------------------------------------------------
@@ -491,15 +535,17 @@ end "n/a"
 # and a double-forked daemon, both deaf to SIGTERM and outside its process group. Only
 # the generation's cgroup holds them, so only its kill at retirement ends them; steward's
 # exit would too, so they must be gone while steward still runs.
+# The escapees record their pids in the runtime directory: under the shipped unit's
+# User=steward and ProtectSystem=strict, /run itself is read-only to the child.
 begin "${SCENARIOS[15]}"
 reset_unit
-sd_write_file /etc/steward/escapees.sh $'#!/bin/sh\n# Leaves two escapees (not for the configuration check), then runs the server.\ncase " $* " in *" -t "*) exec "$@" ;; esac\nexport STUBBORN_PIDFILE=/run/steward-escapees.pids\n/opt/steward-test/bin/stubborn-child daemonize\n/opt/steward-test/bin/stubborn-child grandchild-setsid &\necho $! >>"$STUBBORN_PIDFILE"\nexec "$@"\n'
+sd_write_file /etc/steward/escapees.sh $'#!/bin/sh\n# Leaves two escapees (not for the configuration check), then runs the server.\ncase " $* " in *" -t "*) exec "$@" ;; esac\nexport STUBBORN_PIDFILE=/run/steward/escapees.pids\n/opt/steward-test/bin/stubborn-child daemonize\n/opt/steward-test/bin/stubborn-child grandchild-setsid &\necho $! >>"$STUBBORN_PIDFILE"\nexec "$@"\n'
 sd_run chmod 755 /etc/steward/escapees.sh
-sd_run rm -f /run/steward-escapees.pids
+sd_run rm -f /run/steward/escapees.pids
 sd_run sed -i 's|^command = \["steward-proxy"|command = ["/etc/steward/escapees.sh", "steward-proxy"|' /etc/steward/steward.toml
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 main=$(show MainPID)
-old=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+old=$(sd_run cat /run/steward/escapees.pids | tr '\n' ' ')
 expect_match "generation 1's escapees" "$old" '^[0-9]+ [0-9]+ $'
 alive=0
 for p in $old; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
@@ -521,7 +567,7 @@ for p in $old; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); don
 expect_eq "generation 1's escapees alive after the reload" "$survivors" 0
 expect_eq "MainPID after the reload (steward still runs)" "$(show MainPID)" "$main"
 expect_eq "request served by generation 2" "$(http_code /)" 200
-new=$(sd_run cat /run/steward-escapees.pids | tr '\n' ' ')
+new=$(sd_run cat /run/steward/escapees.pids | tr '\n' ' ')
 new=${new#"$old"}
 alive=0
 for p in $new; do sd_run test -d "/proc/$p" && alive=$((alive + 1)); done
@@ -531,7 +577,7 @@ expect_eq Result "$(show Result)" success
 survivors=0
 for p in $new; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
 expect_eq "generation 2's escapees alive after the stop" "$survivors" 0
-sd_run rm -f /run/steward-escapees.pids /etc/steward/escapees.sh
+sd_run rm -f /run/steward/escapees.pids /etc/steward/escapees.sh
 end
 
 # 17 -----------------------------------------------------------------------------------
