@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration::{parse_span, Span};
+use crate::limits::{NofileSetting, MIN_NOFILE};
 
 /// Where `steward run` looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/steward/steward.toml";
@@ -186,6 +187,9 @@ struct RawChild {
     working_directory: Option<PathBuf>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// "max", "inherit" or a number: a TOML string or integer, told apart in
+    /// [`nofile_key`].
+    nofile: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +291,9 @@ pub struct ChildConfig {
     pub pingora_conf: Option<PathBuf>,
     pub working_directory: PathBuf,
     pub env: BTreeMap<String, String>,
+    /// `child.nofile`: the child's soft open-file limit, decided against steward's own
+    /// limits at each spawn ([`crate::limits`]).
+    pub nofile: NofileSetting,
 }
 
 #[derive(Debug, Clone)]
@@ -499,13 +506,40 @@ fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfi
             ));
         }
     }
+    let nofile = nofile_key(raw.nofile, err)?;
     Ok(ChildConfig {
         program,
         args,
         pingora_conf,
         working_directory,
         env: raw.env,
+        nofile,
     })
+}
+
+/// `child.nofile`: "max" (the default), "inherit", or a soft limit of at least
+/// [`MIN_NOFILE`]. Whether a number fits under the hard limit is known only where steward
+/// runs, so that is checked at start ([`crate::limits::decide`]).
+fn nofile_key(raw: Option<toml::Value>, err: &KeyErr<'_>) -> Result<NofileSetting, ConfigError> {
+    const FIX: &str = "nofile = \"max\" (the hard limit), \"inherit\", or a number such as 65536";
+    match raw {
+        None => Ok(NofileSetting::Max),
+        Some(toml::Value::String(s)) if s == "max" => Ok(NofileSetting::Max),
+        Some(toml::Value::String(s)) if s == "inherit" => Ok(NofileSetting::Inherit),
+        Some(toml::Value::Integer(n)) => match u64::try_from(n) {
+            Ok(n) if n >= MIN_NOFILE => Ok(NofileSetting::Soft(n)),
+            _ => Err(err(
+                "nofile",
+                format!("child.nofile = {n} is below {MIN_NOFILE}: the child could not even start"),
+            )
+            .with_fix(FIX)),
+        },
+        Some(other) => Err(err(
+            "nofile",
+            format!("child.nofile = {other} is not \"max\", \"inherit\" or a number"),
+        )
+        .with_fix(FIX)),
+    }
 }
 
 fn build_ready(raw: RawReady, err: &KeyErr<'_>) -> Result<ReadyConfig, ConfigError> {
@@ -862,6 +896,56 @@ mod tests {
         assert_eq!(c.restart.max_crashes, 5);
         assert_eq!(c.restart.backoff_min, Duration::from_millis(100));
         assert_eq!(c.health.failures, 3);
+    }
+
+    fn with_nofile(value: &str) -> Result<Config, ConfigError> {
+        parse(&format!(
+            "[child]\ncommand = [\"/bin/sh\"]\nnofile = {value}\n[ready]\ntcp = \"127.0.0.1:1\"\n"
+        ))
+    }
+
+    #[test]
+    fn child_nofile_defaults_to_max() {
+        assert_eq!(parse(MINIMAL).unwrap().child.nofile, NofileSetting::Max);
+    }
+
+    #[test]
+    fn child_nofile_takes_max_inherit_or_a_number() {
+        assert_eq!(
+            with_nofile("\"max\"").unwrap().child.nofile,
+            NofileSetting::Max
+        );
+        assert_eq!(
+            with_nofile("\"inherit\"").unwrap().child.nofile,
+            NofileSetting::Inherit
+        );
+        assert_eq!(
+            with_nofile("65536").unwrap().child.nofile,
+            NofileSetting::Soft(65536)
+        );
+        assert_eq!(
+            with_nofile("64").unwrap().child.nofile,
+            NofileSetting::Soft(64)
+        );
+    }
+
+    #[test]
+    fn child_nofile_below_the_minimum_is_refused_on_its_line() {
+        for value in ["63", "0", "-1"] {
+            let e = with_nofile(value).unwrap_err();
+            assert_eq!(e.line, Some(3), "{value}: {e}");
+            assert!(e.message.contains("child.nofile"), "{e}");
+            assert!(e.fix.as_deref().unwrap_or("").contains("inherit"), "{e}");
+        }
+    }
+
+    #[test]
+    fn child_nofile_of_another_word_or_type_is_refused() {
+        for value in ["\"unlimited\"", "\"65536\"", "1.5", "true"] {
+            let e = with_nofile(value).unwrap_err();
+            assert!(e.message.contains("is not \"max\""), "{value}: {e}");
+            assert_eq!(e.line, Some(3), "{value}: {e}");
+        }
     }
 
     #[test]

@@ -154,6 +154,15 @@ pub fn signals() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The child's open-file limit (`child.nofile`).
+pub const OPEN_FILES: &str = "steward sets its child's soft open-file limit (RLIMIT_NOFILE) \
+     between fork and exec, as child.nofile says: \"max\" (the default) raises it to the hard \
+     limit steward was started with (the unit's LimitNOFILE=), \"inherit\" leaves steward's \
+     own (systemd's default soft limit is 1024, at which a proxy fails at a few hundred \
+     concurrent requests), a number (at least 64) sets that soft limit. A number above the \
+     hard limit is a configuration error (exit 78 at start; a failed reload). steward's own \
+     limit is unchanged. The log says at start: child open-file limit N (soft; hard M).";
+
 /// Environment variables steward reads: (name, meaning).
 pub fn environment() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -333,6 +342,9 @@ pub fn render(cmd: clap::Command) -> String {
         "The child gets steward's environment plus child.env, without NOTIFY_SOCKET, \
          WATCHDOG_USEC, WATCHDOG_PID, LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.",
     )]);
+
+    extra.control("SH", ["RESOURCE LIMITS"]);
+    extra.text([roman(OPEN_FILES)]);
 
     extra.control("SH", ["FILES"]);
     for (path, what) in files() {
