@@ -351,15 +351,7 @@ impl Config {
                 .at_column(column)
                 .with_fix(fix)
         })?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
+        let dir = config_dir(path);
         let line_for = |key: &str| find_key_line(text, key);
         let err = |key: &str, msg: String| ConfigError::new(path, msg).at_line(line_for(key));
 
@@ -445,6 +437,38 @@ impl Config {
             health,
             runtime_dir,
         })
+    }
+}
+
+/// The directory relative paths in the file at `path` are relative to.
+fn config_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `runtime_dir` alone (resolved against the file's directory), from a file that does not
+/// pass [`Config::load`]: a client that only needs the control socket must still find it
+/// while the operator is mid-edit, or where the child's program is not in the client's
+/// `PATH`. Errors only when the file cannot be read, is not TOML, or `runtime_dir` is not
+/// a string.
+pub fn runtime_dir_only(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    let text = crate::files::read_text(path, crate::files::CONFIG_MAX)
+        .map_err(|e| ConfigError::new(path, format!("cannot read the configuration: {e}")))?;
+    runtime_dir_in(path, &text)
+}
+
+fn runtime_dir_in(path: &Path, text: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        ConfigError::new(path, e.message().replace('\n', "; "))
+            .at_line(e.span().map(|s| line_of(text, s.start)))
+    })?;
+    match table.get("runtime_dir") {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(absolutize(&config_dir(path), Path::new(s)))),
+        Some(_) => Err(ConfigError::new(path, "runtime_dir is not a string")
+            .at_line(find_key_line(text, "runtime_dir"))),
     }
 }
 
@@ -946,6 +970,33 @@ mod tests {
             assert!(e.message.contains("is not \"max\""), "{value}: {e}");
             assert_eq!(e.line, Some(3), "{value}: {e}");
         }
+    }
+
+    #[test]
+    fn runtime_dir_only_is_read_from_a_file_that_fails_validation() {
+        let path = Path::new("/etc/steward/steward.toml");
+        let text = "runtime_dir = \"run\"\nbogus = 1\n[child]\ncommand = []\n";
+        assert!(Config::parse(path, text).is_err());
+        assert_eq!(
+            runtime_dir_in(path, text).unwrap(),
+            Some(PathBuf::from("/etc/steward/run"))
+        );
+    }
+
+    #[test]
+    fn runtime_dir_only_is_none_when_the_key_is_absent() {
+        assert_eq!(
+            runtime_dir_in(Path::new("s.toml"), "[child]\n").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn runtime_dir_only_refuses_what_is_not_toml_naming_the_line() {
+        let e = runtime_dir_in(Path::new("s.toml"), "x = 1\n[child\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = runtime_dir_in(Path::new("s.toml"), "runtime_dir = 3\n").unwrap_err();
+        assert!(e.message.contains("not a string"), "{e}");
     }
 
     #[test]

@@ -123,19 +123,40 @@ struct Target {
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// steward's configuration, whose runtime directory holds the control socket
-    /// (runtime_dir, else $RUNTIME_DIRECTORY, else /run/steward as root).
+    /// (runtime_dir, else $RUNTIME_DIRECTORY, else /run/steward as root). A file that
+    /// does not load is reported on stderr; its runtime_dir is still used if readable.
     #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
 }
 
 impl Target {
+    /// The control socket. A configuration that fails to load is said on stderr (an
+    /// operator looking at "cannot reach steward" needs to know the socket may be the
+    /// wrong one, and why), then its `runtime_dir` is still used when it can be read.
     fn socket_path(&self) -> PathBuf {
         if let Some(s) = &self.socket {
             return s.clone();
         }
-        // A config that cannot be read still leaves the default runtime directory.
-        let configured = Config::load(&self.config).ok().and_then(|c| c.runtime_dir);
-        runtime_dir::choose(configured.as_deref()).join(control::SOCKET_NAME)
+        let err = match Config::load(&self.config) {
+            Ok(c) => {
+                return runtime_dir::choose(c.runtime_dir.as_deref()).join(control::SOCKET_NAME)
+            }
+            Err(e) => e,
+        };
+        eprintln!("steward: configuration error: {}", shown(&err.to_string()));
+        let configured = steward::config::runtime_dir_only(&self.config)
+            .ok()
+            .flatten();
+        let path = runtime_dir::choose(configured.as_deref()).join(control::SOCKET_NAME);
+        eprintln!(
+            "steward: trying {} ({})",
+            shown(&path.display().to_string()),
+            match configured {
+                Some(_) => "its runtime_dir nevertheless",
+                None => "the default runtime directory",
+            }
+        );
+        path
     }
 }
 
