@@ -11,6 +11,7 @@ use std::time::Duration;
 use std::fmt::{self, Write as _};
 
 use tracing::field::Field;
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{self, Writer};
 use tracing_subscriber::fmt::MakeWriter;
@@ -55,7 +56,8 @@ pub fn init(target: LogTarget) {
             Ok(layer) => {
                 let layer = layer
                     .with_field_prefix(None)
-                    .with_syslog_identifier("steward".into());
+                    .with_syslog_identifier("steward".into())
+                    .with_priority_mappings(priorities());
                 tracing_subscriber::registry()
                     .with(filter)
                     .with(layer)
@@ -71,6 +73,19 @@ pub fn init(target: LogTarget) {
         .with(filter)
         .with(human_layer(std::io::stderr, ansi))
         .init();
+}
+
+/// journald priorities as syslog means them: tracing-journald's default puts INFO at 5
+/// (notice, "normal but significant"), which would make every routine record stand out
+/// in `journalctl -p notice` and leave nothing at 6 (info). DEBUG and TRACE are both 7.
+fn priorities() -> PriorityMappings {
+    PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
 }
 
 /// The text records: one line per record, whatever the values in it. A logged value (a
@@ -172,6 +187,19 @@ mod tests {
         tracing::subscriber::with_default(subscriber, log);
         let bytes = out.0.lock().map(|v| v.clone()).unwrap_or_default();
         String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn info_goes_to_the_journal_at_priority_6_not_notice() {
+        // journald's PRIORITY field is the mapping's byte, an ASCII digit.
+        assert_eq!(priorities().info as u8, b'6');
+    }
+
+    #[test]
+    fn every_level_has_its_syslog_priority() {
+        let p = priorities();
+        let digits = [p.error, p.warn, p.info, p.debug, p.trace].map(|x| x as u8 - b'0');
+        assert_eq!(digits, [3, 4, 6, 7, 7]);
     }
 
     const HOSTILE: &str = "/etc/x\nERROR fake record\r\u{1b}[2J\u{1b}]0;title\u{7}";
