@@ -44,7 +44,7 @@ pub fn before_exit(code: i32) {
 pub fn init(target: LogTarget) {
     let filter = EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let want_journal = match target {
-        LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+        LogTarget::Auto => stderr_is_the_journal(),
         LogTarget::Journald => true,
         LogTarget::Stderr => false,
     };
@@ -85,6 +85,31 @@ fn priorities() -> PriorityMappings {
         info: Priority::Informational,
         debug: Priority::Debug,
         trace: Priority::Debug,
+    }
+}
+
+/// Whether standard error is the journal stream systemd connected: `JOURNAL_STREAM` names
+/// that stream's device and inode, and only when stderr still is that file (not
+/// redirected by a wrapper, a shell or a test harness that inherited the variable) do
+/// records belong in the journal (sd_journal_stream_fd(3), systemd.exec(5)).
+fn stderr_is_the_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let stderr = nix::sys::stat::fstat(2)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino));
+    journal_stream_is(&value.to_string_lossy(), stderr)
+}
+
+/// Whether `JOURNAL_STREAM`'s `DEVICE:INODE` (decimal) names `stderr`'s (device, inode).
+fn journal_stream_is(value: &str, stderr: Option<(u64, u64)>) -> bool {
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    match (dev.parse::<u64>(), ino.parse::<u64>(), stderr) {
+        (Ok(dev), Ok(ino), Some(stat)) => (dev, ino) == stat,
+        _ => false,
     }
 }
 
@@ -200,6 +225,26 @@ mod tests {
         let p = priorities();
         let digits = [p.error, p.warn, p.info, p.debug, p.trace].map(|x| x as u8 - b'0');
         assert_eq!(digits, [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn journal_stream_naming_stderr_s_device_and_inode_is_the_journal() {
+        assert!(journal_stream_is("8:12345", Some((8, 12345))));
+    }
+
+    #[test]
+    fn journal_stream_naming_another_file_is_not_the_journal() {
+        // Inherited by a process whose stderr was redirected since.
+        assert!(!journal_stream_is("8:12345", Some((8, 999))));
+        assert!(!journal_stream_is("8:12345", Some((9, 12345))));
+        assert!(!journal_stream_is("8:12345", None));
+    }
+
+    #[test]
+    fn a_malformed_journal_stream_is_not_the_journal() {
+        for value in ["", "1", "8:", ":12345", "a:b", "8:12345:1", "-8:12345"] {
+            assert!(!journal_stream_is(value, Some((8, 12345))), "{value:?}");
+        }
     }
 
     const HOSTILE: &str = "/etc/x\nERROR fake record\r\u{1b}[2J\u{1b}]0;title\u{7}";

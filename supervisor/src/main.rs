@@ -49,8 +49,8 @@ SIGINT it drains the child and exits 0 before systemd's timer.",
         #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Where log records go: journald (with STEWARD_* fields), stderr, or auto
-        /// (journald when systemd connected stderr to the journal, i.e. JOURNAL_STREAM is
-        /// set). STEWARD_LOG sets the filter, e.g. debug.
+        /// (journald when systemd connected stderr to the journal, i.e. stderr is the
+        /// device and inode JOURNAL_STREAM names). STEWARD_LOG sets the filter, e.g. debug.
         #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
         log_target: LogTarget,
     },

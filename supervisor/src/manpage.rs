@@ -172,8 +172,9 @@ pub fn environment() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "JOURNAL_STREAM",
-            "Set by systemd when standard error goes to the journal; with --log-target auto, \
-             steward then logs to journald with structured fields.",
+            "Set by systemd when standard error goes to the journal (the stream's \
+             DEVICE:INODE); with --log-target auto, steward logs to journald with structured \
+             fields when its standard error is that stream.",
         ),
         (
             "INVOCATION_ID",
