@@ -61,7 +61,8 @@ Prints steward's pid and state (starting, serving, reloading, backoff, stopping)
 current generation and its child pid, the uptimes, the restart count, the connections in \
 flight, the health probes passed and failed (with the last failure's reason), the stop \
 deadline and where it came from, every generation, and the timeline of the last reload or \
-stop. Exit 0, or 69 when steward cannot be reached or does not answer within 10 s."
+stop. Exit 0; 3 when steward is not running (no control socket, or nothing listening on \
+it), as systemctl status; 69 when it cannot be reached otherwise or does not answer within 10 s."
     )]
     Status {
         /// Print the raw JSON reply (ok, status: state, pid, generation, child_pid,
@@ -217,11 +218,16 @@ fn client(target: &Target, command: control::Command, json: bool) -> i32 {
     };
     let reply = match rt.block_on(control::request(&path, command)) {
         Ok(r) => r,
-        // Unreachable, silent past its timeout or answering endlessly: none is a steward
-        // that can be talked to, so all exit as an unreachable one does.
+        // `status` tells "not running" apart, as `systemctl status` does (3), so a script
+        // can ask whether steward runs; a steward that is there but silent past its
+        // timeout, or answering endlessly, cannot be talked to, and exits as one that
+        // cannot be reached otherwise (69).
         Err(e) => {
             eprintln!("steward {}: {e}", command.as_str());
-            return exit::UNAVAILABLE;
+            return match command {
+                control::Command::Status if e.is_not_running() => exit::NOT_RUNNING,
+                _ => exit::UNAVAILABLE,
+            };
         }
     };
     if json {

@@ -86,11 +86,19 @@ pub fn client_exit_statuses() -> Vec<(String, String)> {
              current state, or the caller is neither root nor steward's user."
                 .into(),
         ),
+        (
+            exit::NOT_RUNNING.to_string(),
+            "steward status only: steward is not running (its control socket does not exist, \
+             or nothing listens on it), as systemctl status says."
+                .into(),
+        ),
         (exit::USAGE.to_string(), "Bad command-line usage.".into()),
         (
             exit::UNAVAILABLE.to_string(),
-            "steward cannot be reached on its control socket, does not answer within 10 s \
-             (630 s for reload), or its answer is malformed or longer than 4 MiB."
+            "steward cannot be reached on its control socket (reload and restart: also when \
+             it is not running; status: when the socket cannot be opened, say for want of \
+             permission), does not answer within 10 s (630 s for reload), or its answer is \
+             malformed or longer than 4 MiB."
                 .into(),
         ),
         (

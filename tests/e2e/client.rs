@@ -25,10 +25,11 @@ fn steward(args: &[&str], config: &Path) -> (Option<i32>, String, String) {
     )
 }
 
-/// A ready steward supervising the stubborn child, and its configuration file.
+/// A ready steward supervising the stubborn child (which ignores SIGTERM: a stop ends it
+/// at the 1 s deadline), and its configuration file.
 fn running(scratch: &Scratch) -> (Steward, PathBuf) {
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = stubborn_config(scratch, &listen, "");
+    let config = stubborn_config(scratch, &listen, "[stop]\ndeadline = \"1s\"\n");
     let mut notify = NotifySocket::bind(&scratch.path);
     let steward = Steward::start(
         &scratch.path,
@@ -85,4 +86,54 @@ fn status_with_a_config_that_cannot_be_read_says_why_and_which_socket_it_tried()
         err.contains("the default runtime directory") && err.contains("control.sock"),
         "{err}"
     );
+}
+
+#[test]
+fn status_exits_3_when_no_control_socket_exists() {
+    let scratch = Scratch::new("client-absent");
+    let (code, out) = steward_cli("status", &scratch.path.join("run/control.sock"));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("cannot reach steward"), "{out}");
+}
+
+#[test]
+fn status_exits_3_once_steward_has_stopped() {
+    let scratch = Scratch::new("client-stopped");
+    let (mut running, config) = running(&scratch);
+    assert_eq!(steward(&["status"], &config).0, Some(0));
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = running.wait(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0), "log:\n{}", running.log_text());
+    let (code, out, err) = steward(&["status"], &config);
+    assert_eq!(code, Some(3), "{out}{err}");
+}
+
+#[test]
+fn status_exits_3_on_a_socket_file_nobody_listens_on() {
+    let scratch = Scratch::new("client-stale");
+    let path = scratch.path.join("control.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    let (code, out) = steward_cli("status", &path);
+    assert_eq!(code, Some(3), "{out}");
+}
+
+#[test]
+fn reload_and_restart_of_a_steward_that_is_not_running_still_exit_69() {
+    let scratch = Scratch::new("client-absent-reload");
+    let path = scratch.path.join("run/control.sock");
+    for command in ["reload", "restart"] {
+        let (code, out) = steward_cli(command, &path);
+        assert_eq!(code, Some(69), "{command}: {out}");
+    }
+}
+
+#[test]
+fn status_of_a_steward_that_does_not_answer_in_time_still_exits_69() {
+    let scratch = Scratch::new("client-silent");
+    let path = scratch.path.join("control.sock");
+    // Listening, never accepting: the connection is queued and nothing ever answers.
+    let _silent = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let (code, out) = steward_cli("status", &path);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(out.contains("no reply"), "{out}");
 }
