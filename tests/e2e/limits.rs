@@ -284,3 +284,68 @@ fn child_nofile_above_the_hard_limit_stops_the_start_with_a_configuration_error(
     assert!(!log.contains("started child pid"), "log:\n{log}");
     assert!(!Path::new(&scratch.path.join("run/control.sock")).exists());
 }
+
+/// Rewrites `child.nofile` in the configuration of a steward started by [`serving`].
+fn set_nofile(scratch: &Scratch, value: &str) {
+    let path = scratch.path.join("steward.toml");
+    let text = std::fs::read_to_string(&path).expect("steward.toml");
+    let text: String = text
+        .lines()
+        .map(|l| match l.starts_with("nofile = ") {
+            true => format!("nofile = {value}\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&path, text).expect("write steward.toml");
+}
+
+#[test]
+fn a_reload_that_changes_child_nofile_gives_the_next_generation_the_new_limit() {
+    let test = "a_reload_that_changes_child_nofile_gives_the_next_generation_the_new_limit";
+    let Some(hard) = steward_hard(test) else {
+        return;
+    };
+    let scratch = Scratch::new("limits-reload");
+    let (steward, _notify, _proxy, first) = serving(&scratch, Some("4096"), hard);
+    assert_eq!(open_file_limits(first).0, 4096);
+    set_nofile(&scratch, "8192");
+    let (code, out) = steward_cli("reload", &scratch.path.join("run/control.sock"));
+    let log = steward.log_text();
+    assert_eq!(code, Some(0), "{out}\nlog:\n{log}");
+    let second = status_json(&scratch.path.join("run/control.sock"))["status"]["child_pid"]
+        .as_i64()
+        .expect("child pid") as i32;
+    assert_ne!(second, first);
+    assert_eq!(open_file_limits(second), (8192, hard));
+    assert!(
+        log.contains(&format!("child open-file limit 8192 (soft; hard {hard})")),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn a_reload_that_asks_for_more_than_the_hard_limit_fails_and_the_child_keeps_serving() {
+    let test = "a_reload_that_asks_for_more_than_the_hard_limit_fails_and_the_child_keeps_serving";
+    let Some(hard) = steward_hard(test) else {
+        return;
+    };
+    let scratch = Scratch::new("limits-reload-above");
+    let (steward, _notify, proxy, first) = serving(&scratch, Some("4096"), hard);
+    set_nofile(&scratch, &(hard + 1).to_string());
+    let (code, out) = steward_cli("reload", &scratch.path.join("run/control.sock"));
+    assert_eq!(code, Some(1), "{out}\nlog:\n{}", steward.log_text());
+    assert!(
+        out.contains(&format!(
+            "child.nofile = {} is above the open-file hard limit",
+            hard + 1
+        )) && out.contains("LimitNOFILE="),
+        "{out}"
+    );
+    let status = status_json(&scratch.path.join("run/control.sock"));
+    assert_eq!(status["status"]["child_pid"], first, "{status}");
+    assert_eq!(status["status"]["generation"], 1, "{status}");
+    assert_eq!(
+        http_get(&proxy, "/", Duration::from_secs(5)).map(|r| r.0),
+        Ok(200)
+    );
+}
