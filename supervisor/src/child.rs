@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 
 use crate::config::ChildConfig;
 use crate::lifecycle::ChildStatus;
+use crate::limits::Nofile;
 use crate::procfs;
 use crate::worker::Io;
 
@@ -87,11 +88,14 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// and exit) and its output goes to `output`.
 /// With `cgroup_procs` (an open `cgroup.procs`), the child moves itself into that cgroup
 /// before exec, so not one of its processes is ever forked outside it.
+/// With `nofile` (decided by [`crate::limits::decide`] before the fork), the child sets
+/// its own `RLIMIT_NOFILE` before exec; steward's stays as it is.
 pub fn spawn(
     cfg: &ChildConfig,
     effective_conf: &Path,
     mode: SpawnMode,
     cgroup_procs: Option<RawFd>,
+    nofile: Option<Nofile>,
 ) -> io::Result<Pid> {
     let mut cmd = Command::new(&cfg.program);
     cmd.args(&cfg.args);
@@ -115,14 +119,28 @@ pub fn spawn(
         cmd.env_remove(var);
     }
     let parent = nix::unistd::getpid();
+    // Built before the fork: the closure only copies it.
+    let rlimit = nofile.map(|n| libc::rlimit {
+        rlim_cur: n.soft,
+        rlim_max: n.hard,
+    });
     // SAFETY: the closure runs between fork and exec in the child; it only makes
-    // async-signal-safe syscalls (write, prctl, getppid) and allocates nothing.
+    // async-signal-safe syscalls (write, setrlimit, prctl, getppid) on values captured by
+    // copy, and allocates nothing (a failed setrlimit's error is an OS error code, which
+    // `io::Error` holds without allocating).
     unsafe {
         cmd.pre_exec(move || {
             if let Some(fd) = cgroup_procs {
                 // "0" is the writing process. A failure is not fatal: the parent sees
                 // where the child ended up and falls back to process-group kills.
                 let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+            }
+            // Fatal when it fails: the operator asked for this limit, and a child that
+            // runs with less fails later, under load, far from the cause.
+            if let Some(lim) = &rlimit {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, lim) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             // If steward died between fork and prctl, the signal will never come.

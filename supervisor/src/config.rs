@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration::{parse_span, Span};
+use crate::limits::{NofileSetting, MIN_NOFILE};
 
 /// Where `steward run` looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/steward/steward.toml";
@@ -186,6 +187,9 @@ struct RawChild {
     working_directory: Option<PathBuf>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// "max", "inherit" or a number: a TOML string or integer, told apart in
+    /// [`nofile_key`].
+    nofile: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +291,9 @@ pub struct ChildConfig {
     pub pingora_conf: Option<PathBuf>,
     pub working_directory: PathBuf,
     pub env: BTreeMap<String, String>,
+    /// `child.nofile`: the child's soft open-file limit, decided against steward's own
+    /// limits at each spawn ([`crate::limits`]).
+    pub nofile: NofileSetting,
 }
 
 #[derive(Debug, Clone)]
@@ -344,15 +351,7 @@ impl Config {
                 .at_column(column)
                 .with_fix(fix)
         })?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
+        let dir = config_dir(path);
         let line_for = |key: &str| find_key_line(text, key);
         let err = |key: &str, msg: String| ConfigError::new(path, msg).at_line(line_for(key));
 
@@ -441,6 +440,38 @@ impl Config {
     }
 }
 
+/// The directory relative paths in the file at `path` are relative to.
+fn config_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `runtime_dir` alone (resolved against the file's directory), from a file that does not
+/// pass [`Config::load`]: a client that only needs the control socket must still find it
+/// while the operator is mid-edit, or where the child's program is not in the client's
+/// `PATH`. Errors only when the file cannot be read, is not TOML, or `runtime_dir` is not
+/// a string.
+pub fn runtime_dir_only(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    let text = crate::files::read_text(path, crate::files::CONFIG_MAX)
+        .map_err(|e| ConfigError::new(path, format!("cannot read the configuration: {e}")))?;
+    runtime_dir_in(path, &text)
+}
+
+fn runtime_dir_in(path: &Path, text: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        ConfigError::new(path, e.message().replace('\n', "; "))
+            .at_line(e.span().map(|s| line_of(text, s.start)))
+    })?;
+    match table.get("runtime_dir") {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(absolutize(&config_dir(path), Path::new(s)))),
+        Some(_) => Err(ConfigError::new(path, "runtime_dir is not a string")
+            .at_line(find_key_line(text, "runtime_dir"))),
+    }
+}
+
 type KeyErr<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 
 fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfig, ConfigError> {
@@ -499,13 +530,40 @@ fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfi
             ));
         }
     }
+    let nofile = nofile_key(raw.nofile, err)?;
     Ok(ChildConfig {
         program,
         args,
         pingora_conf,
         working_directory,
         env: raw.env,
+        nofile,
     })
+}
+
+/// `child.nofile`: "max" (the default), "inherit", or a soft limit of at least
+/// [`MIN_NOFILE`]. Whether a number fits under the hard limit is known only where steward
+/// runs, so that is checked at start ([`crate::limits::decide`]).
+fn nofile_key(raw: Option<toml::Value>, err: &KeyErr<'_>) -> Result<NofileSetting, ConfigError> {
+    const FIX: &str = "nofile = \"max\" (the hard limit), \"inherit\", or a number such as 65536";
+    match raw {
+        None => Ok(NofileSetting::Max),
+        Some(toml::Value::String(s)) if s == "max" => Ok(NofileSetting::Max),
+        Some(toml::Value::String(s)) if s == "inherit" => Ok(NofileSetting::Inherit),
+        Some(toml::Value::Integer(n)) => match u64::try_from(n) {
+            Ok(n) if n >= MIN_NOFILE => Ok(NofileSetting::Soft(n)),
+            _ => Err(err(
+                "nofile",
+                format!("child.nofile = {n} is below {MIN_NOFILE}: the child could not even start"),
+            )
+            .with_fix(FIX)),
+        },
+        Some(other) => Err(err(
+            "nofile",
+            format!("child.nofile = {other} is not \"max\", \"inherit\" or a number"),
+        )
+        .with_fix(FIX)),
+    }
 }
 
 fn build_ready(raw: RawReady, err: &KeyErr<'_>) -> Result<ReadyConfig, ConfigError> {
@@ -862,6 +920,83 @@ mod tests {
         assert_eq!(c.restart.max_crashes, 5);
         assert_eq!(c.restart.backoff_min, Duration::from_millis(100));
         assert_eq!(c.health.failures, 3);
+    }
+
+    fn with_nofile(value: &str) -> Result<Config, ConfigError> {
+        parse(&format!(
+            "[child]\ncommand = [\"/bin/sh\"]\nnofile = {value}\n[ready]\ntcp = \"127.0.0.1:1\"\n"
+        ))
+    }
+
+    #[test]
+    fn child_nofile_defaults_to_max() {
+        assert_eq!(parse(MINIMAL).unwrap().child.nofile, NofileSetting::Max);
+    }
+
+    #[test]
+    fn child_nofile_takes_max_inherit_or_a_number() {
+        assert_eq!(
+            with_nofile("\"max\"").unwrap().child.nofile,
+            NofileSetting::Max
+        );
+        assert_eq!(
+            with_nofile("\"inherit\"").unwrap().child.nofile,
+            NofileSetting::Inherit
+        );
+        assert_eq!(
+            with_nofile("65536").unwrap().child.nofile,
+            NofileSetting::Soft(65536)
+        );
+        assert_eq!(
+            with_nofile("64").unwrap().child.nofile,
+            NofileSetting::Soft(64)
+        );
+    }
+
+    #[test]
+    fn child_nofile_below_the_minimum_is_refused_on_its_line() {
+        for value in ["63", "0", "-1"] {
+            let e = with_nofile(value).unwrap_err();
+            assert_eq!(e.line, Some(3), "{value}: {e}");
+            assert!(e.message.contains("child.nofile"), "{e}");
+            assert!(e.fix.as_deref().unwrap_or("").contains("inherit"), "{e}");
+        }
+    }
+
+    #[test]
+    fn child_nofile_of_another_word_or_type_is_refused() {
+        for value in ["\"unlimited\"", "\"65536\"", "1.5", "true"] {
+            let e = with_nofile(value).unwrap_err();
+            assert!(e.message.contains("is not \"max\""), "{value}: {e}");
+            assert_eq!(e.line, Some(3), "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn runtime_dir_only_is_read_from_a_file_that_fails_validation() {
+        let path = Path::new("/etc/steward/steward.toml");
+        let text = "runtime_dir = \"run\"\nbogus = 1\n[child]\ncommand = []\n";
+        assert!(Config::parse(path, text).is_err());
+        assert_eq!(
+            runtime_dir_in(path, text).unwrap(),
+            Some(PathBuf::from("/etc/steward/run"))
+        );
+    }
+
+    #[test]
+    fn runtime_dir_only_is_none_when_the_key_is_absent() {
+        assert_eq!(
+            runtime_dir_in(Path::new("s.toml"), "[child]\n").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn runtime_dir_only_refuses_what_is_not_toml_naming_the_line() {
+        let e = runtime_dir_in(Path::new("s.toml"), "x = 1\n[child\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = runtime_dir_in(Path::new("s.toml"), "runtime_dir = 3\n").unwrap_err();
+        assert!(e.message.contains("not a string"), "{e}");
     }
 
     #[test]

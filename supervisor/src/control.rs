@@ -272,6 +272,21 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether no steward runs at the socket: it does not exist, or nothing listens on it
+    /// (a socket file left behind). A steward that is there but silent, or a socket the
+    /// caller may not open, is something else.
+    pub fn is_not_running(&self) -> bool {
+        match self {
+            ClientError::Connect { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// How long the client waits for `command`'s reply, connecting and sending included.
 pub fn client_timeout(command: Command) -> Duration {
     match command {
@@ -457,6 +472,48 @@ mod tests {
         assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
         assert!(e.to_string().contains("no reply from"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn no_socket_at_all_is_not_running() {
+        let dir = Scratch(
+            std::env::temp_dir().join(format!("steward-control-absent-{}", std::process::id())),
+        );
+        let e = request(&dir.0.join(SOCKET_NAME), Command::Status)
+            .await
+            .expect_err("no socket");
+        assert!(e.is_not_running(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_file_nobody_listens_on_is_not_running() {
+        let dir =
+            std::env::temp_dir().join(format!("steward-control-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = Scratch(dir);
+        let path = dir.0.join(SOCKET_NAME);
+        // Bound, then closed: the file stays, and a connect is refused.
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        let e = request(&path, Command::Status).await.expect_err("refused");
+        assert!(e.is_not_running(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_steward_that_does_not_answer_in_time_is_not_not_running() {
+        let (path, _dir) = fake_server(|s| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        })
+        .await;
+        let e = request_within(
+            &path,
+            Command::Status,
+            Duration::from_millis(100),
+            MAX_REPLY,
+        )
+        .await
+        .expect_err("no reply");
+        assert!(!e.is_not_running(), "{e}");
     }
 
     #[tokio::test]

@@ -33,6 +33,135 @@ pub fn parse_span(text: &str) -> Result<Span, SpanError> {
         .map_err(|_| SpanError(text.to_string()))
 }
 
+/// The units of systemd's time spans (`parse_sec()` in systemd's time-util.c), in its
+/// order: the first one the text starts with wins, so `ms` is milliseconds and a bare `m`
+/// minutes. Values in microseconds; a month is 30.44 days and a year 365.25 days, as there.
+const SYSTEMD_UNITS: &[(&str, u64)] = &[
+    ("seconds", SEC),
+    ("second", SEC),
+    ("sec", SEC),
+    ("s", SEC),
+    ("minutes", MINUTE),
+    ("minute", MINUTE),
+    ("min", MINUTE),
+    ("months", MONTH),
+    ("month", MONTH),
+    ("M", MONTH),
+    ("msec", 1_000),
+    ("ms", 1_000),
+    ("m", MINUTE),
+    ("hours", HOUR),
+    ("hour", HOUR),
+    ("hr", HOUR),
+    ("h", HOUR),
+    ("days", DAY),
+    ("day", DAY),
+    ("d", DAY),
+    ("weeks", 7 * DAY),
+    ("week", 7 * DAY),
+    ("w", 7 * DAY),
+    ("years", YEAR),
+    ("year", YEAR),
+    ("y", YEAR),
+    ("usec", 1),
+    ("us", 1),
+    // U+03BC GREEK SMALL LETTER MU and U+00B5 MICRO SIGN: systemd takes both.
+    ("\u{3bc}s", 1),
+    ("\u{b5}s", 1),
+];
+const SEC: u64 = 1_000_000;
+const MINUTE: u64 = 60 * SEC;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+const MONTH: u64 = 2_629_800 * SEC;
+const YEAR: u64 = 31_557_600 * SEC;
+
+/// What systemd counts as white space between the parts of a time span.
+fn is_systemd_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// Parses a time span exactly as systemd reads a unit's `TimeoutStopSec=` or
+/// `WatchdogSec=` (and as `systemctl show` prints one): parts summed (`1min 30s`,
+/// `1min30s`), each a number with an optional fraction (`30.5`, `.5s`) and an optional
+/// unit (default seconds), `infinity` alone. What this refuses, systemd ignores with a
+/// warning; what it accepts, systemd uses. Unlike [`parse_span`] (steward's own keys),
+/// `ns` is not a unit here, and `Infinity` is not `infinity`.
+pub fn parse_systemd_span(text: &str) -> Result<Span, SpanError> {
+    let bad = || SpanError(text.to_string());
+    let mut p = text.trim_start_matches(is_systemd_space);
+    if let Some(rest) = p.strip_prefix("infinity") {
+        return match rest.chars().all(is_systemd_space) {
+            true => Ok(Span::Infinity),
+            false => Err(bad()),
+        };
+    }
+    let mut usec: u64 = 0;
+    let mut something = false;
+    loop {
+        p = p.trim_start_matches(is_systemd_space);
+        if p.is_empty() {
+            return match something {
+                true => Ok(Span::Finite(Duration::from_micros(usec))),
+                false => Err(bad()),
+            };
+        }
+        // strtoll's optional '+' (a '-' is refused, "-0" included).
+        let digits_at = match p.strip_prefix('+') {
+            Some(d) if d.starts_with(|c: char| c.is_ascii_digit()) => d,
+            _ => p,
+        };
+        let int_len = digits_at.len()
+            - digits_at
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .len();
+        let (int, after_int) = digits_at.split_at(int_len);
+        let (fraction, after_number) = match after_int.strip_prefix('.') {
+            Some(f) => {
+                let len = f.len() - f.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                // "3." and "3.sec": a point needs a digit after it.
+                if len == 0 {
+                    return Err(bad());
+                }
+                (Some(&f[..len]), &f[len..])
+            }
+            None if int.is_empty() => return Err(bad()),
+            None => (None, after_int),
+        };
+        let whole: u64 = match int {
+            "" => 0,
+            i => i.parse().map_err(|_| bad())?,
+        };
+        let unit_at = after_number.trim_start_matches(is_systemd_space);
+        let (multiplier, rest) = match SYSTEMD_UNITS
+            .iter()
+            .find_map(|&(name, m)| unit_at.strip_prefix(name).map(|r| (m, r)))
+        {
+            Some(found) => found,
+            // No unit: seconds. Right after the number only the end may follow
+            // ("12.34.56" is refused; "12 34" is two parts, as in systemd).
+            None if unit_at.len() == after_number.len() && !unit_at.is_empty() => return Err(bad()),
+            None => (SEC, unit_at),
+        };
+        let part = whole.checked_mul(multiplier).ok_or_else(bad)?;
+        usec = usec.checked_add(part).ok_or_else(bad)?;
+        if let Some(f) = fraction {
+            // Each digit is worth a tenth of the one before it; beyond the unit's
+            // microseconds the rest count for nothing, as in systemd.
+            let mut m = multiplier / 10;
+            for d in f.bytes() {
+                usec = usec.checked_add(u64::from(d - b'0') * m).ok_or_else(bad)?;
+                m /= 10;
+            }
+        }
+        if usec == u64::MAX {
+            return Err(bad());
+        }
+        something = true;
+        p = rest;
+    }
+}
+
 /// systemd's D-Bus encoding: microseconds, with `u64::MAX` for infinity.
 pub fn from_usec(usec: u64) -> Span {
     if usec == u64::MAX {
@@ -82,6 +211,88 @@ mod tests {
         assert!(parse_span("soon").is_err());
         assert!(parse_span("").is_err());
         assert!(parse_span("-5s").is_err());
+    }
+
+    fn systemd(text: &str) -> Result<Span, SpanError> {
+        parse_systemd_span(text)
+    }
+
+    fn usec(n: u64) -> Result<Span, SpanError> {
+        Ok(Span::Finite(Duration::from_micros(n)))
+    }
+
+    #[test]
+    fn systemd_spans_take_a_fraction() {
+        assert_eq!(systemd("30.5"), usec(30_500_000));
+        assert_eq!(systemd("1.5min"), usec(90_000_000));
+        assert_eq!(systemd(".5s"), usec(500_000));
+        assert_eq!(systemd("0.000001"), usec(1));
+        // Beyond a microsecond the digits count for nothing.
+        assert_eq!(systemd("1.0000009s"), usec(1_000_000));
+    }
+
+    #[test]
+    fn systemd_spans_take_every_unit_systemd_knows() {
+        for (text, micros) in [
+            ("5us", 5),
+            ("5usec", 5),
+            ("5\u{3bc}s", 5),
+            ("5\u{b5}s", 5),
+            ("5ms", 5_000),
+            ("5msec", 5_000),
+            ("5s", 5 * SEC),
+            ("5sec", 5 * SEC),
+            ("5 seconds", 5 * SEC),
+            ("5m", 5 * MINUTE),
+            ("5min", 5 * MINUTE),
+            ("5minutes", 5 * MINUTE),
+            ("5h", 5 * HOUR),
+            ("5hr", 5 * HOUR),
+            ("5d", 5 * DAY),
+            ("5w", 35 * DAY),
+            ("5M", 5 * 2_629_800 * SEC),
+            ("5month", 5 * 2_629_800 * SEC),
+            ("5y", 5 * 31_557_600 * SEC),
+        ] {
+            assert_eq!(systemd(text), usec(micros), "{text}");
+        }
+    }
+
+    #[test]
+    fn systemd_spans_sum_their_parts_with_or_without_spaces() {
+        assert_eq!(systemd("1min 30s"), usec(90 * SEC));
+        assert_eq!(systemd("1min30s"), usec(90 * SEC));
+        assert_eq!(systemd(" 2 h 1.5 s "), usec(2 * HOUR + 1_500_000));
+        assert_eq!(systemd("12 34"), usec(46 * SEC));
+        assert_eq!(systemd("0"), usec(0));
+    }
+
+    #[test]
+    fn systemd_spans_take_infinity_in_lower_case_only() {
+        assert_eq!(systemd("infinity"), Ok(Span::Infinity));
+        assert_eq!(systemd("  infinity \t"), Ok(Span::Infinity));
+        assert!(systemd("Infinity").is_err());
+        assert!(systemd("infinity 5s").is_err());
+    }
+
+    #[test]
+    fn systemd_spans_refuse_what_systemd_ignores() {
+        for text in [
+            "",
+            " ",
+            "soon",
+            "-1",
+            "-0",
+            "3.",
+            "3.sec",
+            "12.34.56",
+            "5ns",
+            "5 parsecs",
+            "18446744073709551615",
+            "99999999999999y",
+        ] {
+            assert!(systemd(text).is_err(), "{text:?} was accepted");
+        }
     }
 
     #[test]

@@ -13,5 +13,8 @@ pub const OSERR: i32 = 71;
 pub const CANTCREAT: i32 = 73;
 /// A configuration error: the unit ships `RestartPreventExitStatus=78`.
 pub const CONFIG: i32 = 78;
+/// `steward status`: no steward runs there (no control socket, or nobody listening on
+/// it), as `systemctl status` and LSB init scripts say "not running".
+pub const NOT_RUNNING: i32 = 3;
 /// Bad command-line usage.
 pub const USAGE: i32 = 64;

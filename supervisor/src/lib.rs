@@ -16,7 +16,9 @@
 //!    effective copy of the operator's Pingora YAML into the private [`runtime_dir`], with
 //!    the grace period clamped to fit the deadline and the upgrade socket moved out of
 //!    /tmp. [`child`] spawns the server in its own process group with a parent-death
-//!    signal; steward is a child subreaper, so no descendant can escape as an orphan.
+//!    signal and the open-file limit [`limits`] decided (by default the soft limit raised to
+//!    the hard limit); steward is a child subreaper, so no descendant can escape as an
+//!    orphan.
 //!    With `Delegate=yes` in the unit, [`cgroup`] also gives each generation a cgroup of
 //!    its own, entered before exec, so not even a `setsid()` and double fork leaves it.
 //! 2. **Ready.** [`probe`] polls the child's listener (TCP connect or a health URL that
@@ -67,6 +69,7 @@ pub mod duration;
 pub mod exit;
 pub mod files;
 pub mod lifecycle;
+pub mod limits;
 pub mod logging;
 pub mod manpage;
 pub mod notify;

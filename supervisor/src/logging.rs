@@ -11,6 +11,7 @@ use std::time::Duration;
 use std::fmt::{self, Write as _};
 
 use tracing::field::Field;
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{self, Writer};
 use tracing_subscriber::fmt::MakeWriter;
@@ -43,7 +44,7 @@ pub fn before_exit(code: i32) {
 pub fn init(target: LogTarget) {
     let filter = EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let want_journal = match target {
-        LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+        LogTarget::Auto => stderr_is_the_journal(),
         LogTarget::Journald => true,
         LogTarget::Stderr => false,
     };
@@ -55,7 +56,8 @@ pub fn init(target: LogTarget) {
             Ok(layer) => {
                 let layer = layer
                     .with_field_prefix(None)
-                    .with_syslog_identifier("steward".into());
+                    .with_syslog_identifier("steward".into())
+                    .with_priority_mappings(priorities());
                 tracing_subscriber::registry()
                     .with(filter)
                     .with(layer)
@@ -71,6 +73,44 @@ pub fn init(target: LogTarget) {
         .with(filter)
         .with(human_layer(std::io::stderr, ansi))
         .init();
+}
+
+/// journald priorities as syslog means them: tracing-journald's default puts INFO at 5
+/// (notice, "normal but significant"), which would make every routine record stand out
+/// in `journalctl -p notice` and leave nothing at 6 (info). DEBUG and TRACE are both 7.
+fn priorities() -> PriorityMappings {
+    PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
+}
+
+/// Whether standard error is the journal stream systemd connected: `JOURNAL_STREAM` names
+/// that stream's device and inode, and only when stderr still is that file (not
+/// redirected by a wrapper, a shell or a test harness that inherited the variable) do
+/// records belong in the journal (sd_journal_stream_fd(3), systemd.exec(5)).
+fn stderr_is_the_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let stderr = nix::sys::stat::fstat(2)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino));
+    journal_stream_is(&value.to_string_lossy(), stderr)
+}
+
+/// Whether `JOURNAL_STREAM`'s `DEVICE:INODE` (decimal) names `stderr`'s (device, inode).
+fn journal_stream_is(value: &str, stderr: Option<(u64, u64)>) -> bool {
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    match (dev.parse::<u64>(), ino.parse::<u64>(), stderr) {
+        (Ok(dev), Ok(ino), Some(stat)) => (dev, ino) == stat,
+        _ => false,
+    }
 }
 
 /// The text records: one line per record, whatever the values in it. A logged value (a
@@ -172,6 +212,39 @@ mod tests {
         tracing::subscriber::with_default(subscriber, log);
         let bytes = out.0.lock().map(|v| v.clone()).unwrap_or_default();
         String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn info_goes_to_the_journal_at_priority_6_not_notice() {
+        // journald's PRIORITY field is the mapping's byte, an ASCII digit.
+        assert_eq!(priorities().info as u8, b'6');
+    }
+
+    #[test]
+    fn every_level_has_its_syslog_priority() {
+        let p = priorities();
+        let digits = [p.error, p.warn, p.info, p.debug, p.trace].map(|x| x as u8 - b'0');
+        assert_eq!(digits, [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn journal_stream_naming_stderr_s_device_and_inode_is_the_journal() {
+        assert!(journal_stream_is("8:12345", Some((8, 12345))));
+    }
+
+    #[test]
+    fn journal_stream_naming_another_file_is_not_the_journal() {
+        // Inherited by a process whose stderr was redirected since.
+        assert!(!journal_stream_is("8:12345", Some((8, 999))));
+        assert!(!journal_stream_is("8:12345", Some((9, 12345))));
+        assert!(!journal_stream_is("8:12345", None));
+    }
+
+    #[test]
+    fn a_malformed_journal_stream_is_not_the_journal() {
+        for value in ["", "1", "8:", ":12345", "a:b", "8:12345:1", "-8:12345"] {
+            assert!(!journal_stream_is(value, Some((8, 12345))), "{value:?}");
+        }
     }
 
     const HOSTILE: &str = "/etc/x\nERROR fake record\r\u{1b}[2J\u{1b}]0;title\u{7}";

@@ -49,8 +49,8 @@ SIGINT it drains the child and exits 0 before systemd's timer.",
         #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Where log records go: journald (with STEWARD_* fields), stderr, or auto
-        /// (journald when systemd connected stderr to the journal, i.e. JOURNAL_STREAM is
-        /// set). STEWARD_LOG sets the filter, e.g. debug.
+        /// (journald when systemd connected stderr to the journal, i.e. stderr is the
+        /// device and inode JOURNAL_STREAM names). STEWARD_LOG sets the filter, e.g. debug.
         #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
         log_target: LogTarget,
     },
@@ -61,7 +61,8 @@ Prints steward's pid and state (starting, serving, reloading, backoff, stopping)
 current generation and its child pid, the uptimes, the restart count, the connections in \
 flight, the health probes passed and failed (with the last failure's reason), the stop \
 deadline and where it came from, every generation, and the timeline of the last reload or \
-stop. Exit 0, or 69 when steward cannot be reached or does not answer within 10 s."
+stop. Exit 0; 3 when steward is not running (no control socket, or nothing listening on \
+it), as systemctl status; 69 when it cannot be reached otherwise or does not answer within 10 s."
     )]
     Status {
         /// Print the raw JSON reply (ok, status: state, pid, generation, child_pid,
@@ -123,19 +124,40 @@ struct Target {
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// steward's configuration, whose runtime directory holds the control socket
-    /// (runtime_dir, else $RUNTIME_DIRECTORY, else /run/steward as root).
+    /// (runtime_dir, else $RUNTIME_DIRECTORY, else /run/steward as root). A file that
+    /// does not load is reported on stderr; its runtime_dir is still used if readable.
     #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
 }
 
 impl Target {
+    /// The control socket. A configuration that fails to load is said on stderr (an
+    /// operator looking at "cannot reach steward" needs to know the socket may be the
+    /// wrong one, and why), then its `runtime_dir` is still used when it can be read.
     fn socket_path(&self) -> PathBuf {
         if let Some(s) = &self.socket {
             return s.clone();
         }
-        // A config that cannot be read still leaves the default runtime directory.
-        let configured = Config::load(&self.config).ok().and_then(|c| c.runtime_dir);
-        runtime_dir::choose(configured.as_deref()).join(control::SOCKET_NAME)
+        let err = match Config::load(&self.config) {
+            Ok(c) => {
+                return runtime_dir::choose(c.runtime_dir.as_deref()).join(control::SOCKET_NAME)
+            }
+            Err(e) => e,
+        };
+        eprintln!("steward: configuration error: {}", shown(&err.to_string()));
+        let configured = steward::config::runtime_dir_only(&self.config)
+            .ok()
+            .flatten();
+        let path = runtime_dir::choose(configured.as_deref()).join(control::SOCKET_NAME);
+        eprintln!(
+            "steward: trying {} ({})",
+            shown(&path.display().to_string()),
+            match configured {
+                Some(_) => "its runtime_dir nevertheless",
+                None => "the default runtime directory",
+            }
+        );
+        path
     }
 }
 
@@ -196,11 +218,16 @@ fn client(target: &Target, command: control::Command, json: bool) -> i32 {
     };
     let reply = match rt.block_on(control::request(&path, command)) {
         Ok(r) => r,
-        // Unreachable, silent past its timeout or answering endlessly: none is a steward
-        // that can be talked to, so all exit as an unreachable one does.
+        // `status` tells "not running" apart, as `systemctl status` does (3), so a script
+        // can ask whether steward runs; a steward that is there but silent past its
+        // timeout, or answering endlessly, cannot be talked to, and exits as one that
+        // cannot be reached otherwise (69).
         Err(e) => {
             eprintln!("steward {}: {e}", command.as_str());
-            return exit::UNAVAILABLE;
+            return match command {
+                control::Command::Status if e.is_not_running() => exit::NOT_RUNNING,
+                _ => exit::UNAVAILABLE,
+            };
         }
     };
     if json {

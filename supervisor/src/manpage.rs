@@ -86,11 +86,19 @@ pub fn client_exit_statuses() -> Vec<(String, String)> {
              current state, or the caller is neither root nor steward's user."
                 .into(),
         ),
+        (
+            exit::NOT_RUNNING.to_string(),
+            "steward status only: steward is not running (its control socket does not exist, \
+             or nothing listens on it), as systemctl status says."
+                .into(),
+        ),
         (exit::USAGE.to_string(), "Bad command-line usage.".into()),
         (
             exit::UNAVAILABLE.to_string(),
-            "steward cannot be reached on its control socket, does not answer within 10 s \
-             (630 s for reload), or its answer is malformed or longer than 4 MiB."
+            "steward cannot be reached on its control socket (reload and restart: also when \
+             it is not running; status: when the socket cannot be opened, say for want of \
+             permission), does not answer within 10 s (630 s for reload), or its answer is \
+             malformed or longer than 4 MiB."
                 .into(),
         ),
         (
@@ -154,6 +162,15 @@ pub fn signals() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The child's open-file limit (`child.nofile`).
+pub const OPEN_FILES: &str = "steward sets its child's soft open-file limit (RLIMIT_NOFILE) \
+     between fork and exec, as child.nofile says: \"max\" (the default) raises it to the hard \
+     limit steward was started with (the unit's LimitNOFILE=), \"inherit\" leaves steward's \
+     own (systemd's default soft limit is 1024, at which a proxy fails at a few hundred \
+     concurrent requests), a number (at least 64) sets that soft limit. A number above the \
+     hard limit is a configuration error (exit 78 at start; a failed reload). steward's own \
+     limit is unchanged. The log says at start: child open-file limit N (soft; hard M).";
+
 /// Environment variables steward reads: (name, meaning).
 pub fn environment() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -163,8 +180,9 @@ pub fn environment() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "JOURNAL_STREAM",
-            "Set by systemd when standard error goes to the journal; with --log-target auto, \
-             steward then logs to journald with structured fields.",
+            "Set by systemd when standard error goes to the journal (the stream's \
+             DEVICE:INODE); with --log-target auto, steward logs to journald with structured \
+             fields when its standard error is that stream.",
         ),
         (
             "INVOCATION_ID",
@@ -333,6 +351,9 @@ pub fn render(cmd: clap::Command) -> String {
         "The child gets steward's environment plus child.env, without NOTIFY_SOCKET, \
          WATCHDOG_USEC, WATCHDOG_PID, LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.",
     )]);
+
+    extra.control("SH", ["RESOURCE LIMITS"]);
+    extra.text([roman(OPEN_FILES)]);
 
     extra.control("SH", ["FILES"]);
     for (path, what) in files() {

@@ -18,7 +18,7 @@ use tokio::time::{Instant, Interval};
 use tracing::{error, info, warn};
 
 use crate::cgroup::Cgroups;
-use crate::config::{fmt_duration, Config, DrainMode};
+use crate::config::{fmt_duration, Config, ConfigError, DrainMode};
 use crate::control::{
     self, Command, GenStatus, HealthStats, Reply, Request, Status, TimelineEntry,
 };
@@ -26,6 +26,7 @@ use crate::deadline::{self, Deadline, Outer};
 use crate::lifecycle::{
     Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, Policy, StopSignal, Why,
 };
+use crate::limits::{self, ChildNofile, NofileSetting};
 use crate::notify::{self, Notifier};
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Received, Signals};
@@ -144,6 +145,20 @@ async fn run_inner(config: Config) -> i32 {
     if let Some(w) = &deadline.warning {
         warn!(steward_deadline_source = deadline.source_tag(), "{w}");
     }
+
+    // The child's open-file limit, decided (and a number above the hard limit refused)
+    // before anything is started; logged once here, and again only when a reload
+    // changes it.
+    let nofile = match limits::for_child(config.child.nofile) {
+        Ok(n) => n,
+        Err(e) => {
+            let msg = ConfigError::new(&config.path, e.to_string()).with_fix(e.fix());
+            error!(steward_phase = "config", "configuration error: {msg}");
+            notifier.status(&format!("configuration error: {msg}"));
+            return exit::CONFIG;
+        }
+    };
+    log_nofile(&config, &nofile);
 
     // --- start-up check (README "steward check"): the same rules as `steward check`; an
     // error stops the start now, with the line to fix, instead of later and less clearly.
@@ -358,6 +373,7 @@ async fn run_inner(config: Config) -> i32 {
         watchdog,
         cgroups,
         queue,
+        nofile,
     };
     driver.run_loop(signals, control_rx, done_rx, first).await
 }
@@ -421,6 +437,22 @@ async fn write_effective(
         eff.shutdown_timeout
     );
     Ok(path)
+}
+
+/// The child's open-file limit, as an operator sizing the unit's `LimitNOFILE=` needs it.
+fn log_nofile(config: &Config, n: &ChildNofile) {
+    info!(
+        steward_child_nofile = n.limit.soft,
+        "child open-file limit {} (soft; hard {}){}",
+        n.limit.soft,
+        n.limit.hard,
+        match (config.child.nofile, n.apply) {
+            (NofileSetting::Inherit, _) => " inherited from steward (child.nofile = \"inherit\")",
+            (_, false) => " as steward's own",
+            (NofileSetting::Max, true) => ", raised to the hard limit (child.nofile = \"max\")",
+            (NofileSetting::Soft(_), true) => " from child.nofile",
+        }
+    );
 }
 
 /// What the driver knows about a running generation.
@@ -511,6 +543,8 @@ struct Driver {
     cgroups: Cgroups,
     /// Events produced while carrying out actions, fed back before waiting again.
     queue: VecDeque<Event>,
+    /// The child open-file limit last logged: a spawn logs it again only when it differs.
+    nofile: ChildNofile,
 }
 
 impl Driver {
@@ -1165,6 +1199,15 @@ impl Driver {
                     })
                     .await
                     .map_err(|e| format!("configuration error: {e}"))??;
+                // A reload that asks for more than the hard limit fails here, with the
+                // running generation untouched, rather than at its spawn.
+                limits::for_child(new.child.nofile).map_err(|e| {
+                    format!(
+                        "configuration error: {}: {e} (fix: {})",
+                        new.path.display(),
+                        e.fix()
+                    )
+                })?;
                 if new.sockets != sockets {
                     return Err("sockets.listen changed; a reload keeps the listeners: restart steward to change them".to_string());
                 }
@@ -1188,10 +1231,12 @@ impl Driver {
             .create_private(CHECK_OUTPUT)
             .map_err(|e| e.to_string())
             .and_then(|output| {
+                // The `-t` run only reads its configuration: steward's own limits do.
                 let pid = child::spawn(
                     &new.child,
                     &conf,
                     child::SpawnMode::Test { output: &output },
+                    None,
                     None,
                 )
                 .map_err(|e| format!("cannot run {} -t: {e}", new.child.program.display()))?;
@@ -1240,6 +1285,33 @@ impl Driver {
             });
             return;
         }
+        // Decided again at each spawn: a reload may have changed child.nofile, and the
+        // hard limit is steward's, which `prlimit` can lower while it runs.
+        let nofile = match limits::for_child(cfg.child.nofile) {
+            Ok(n) => n,
+            Err(e) => {
+                let reason = format!(
+                    "configuration error: {}: {e} (fix: {})",
+                    cfg.path.display(),
+                    e.fix()
+                );
+                error!(
+                    steward_phase = "starting",
+                    steward_generation = gen,
+                    "{reason}"
+                );
+                self.queue.push_back(Event::SpawnFailed {
+                    gen,
+                    reason,
+                    code: exit::CONFIG,
+                });
+                return;
+            }
+        };
+        if nofile != self.nofile {
+            log_nofile(&cfg, &nofile);
+            self.nofile = nofile;
+        }
         let upgrade = !self.sockets.is_empty();
         let cgroup = self.cgroups.prepare_generation(gen).unwrap_or_else(|e| {
             warn!(
@@ -1253,6 +1325,7 @@ impl Driver {
             &conf,
             child::SpawnMode::Serve { upgrade },
             cgroup.as_ref().map(|c| c.procs_fd()),
+            nofile.apply.then_some(nofile.limit),
         );
         if let (Some(c), Ok(pid)) = (&cgroup, &spawned) {
             let (cgroups, dir, pid) = (self.cgroups.clone(), c.dir.clone(), pid.as_raw());

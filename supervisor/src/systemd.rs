@@ -3,7 +3,7 @@
 //! A service cannot read its own stop timeout from its environment. D-Bus answers in
 //! microseconds (`GetUnitByPID` then the `TimeoutStopUSec` property); where the bus is not
 //! up (minimal containers, early boot), `systemctl show` prints a human time span that
-//! [`crate::duration::parse_span`] understands.
+//! [`crate::duration::parse_systemd_span`] reads as systemd itself does.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use crate::check::unit::SHOW_PROPERTIES;
 use crate::check::UnitProps;
 use crate::deadline::{Outer, UnitTimeout};
-use crate::duration::{from_usec, parse_span};
+use crate::duration::{from_usec, parse_systemd_span};
 
 const DBUS_TIMEOUT: Duration = Duration::from_secs(2);
 const SYSTEMD_DEST: &str = "org.freedesktop.systemd1";
@@ -75,7 +75,7 @@ async fn via_dbus() -> Result<UnitTimeout, String> {
 async fn via_systemctl() -> Result<UnitTimeout, String> {
     let unit = own_unit_name()?;
     let text = systemctl(&["show", "-p", "TimeoutStopUSec", "--value", &unit]).await?;
-    let timeout_stop = parse_span(text.trim()).map_err(|e| e.to_string())?;
+    let timeout_stop = parse_systemd_span(text.trim()).map_err(|e| e.to_string())?;
     Ok(UnitTimeout {
         unit,
         timeout_stop,

@@ -345,6 +345,28 @@ impl Steward {
         env: &[(&str, String)],
         pending: &[Signal],
     ) -> Steward {
+        Steward::launch(dir, config, env, pending, None)
+    }
+
+    /// As [`Steward::start`], with steward's `RLIMIT_NOFILE` set to `(soft, hard)` before
+    /// its `exec`, as systemd's `LimitNOFILE=soft:hard` would. A hard limit above the
+    /// test's own needs root.
+    pub fn start_with_nofile(
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, String)],
+        nofile: (u64, u64),
+    ) -> Steward {
+        Steward::launch(dir, config, env, &[], Some(nofile))
+    }
+
+    fn launch(
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, String)],
+        pending: &[Signal],
+        nofile: Option<(u64, u64)>,
+    ) -> Steward {
         let log = dir.join("steward.log");
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(bin("steward"));
@@ -378,6 +400,23 @@ impl Steward {
                     }
                     for &s in &sigs {
                         libc::kill(libc::getpid(), s);
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some((soft, hard)) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: runs between fork and exec; setrlimit is an async-signal-safe
+            // syscall reading a struct copied onto the closure, and nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
                 });

@@ -35,6 +35,7 @@ SCENARIOS=(
   "15 crash loop: steward gives up, Restart= paces"
   "16 reload retires a generation's escapees"
   "17 watchdog pings stop for a hung child, resume"
+  "18 open files: 5,000 concurrent slow requests"
 )
 
 if ! reason=$(sd_can_run); then
@@ -654,6 +655,58 @@ expect_eq ActiveState "$(show ActiveState)" active
 expect_eq "MainPID (systemd's watchdog never fired)" "$(show MainPID)" "$main"
 expect_eq NRestarts "$(show NRestarts)" 0
 expect_eq "request after the replacement" "$(http_code /)" 200
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
+end
+
+# 18 -----------------------------------------------------------------------------------
+# LimitNOFILE=1024:524288 in the shipped unit, and steward raises the child's soft limit to
+# the hard limit: the proxy (with its built-in origin: three descriptors a request) serves
+# 5,000 requests at once. systemd sets a hard limit above its own as close as it may
+# (setrlimit_closest), so where the host allows less than 524288 the child gets that.
+begin "${SCENARIOS[17]}"
+reset_unit
+c=$(cursor)
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+child=$(show StatusText | sed -n 's/^serving: generation [0-9]*, child pid \([0-9]*\).*$/\1/p')
+steward_limits=$(sd_run grep '^Max open files' "/proc/$main/limits" || true)
+child_limits=$(sd_run grep '^Max open files' "/proc/$child/limits" || true)
+hard=$(awk '{ print $5 }' <<<"$steward_limits")
+expect_match "steward's open files (soft 1024)" "$steward_limits" '^Max open files +1024 +[0-9]+ +files'
+expect_match "the child's open files (soft = hard)" "$child_limits" "^Max open files +$hard +$hard +files"
+expect_match "journal" "$(journal_since "$c" -u "$UNIT" -o cat)" "child open-file limit $hard \\(soft; hard $hard\\)"
+if verdict=$(sd_run python3 - <<'EOF'
+import resource, socket, sys
+N, DELAY = 5000, 3000
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+req = f"GET /delay/{DELAY} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+socks, errors = [], []
+for i in range(N):
+    try:
+        s = socket.create_connection(("127.0.0.1", 6188), timeout=30)
+        s.sendall(req)
+        socks.append(s)
+    except OSError as e:
+        errors.append(f"request {i}: {e}")
+ok = 0
+for i, s in enumerate(socks):
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except OSError as e:
+        errors.append(f"response {i}: {e}")
+        continue
+    if data.startswith(b"HTTP/1.1 200") and data.endswith(f"slept {DELAY} ms\n".encode()):
+        ok += 1
+    else:
+        errors.append(f"response {i}: {data[:40]!r}")
+print(f"{ok} of {N} concurrent /delay/{DELAY} requests answered 200" + (f"; {len(errors)} errors: {errors[:3]}" if errors else ""))
+sys.exit(0 if ok == N else 1)
+EOF
+); then ok "$verdict"; else fail "$verdict"; fi
 sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
 expect_eq Result "$(show Result)" success
 end

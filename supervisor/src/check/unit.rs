@@ -17,7 +17,7 @@ use std::time::Duration;
 use zbus::zvariant::{OwnedValue, Value};
 
 use super::findings::{Finding, Location, Severity, PARSE_ERROR};
-use crate::duration::{from_usec, parse_span, Span};
+use crate::duration::{from_usec, parse_systemd_span, Span};
 
 /// systemd's `DefaultTimeoutStopSec=` as shipped; a unit file alone cannot know a changed
 /// `system.conf`, the live unit can.
@@ -152,7 +152,7 @@ impl UnitProps {
                     set_choice(&mut u.timeout_stop_failure_mode, a, FAILURE_MODES)
                 }
                 "Restart" => set_choice(&mut u.restart, a, RESTARTS),
-                "TimeoutStopSec" | "TimeoutSec" => match parse_span(&a.value) {
+                "TimeoutStopSec" | "TimeoutSec" => match parse_systemd_span(&a.value) {
                     // systemd reads 0 as "no timeout" here.
                     Ok(Span::Finite(d)) if d.is_zero() => {
                         set(&mut u.timeout_stop, a, Span::Infinity)
@@ -160,7 +160,7 @@ impl UnitProps {
                     Ok(s) => set(&mut u.timeout_stop, a, s),
                     Err(e) => Some(e.to_string()),
                 },
-                "WatchdogSec" => match parse_span(&a.value) {
+                "WatchdogSec" => match parse_systemd_span(&a.value) {
                     Ok(s) => set(&mut u.watchdog, a, s),
                     Err(e) => Some(e.to_string()),
                 },
@@ -321,7 +321,7 @@ impl UnitProps {
         };
         let span = |key: &str| -> Result<Span, String> {
             let v = one(key)?;
-            parse_span(v).map_err(|e| format!("{key}: {e}"))
+            parse_systemd_span(v).map_err(|e| format!("{key}: {e}"))
         };
         let list = |key: &str| -> Vec<String> { one(key).map(words).unwrap_or_default() };
         let execs = |key: &str| -> Vec<Command> {
@@ -832,6 +832,42 @@ mod tests {
         assert_eq!(p.problems.len(), 1);
         assert_eq!(p.problems[0].severity, Severity::Warning);
         assert!(p.problems[0].what.contains("gentle"), "{:?}", p.problems);
+    }
+
+    #[test]
+    fn a_fractional_timeout_stop_sec_is_read_as_systemd_reads_it() {
+        let p = props("[Service]\nTimeoutStopSec=30.5\n");
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(
+            p.timeout_stop.value,
+            Span::Finite(Duration::from_millis(30_500))
+        );
+    }
+
+    #[test]
+    fn microsecond_spans_in_any_spelling_are_not_reported_as_ignored() {
+        for value in ["5us", "5\u{3bc}s", "5\u{b5}s"] {
+            let p = props(&format!(
+                "[Service]\nTimeoutStopSec={value}\nWatchdogSec={value}\n"
+            ));
+            assert!(p.problems.is_empty(), "{value}: {:?}", p.problems);
+            assert_eq!(p.timeout_stop.value, Span::Finite(Duration::from_micros(5)));
+            assert_eq!(p.watchdog.value, Span::Finite(Duration::from_micros(5)));
+        }
+    }
+
+    #[test]
+    fn a_span_systemd_refuses_is_still_reported_as_ignored() {
+        let p = props("[Service]\nTimeoutStopSec=3.sec\n");
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+        assert!(
+            p.problems[0]
+                .what
+                .contains("systemd ignores TimeoutStopSec=3.sec"),
+            "{:?}",
+            p.problems
+        );
+        assert!(p.timeout_stop.is_default);
     }
 
     #[test]
