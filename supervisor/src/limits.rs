@@ -9,7 +9,7 @@
 //!
 //! The decision is a plain function of the setting and steward's own limit, made in the
 //! parent before the fork; the child applies it with one `setrlimit` between fork and
-//! exec ([`crate::child::spawn`]). steward's own limit is left alone: it holds a few dozen
+//! exec ([`super::child::spawn`]). steward's own limit is left alone: it holds a few dozen
 //! descriptors, and a leak of its own should hit the low limit rather than hide under a
 //! raised one.
 
