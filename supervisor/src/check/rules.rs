@@ -1154,7 +1154,7 @@ mod tests {
     }
 
     /// The clean steward unit with `more` assignments after it, from line 7 on.
-    fn steward_unit(more: &str) -> UnitProps {
+    fn steward_unit_with(more: &str) -> UnitProps {
         unit(&format!("{STEWARD_UNIT}{more}"))
     }
 
@@ -1296,7 +1296,7 @@ mod tests {
 
     #[test]
     fn a_margin_as_long_as_the_units_timeout_suggests_half_the_timeout() {
-        let u = steward_unit("TimeoutStopSec=4\n");
+        let u = steward_unit_with("TimeoutStopSec=4\n");
         let found = under("", None, &around(Some(&u)));
         let f = the(&found, MARGIN_EXCEEDS_TIMEOUT);
         assert_eq!(f.severity, Severity::Error);
@@ -1321,7 +1321,7 @@ mod tests {
 
     #[test]
     fn the_suggested_margin_is_at_most_5s() {
-        let u = steward_unit("TimeoutStopSec=20\n");
+        let u = steward_unit_with("TimeoutStopSec=20\n");
         let found = under("[stop]\nmargin = \"30s\"\n", None, &around(Some(&u)));
         let f = the(&found, MARGIN_EXCEEDS_TIMEOUT);
         assert_eq!(f.fix, "margin = \"5s\" (or raise TimeoutStopSec)");
@@ -1409,7 +1409,7 @@ mod tests {
 
     #[test]
     fn with_kill_mode_process_systemd_kills_only_the_main_process() {
-        let u = steward_unit("KillMode=process\n");
+        let u = steward_unit_with("KillMode=process\n");
         assert_eq!(
             kill_at_timeout(Some(&u), &systemd_default(), Duration::from_secs(90)),
             "systemctl stop will wait 90 s and then SIGKILL the main process; in-flight requests are cut at a random point"
@@ -1420,13 +1420,13 @@ mod tests {
 
     #[test]
     fn a_clean_steward_unit_has_no_findings() {
-        let u = steward_unit("");
+        let u = steward_unit_with("");
         assert_eq!(under("", None, &around(Some(&u))), vec![]);
     }
 
     #[test]
     fn type_forking_under_steward_is_an_error() {
-        let u = steward_unit("Type=forking\n");
+        let u = steward_unit_with("Type=forking\n");
         let found = under("", None, &around(Some(&u)));
         let f = the(&found, SERVICE_TYPE);
         assert_eq!(f.severity, Severity::Error);
@@ -1438,7 +1438,7 @@ mod tests {
 
     #[test]
     fn type_dbus_under_steward_is_an_error() {
-        let u = steward_unit("Type=dbus\n");
+        let u = steward_unit_with("Type=dbus\n");
         let found = under("", None, &around(Some(&u)));
         let f = the(&found, SERVICE_TYPE);
         assert_eq!(f.severity, Severity::Error);
@@ -1450,14 +1450,14 @@ mod tests {
 
     #[test]
     fn notify_access_all_lets_any_process_notify() {
-        let u = steward_unit("NotifyAccess=all\n");
+        let u = steward_unit_with("NotifyAccess=all\n");
         let found = under("", None, &around(Some(&u)));
         assert_eq!(the(&found, NOTIFY_ACCESS).fix, "NotifyAccess=main");
     }
 
     #[test]
     fn kill_mode_control_group_lets_systemd_signal_the_child() {
-        let u = steward_unit("KillMode=control-group\n");
+        let u = steward_unit_with("KillMode=control-group\n");
         let found = under("", None, &around(Some(&u)));
         assert!(the(&found, KILL_MODE).what.starts_with(
             "systemctl stop sends SIGTERM to the child at the same moment as to steward"
@@ -1487,7 +1487,7 @@ mod tests {
 
     #[test]
     fn a_set_setting_is_shown_with_its_line() {
-        let u = steward_unit("KillMode=process\n");
+        let u = steward_unit_with("KillMode=process\n");
         let found = under("", None, &around(Some(&u)));
         let at = unit_line(&u, 7).expect("line");
         assert!(the(&found, KILL_MODE)
@@ -1497,7 +1497,7 @@ mod tests {
 
     #[test]
     fn a_set_setting_is_fixed_on_its_line() {
-        let u = steward_unit("KillMode=process\n");
+        let u = steward_unit_with("KillMode=process\n");
         let found = under("", None, &around(Some(&u)));
         let f = the(&found, KILL_MODE);
         assert_eq!(f.fix, "KillMode=mixed");
@@ -1506,7 +1506,7 @@ mod tests {
 
     #[test]
     fn a_stop_failure_mode_of_terminate_is_fine() {
-        let u = steward_unit("TimeoutStopFailureMode=terminate\n");
+        let u = steward_unit_with("TimeoutStopFailureMode=terminate\n");
         assert!(!has(
             &under("", None, &around(Some(&u))),
             STOP_FAILURE_MODE_ABORT
@@ -1515,7 +1515,7 @@ mod tests {
 
     #[test]
     fn restart_on_failure_with_78_prevented_is_fine() {
-        let u = steward_unit("Restart=on-failure\nRestartPreventExitStatus=78\n");
+        let u = steward_unit_with("Restart=on-failure\nRestartPreventExitStatus=78\n");
         assert!(!has(
             &under("", None, &around(Some(&u))),
             RESTART_PREVENT_78
@@ -1524,18 +1524,14 @@ mod tests {
 
     #[test]
     fn the_units_runtime_directory_alone_is_enough() {
-        let u = steward_unit("");
+        let u = steward_unit_with("");
         let (config, text) = steward_toml("");
         assert_eq!(config.runtime_dir, None);
         let cfg = StewardConfig {
             config: &config,
             text: &text,
         };
-        assert!(!has(&steward_unit_findings(&cfg, &u), NO_RUNTIME_DIRECTORY));
-    }
-
-    fn steward_unit_findings(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
-        super::steward_unit(cfg, u)
+        assert!(!has(&steward_unit(&cfg, &u), NO_RUNTIME_DIRECTORY));
     }
 
     // steward's health probe against systemd's watchdog (health: every 2 s, 1 s timeout,
@@ -1543,7 +1539,7 @@ mod tests {
 
     #[test]
     fn a_watchdog_equal_to_the_time_to_replace_the_child_is_too_short() {
-        let u = steward_unit("WatchdogSec=7\n");
+        let u = steward_unit_with("WatchdogSec=7\n");
         let found = under("", None, &around(Some(&u)));
         let f = the(&found, WATCHDOG_TOO_SHORT);
         assert_eq!(
@@ -1555,7 +1551,7 @@ mod tests {
 
     #[test]
     fn a_watchdog_a_second_longer_than_the_time_to_replace_the_child_is_fine() {
-        let u = steward_unit("WatchdogSec=8\n");
+        let u = steward_unit_with("WatchdogSec=8\n");
         assert!(!has(
             &under("", None, &around(Some(&u))),
             WATCHDOG_TOO_SHORT
@@ -1564,14 +1560,14 @@ mod tests {
 
     #[test]
     fn without_health_replacement_the_watchdog_is_not_compared() {
-        let u = steward_unit("WatchdogSec=1\n");
+        let u = steward_unit_with("WatchdogSec=1\n");
         let found = under("[health]\nfailures = 0\n", None, &around(Some(&u)));
         assert!(!has(&found, WATCHDOG_TOO_SHORT), "{found:#?}");
     }
 
     #[test]
     fn the_suggested_watchdog_is_rounded_up_to_a_whole_second() {
-        let u = steward_unit("WatchdogSec=6\n");
+        let u = steward_unit_with("WatchdogSec=6\n");
         let found = under("[health]\ntimeout = \"500ms\"\n", None, &around(Some(&u)));
         assert!(the(&found, WATCHDOG_TOO_SHORT)
             .fix
