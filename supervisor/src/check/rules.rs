@@ -1110,4 +1110,734 @@ mod tests {
         assert!(kill_at_timeout(None, &t, Duration::from_secs(30))
             .starts_with("the platform's stop (docker stop, Kubernetes) will wait 30 s"));
     }
+
+    // ----- What mutation testing found unpinned
+
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::check::unit::load_unit_file;
+
+    /// A steward service's unit with nothing to report.
+    const STEWARD_UNIT: &str = "[Service]\nType=notify\nKillMode=mixed\nDelegate=yes\nRuntimeDirectory=steward\nExecStart=/usr/local/bin/steward run --config /etc/steward/steward.toml\n";
+
+    /// Pingora as its own unit, in the foreground, never upgraded.
+    const PINGORA_UNIT: &str =
+        "[Service]\nType=exec\nExecStart=/usr/local/bin/pingora -c /etc/pingora.yaml\n";
+
+    /// steward's TOML up to its `[ready]` table (5 lines): a shell child, ready on 6188.
+    const STEWARD_TOML: &str =
+        "[child]\ncommand = [\"/bin/sh\"]\n\n[ready]\ntcp = \"127.0.0.1:6188\"\n";
+
+    const STEWARD_TOML_PATH: &str = "/etc/steward/steward.toml";
+
+    /// A scratch directory of its own for each call.
+    fn scratch() -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "steward-rules-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    /// A unit read from a file named s.service, as `steward check --unit-file` reads it.
+    fn unit(text: &str) -> UnitProps {
+        let dir = scratch();
+        let path = dir.join("s.service");
+        std::fs::write(&path, text).expect("unit file");
+        let u = load_unit_file(&path, &[]).expect("unit");
+        let _ = std::fs::remove_dir_all(&dir);
+        u
+    }
+
+    /// The clean steward unit with `more` assignments after it, from line 7 on.
+    fn steward_unit_with(more: &str) -> UnitProps {
+        unit(&format!("{STEWARD_UNIT}{more}"))
+    }
+
+    /// steward's TOML with `rest` after `[ready]` (from line 6 on).
+    fn steward_toml(rest: &str) -> (Config, String) {
+        let text = format!("{STEWARD_TOML}{rest}");
+        let config = Config::parse(Path::new(STEWARD_TOML_PATH), &text).expect("config");
+        (config, text)
+    }
+
+    fn pingora(yaml: &str) -> PingoraConf {
+        PingoraConf::parse(Path::new("/etc/pingora.yaml"), yaml).expect("pingora conf")
+    }
+
+    /// `steward check` with this unit, or systemd's default timeout without one.
+    fn around(unit: Option<&UnitProps>) -> Surroundings<'_> {
+        Surroundings {
+            unit,
+            assume_default_unit: true,
+            platform_timeout: None,
+            version: PingoraVersion::ASSUMED,
+        }
+    }
+
+    /// `steward check --stop-timeout <secs>` without a unit.
+    fn on_platform(secs: u64) -> Surroundings<'static> {
+        Surroundings {
+            platform_timeout: Some(PlatformTimeout {
+                value: Span::Finite(Duration::from_secs(secs)),
+                source: "--stop-timeout",
+            }),
+            ..around(None)
+        }
+    }
+
+    /// What `steward check` finds under steward with steward's TOML `rest`.
+    fn under(rest: &str, p: Option<&PingoraConf>, s: &Surroundings<'_>) -> Vec<Finding> {
+        let (config, text) = steward_toml(rest);
+        under_steward(
+            &StewardConfig {
+                config: &config,
+                text: &text,
+            },
+            p,
+            None,
+            s,
+        )
+    }
+
+    fn the<'a>(found: &'a [Finding], id: &str) -> &'a Finding {
+        found
+            .iter()
+            .find(|f| f.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {found:#?}"))
+    }
+
+    fn has(found: &[Finding], id: &str) -> bool {
+        found.iter().any(|f| f.id == id)
+    }
+
+    fn toml_line(line: usize) -> Option<Location> {
+        Some(Location::line(Path::new(STEWARD_TOML_PATH), Some(line)))
+    }
+
+    fn unit_line(u: &UnitProps, line: usize) -> Option<Location> {
+        Some(Location::line(u.fragment().expect("fragment"), Some(line)))
+    }
+
+    // The stop under steward.
+
+    #[test]
+    fn a_deadline_past_systemds_timeout_ends_in_systemds_sigkill() {
+        let found = under("[stop]\ndeadline = \"100s\"\n", None, &around(None));
+        assert!(the(&found, DEADLINE_BEYOND_TIMEOUT)
+            .what
+            .contains(" ends in systemd's SIGKILL of every process"));
+    }
+
+    #[test]
+    fn a_deadline_past_the_platforms_timeout_ends_in_the_platforms_sigkill() {
+        let found = under("[stop]\ndeadline = \"60s\"\n", None, &on_platform(30));
+        assert!(the(&found, DEADLINE_BEYOND_TIMEOUT)
+            .what
+            .contains(" ends in the platform's SIGKILL of every process"));
+    }
+
+    #[test]
+    fn a_deadline_past_systemds_timeout_is_fixed_on_its_line_from_timeout_stop_sec() {
+        let found = under("[stop]\ndeadline = \"100s\"\n", None, &around(None));
+        let f = the(&found, DEADLINE_BEYOND_TIMEOUT);
+        assert_eq!(
+            f.fix,
+            "deadline = \"auto\" (TimeoutStopSec minus stop.margin)"
+        );
+        assert_eq!(f.at, toml_line(7));
+    }
+
+    #[test]
+    fn a_deadline_past_the_platforms_timeout_is_fixed_from_steward_stop_timeout() {
+        let found = under("[stop]\ndeadline = \"60s\"\n", None, &on_platform(30));
+        assert_eq!(
+            the(&found, DEADLINE_BEYOND_TIMEOUT).fix,
+            "deadline = \"auto\" (STEWARD_STOP_TIMEOUT minus stop.margin)"
+        );
+    }
+
+    #[test]
+    fn without_a_unit_steward_run_skips_the_stop_checks() {
+        let s = Surroundings {
+            assume_default_unit: false,
+            ..around(None)
+        };
+        assert_eq!(under("[stop]\ndeadline = \"100s\"\n", None, &s), vec![]);
+    }
+
+    #[test]
+    fn a_deadline_equal_to_the_timeout_is_beyond_it() {
+        let found = under("[stop]\ndeadline = \"90s\"\n", None, &around(None));
+        assert!(has(&found, DEADLINE_BEYOND_TIMEOUT), "{found:#?}");
+        assert!(!has(&found, MARGIN_TOO_SMALL), "{found:#?}");
+    }
+
+    #[test]
+    fn a_deadline_two_seconds_before_the_timeout_leaves_time_to_reap() {
+        assert_eq!(
+            under("[stop]\ndeadline = \"88s\"\n", None, &around(None)),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_deadline_one_second_before_the_timeout_leaves_too_little_to_reap() {
+        let found = under("[stop]\ndeadline = \"89s\"\n", None, &around(None));
+        let f = the(&found, MARGIN_TOO_SMALL);
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.fix, "deadline = \"85s\"");
+        assert_eq!(f.at, toml_line(7));
+    }
+
+    #[test]
+    fn a_margin_as_long_as_the_units_timeout_suggests_half_the_timeout() {
+        let u = steward_unit_with("TimeoutStopSec=4\n");
+        let found = under("", None, &around(Some(&u)));
+        let f = the(&found, MARGIN_EXCEEDS_TIMEOUT);
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.fix,
+            "add margin = \"2s\" under [stop] (or raise TimeoutStopSec)"
+        );
+        assert_eq!(
+            f.at,
+            Some(Location::line(Path::new(STEWARD_TOML_PATH), None))
+        );
+    }
+
+    #[test]
+    fn a_margin_as_long_as_the_platforms_timeout_is_raised_with_steward_stop_timeout() {
+        let found = under("", None, &on_platform(4));
+        assert_eq!(
+            the(&found, MARGIN_EXCEEDS_TIMEOUT).fix,
+            "add margin = \"2s\" under [stop] (or raise STEWARD_STOP_TIMEOUT together with the platform's stop timeout)"
+        );
+    }
+
+    #[test]
+    fn the_suggested_margin_is_at_most_5s() {
+        let u = steward_unit_with("TimeoutStopSec=20\n");
+        let found = under("[stop]\nmargin = \"30s\"\n", None, &around(Some(&u)));
+        let f = the(&found, MARGIN_EXCEEDS_TIMEOUT);
+        assert_eq!(f.fix, "margin = \"5s\" (or raise TimeoutStopSec)");
+        assert_eq!(f.at, toml_line(7));
+    }
+
+    #[test]
+    fn with_drain_exit_a_stock_child_sleeping_past_the_timeout_is_an_error() {
+        let found = under(
+            "[stop]\ndeadline = \"infinity\"\ndrain = \"exit\"\n",
+            Some(&pingora("version: 1\n")),
+            &around(None),
+        );
+        let f = the(&found, STOP_TIMEOUT_EXCEEDED);
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.why.contains("sleeps out its grace period: 305 s"),
+            "{f:#?}"
+        );
+        assert!(f.fix.starts_with("drain = \"connections\""), "{f:#?}");
+        assert!(!has(&found, DEADLINE_BEYOND_TIMEOUT), "{found:#?}");
+    }
+
+    #[test]
+    fn with_drain_exit_steward_proxy_is_only_a_deadline_warning() {
+        let (mut config, text) =
+            steward_toml("[stop]\ndeadline = \"infinity\"\ndrain = \"exit\"\n");
+        config.child.program = PathBuf::from("/usr/local/bin/steward-proxy");
+        let cfg = StewardConfig {
+            config: &config,
+            text: &text,
+        };
+        let found = under_steward(&cfg, Some(&pingora("version: 1\n")), None, &around(None));
+        assert!(has(&found, DEADLINE_BEYOND_TIMEOUT), "{found:#?}");
+        assert!(!has(&found, STOP_TIMEOUT_EXCEEDED), "{found:#?}");
+    }
+
+    #[test]
+    fn with_drain_exit_a_child_done_before_the_timeout_is_only_a_deadline_warning() {
+        let found = under(
+            "[stop]\ndeadline = \"infinity\"\ndrain = \"exit\"\n",
+            Some(&pingora("version: 1\ngrace_period_seconds: 10\n")),
+            &around(None),
+        );
+        assert!(has(&found, DEADLINE_BEYOND_TIMEOUT), "{found:#?}");
+        assert!(!has(&found, STOP_TIMEOUT_EXCEEDED), "{found:#?}");
+    }
+
+    #[test]
+    fn with_drain_connections_a_long_grace_is_only_a_deadline_warning() {
+        let found = under(
+            "[stop]\ndeadline = \"infinity\"\n",
+            Some(&pingora("version: 1\n")),
+            &around(None),
+        );
+        assert!(has(&found, DEADLINE_BEYOND_TIMEOUT), "{found:#?}");
+        assert!(!has(&found, STOP_TIMEOUT_EXCEEDED), "{found:#?}");
+    }
+
+    #[test]
+    fn a_clamped_default_grace_needs_no_fix() {
+        let found = under("", Some(&pingora("version: 1\n")), &around(None));
+        let f = the(&found, GRACE_CLAMPED);
+        assert_eq!(f.fix, "none needed");
+        assert_eq!(
+            f.at,
+            Some(Location::line(Path::new("/etc/pingora.yaml"), None))
+        );
+    }
+
+    #[test]
+    fn a_clamped_written_grace_is_restated_on_its_line() {
+        let p = pingora("version: 1\ngrace_period_seconds: 120\n");
+        let found = under("", Some(&p), &around(None));
+        let f = the(&found, GRACE_CLAMPED);
+        assert_eq!(
+            f.fix,
+            "none needed; grace_period_seconds: 85 would say what applies"
+        );
+        assert_eq!(
+            f.at,
+            Some(Location::line(Path::new("/etc/pingora.yaml"), Some(2)))
+        );
+    }
+
+    #[test]
+    fn with_kill_mode_process_systemd_kills_only_the_main_process() {
+        let u = steward_unit_with("KillMode=process\n");
+        assert_eq!(
+            kill_at_timeout(Some(&u), &systemd_default(), Duration::from_secs(90)),
+            "systemctl stop will wait 90 s and then SIGKILL the main process; in-flight requests are cut at a random point"
+        );
+    }
+
+    // The unit around steward.
+
+    #[test]
+    fn a_clean_steward_unit_has_no_findings() {
+        let u = steward_unit_with("");
+        assert_eq!(under("", None, &around(Some(&u))), vec![]);
+    }
+
+    #[test]
+    fn type_forking_under_steward_is_an_error() {
+        let u = steward_unit_with("Type=forking\n");
+        let found = under("", None, &around(Some(&u)));
+        let f = the(&found, SERVICE_TYPE);
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.what.contains("for steward to fork into the background"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn type_dbus_under_steward_is_an_error() {
+        let u = steward_unit_with("Type=dbus\n");
+        let found = under("", None, &around(Some(&u)));
+        let f = the(&found, SERVICE_TYPE);
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.what.contains("a D-Bus name steward never takes"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn notify_access_all_lets_any_process_notify() {
+        let u = steward_unit_with("NotifyAccess=all\n");
+        let found = under("", None, &around(Some(&u)));
+        assert_eq!(the(&found, NOTIFY_ACCESS).fix, "NotifyAccess=main");
+    }
+
+    #[test]
+    fn kill_mode_control_group_lets_systemd_signal_the_child() {
+        let u = steward_unit_with("KillMode=control-group\n");
+        let found = under("", None, &around(Some(&u)));
+        assert!(the(&found, KILL_MODE).what.starts_with(
+            "systemctl stop sends SIGTERM to the child at the same moment as to steward"
+        ));
+    }
+
+    #[test]
+    fn an_unset_setting_is_shown_as_systemds_default() {
+        let u = unit(&STEWARD_UNIT.replace("KillMode=mixed\n", ""));
+        let found = under("", None, &around(Some(&u)));
+        assert!(the(&found, KILL_MODE)
+            .why
+            .starts_with("KillMode control-group, systemd's default; "));
+    }
+
+    #[test]
+    fn an_unset_setting_is_added_with_a_drop_in() {
+        let u = unit(&STEWARD_UNIT.replace("KillMode=mixed\n", ""));
+        let found = under("", None, &around(Some(&u)));
+        let f = the(&found, KILL_MODE);
+        assert_eq!(
+            f.fix,
+            "add KillMode=mixed under [Service] (a drop-in will do: systemctl edit s.service)"
+        );
+        assert_eq!(f.at, u.fragment().map(Location::file));
+    }
+
+    #[test]
+    fn a_set_setting_is_shown_with_its_line() {
+        let u = steward_unit_with("KillMode=process\n");
+        let found = under("", None, &around(Some(&u)));
+        let at = unit_line(&u, 7).expect("line");
+        assert!(the(&found, KILL_MODE)
+            .why
+            .starts_with(&format!("KillMode process ({at}); ")));
+    }
+
+    #[test]
+    fn a_set_setting_is_fixed_on_its_line() {
+        let u = steward_unit_with("KillMode=process\n");
+        let found = under("", None, &around(Some(&u)));
+        let f = the(&found, KILL_MODE);
+        assert_eq!(f.fix, "KillMode=mixed");
+        assert_eq!(f.at, unit_line(&u, 7));
+    }
+
+    #[test]
+    fn a_stop_failure_mode_of_terminate_is_fine() {
+        let u = steward_unit_with("TimeoutStopFailureMode=terminate\n");
+        assert!(!has(
+            &under("", None, &around(Some(&u))),
+            STOP_FAILURE_MODE_ABORT
+        ));
+    }
+
+    #[test]
+    fn restart_on_failure_with_78_prevented_is_fine() {
+        let u = steward_unit_with("Restart=on-failure\nRestartPreventExitStatus=78\n");
+        assert!(!has(
+            &under("", None, &around(Some(&u))),
+            RESTART_PREVENT_78
+        ));
+    }
+
+    #[test]
+    fn the_units_runtime_directory_alone_is_enough() {
+        let u = steward_unit_with("");
+        let (config, text) = steward_toml("");
+        assert_eq!(config.runtime_dir, None);
+        let cfg = StewardConfig {
+            config: &config,
+            text: &text,
+        };
+        assert!(!has(&steward_unit(&cfg, &u), NO_RUNTIME_DIRECTORY));
+    }
+
+    // steward's health probe against systemd's watchdog (health: every 2 s, 1 s timeout,
+    // 3 failures: the child is replaced after 7 s).
+
+    #[test]
+    fn a_watchdog_equal_to_the_time_to_replace_the_child_is_too_short() {
+        let u = steward_unit_with("WatchdogSec=7\n");
+        let found = under("", None, &around(Some(&u)));
+        let f = the(&found, WATCHDOG_TOO_SHORT);
+        assert_eq!(
+            f.fix,
+            "WatchdogSec=9 (or fewer health.failures, a shorter health.interval)"
+        );
+        assert_eq!(f.at, unit_line(&u, 7));
+    }
+
+    #[test]
+    fn a_watchdog_a_second_longer_than_the_time_to_replace_the_child_is_fine() {
+        let u = steward_unit_with("WatchdogSec=8\n");
+        assert!(!has(
+            &under("", None, &around(Some(&u))),
+            WATCHDOG_TOO_SHORT
+        ));
+    }
+
+    #[test]
+    fn without_health_replacement_the_watchdog_is_not_compared() {
+        let u = steward_unit_with("WatchdogSec=1\n");
+        let found = under("[health]\nfailures = 0\n", None, &around(Some(&u)));
+        assert!(!has(&found, WATCHDOG_TOO_SHORT), "{found:#?}");
+    }
+
+    #[test]
+    fn the_suggested_watchdog_is_rounded_up_to_a_whole_second() {
+        let u = steward_unit_with("WatchdogSec=6\n");
+        let found = under("[health]\ntimeout = \"500ms\"\n", None, &around(Some(&u)));
+        assert!(the(&found, WATCHDOG_TOO_SHORT)
+            .fix
+            .starts_with("WatchdogSec=9 "));
+    }
+
+    // Pingora's settings under steward.
+
+    #[test]
+    fn a_pid_file_does_nothing_in_the_foreground() {
+        let found = under(
+            "",
+            Some(&pingora("version: 1\npid_file: /run/p.pid\n")),
+            &around(None),
+        );
+        let f = the(&found, FOREGROUND_ONLY);
+        assert_eq!(f.severity, Severity::Info);
+        assert_eq!(
+            f.what,
+            "pid_file: /run/p.pid does nothing: Pingora writes it only when it daemonizes"
+        );
+    }
+
+    #[test]
+    fn a_user_is_not_switched_to_in_the_foreground() {
+        let found = under(
+            "",
+            Some(&pingora("version: 1\nuser: nobody\n")),
+            &around(None),
+        );
+        let f = the(&found, USER_IGNORED);
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(
+            f.fix,
+            "User=nobody in the unit's [Service], and delete this line"
+        );
+    }
+
+    #[test]
+    fn a_directory_only_its_owner_can_write_is_not_shared() {
+        let dir = scratch();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let shared = shared_dir(dir.join("upgrade.sock").to_str().expect("utf-8"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(shared, None);
+    }
+
+    #[test]
+    fn a_world_writable_directory_is_shared() {
+        let dir = scratch();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let shared = shared_dir(dir.join("upgrade.sock").to_str().expect("utf-8"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(shared, Some(dir));
+    }
+
+    // steward-proxy's listeners.
+
+    fn listeners(services: &[&str]) -> ProxyListeners {
+        ProxyListeners {
+            path: PathBuf::from("/etc/steward/proxy.toml"),
+            services: services.iter().map(|s| s.to_string()).collect(),
+            health: None,
+        }
+    }
+
+    fn listener_findings(rest: &str, l: &ProxyListeners) -> Vec<Finding> {
+        let (config, text) = steward_toml(rest);
+        let cfg = StewardConfig {
+            config: &config,
+            text: &text,
+        };
+        ready_listener(&cfg, l)
+            .into_iter()
+            .chain(socket_keys(&cfg, l))
+            .collect()
+    }
+
+    #[test]
+    fn a_readiness_probe_on_no_listener_never_passes() {
+        let found = listener_findings("", &listeners(&["127.0.0.1:8080"]));
+        let f = the(&found, READY_NOT_A_LISTENER);
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(f.fix, "tcp = \"127.0.0.1:8080\"");
+        assert_eq!(f.at, toml_line(5));
+    }
+
+    #[test]
+    fn a_readiness_probe_on_another_spelling_of_a_listener_passes() {
+        assert_eq!(listener_findings("", &listeners(&["0.0.0.0:6188"])), vec![]);
+    }
+
+    const SOCKET_6188: &str = "[sockets]\nlisten = [\"127.0.0.1:6188\"]\n";
+
+    #[test]
+    fn a_socket_key_the_child_declares_is_claimed() {
+        assert_eq!(
+            listener_findings(SOCKET_6188, &listeners(&["127.0.0.1:6188"])),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_socket_key_on_a_listeners_port_is_respelled_as_the_listener() {
+        let found = listener_findings(SOCKET_6188, &listeners(&["0.0.0.0:6188"]));
+        assert_eq!(
+            the(&found, LISTENER_MISMATCH).fix,
+            "write \"0.0.0.0:6188\" for \"127.0.0.1:6188\" in sockets.listen"
+        );
+    }
+
+    #[test]
+    fn a_socket_key_on_no_listeners_port_is_removed() {
+        let l = ProxyListeners {
+            health: Some("127.0.0.1:6188".into()),
+            ..listeners(&["127.0.0.1:8080"])
+        };
+        let found = listener_findings(SOCKET_6188, &l);
+        assert!(the(&found, LISTENER_MISMATCH)
+            .fix
+            .starts_with("remove \"127.0.0.1:6188\" from sockets.listen"));
+    }
+
+    // Pingora alone (PINGORA_UNIT: Type=exec, TimeoutStopSec 90 s by default).
+
+    fn alone(yaml: &str, unit_text: &str) -> Vec<Finding> {
+        let u = unit(unit_text);
+        pingora_alone(&pingora(yaml), &around(Some(&u)))
+    }
+
+    #[test]
+    fn a_pingora_stop_well_within_the_timeout_is_an_info() {
+        let found = alone("version: 1\ngrace_period_seconds: 10\n", PINGORA_UNIT);
+        let f = the(&found, STOP_WAITS_GRACE);
+        assert_eq!(f.severity, Severity::Info);
+        assert_eq!(
+            f.what,
+            "every systemctl stop takes 15 s, even with no request in flight"
+        );
+    }
+
+    #[test]
+    fn a_pingora_stop_exactly_as_long_as_the_timeout_fits() {
+        let found = alone("version: 1\ngrace_period_seconds: 85\n", PINGORA_UNIT);
+        assert!(has(&found, STOP_WAITS_GRACE), "{found:#?}");
+        assert!(!has(&found, STOP_TIMEOUT_EXCEEDED), "{found:#?}");
+    }
+
+    #[test]
+    fn a_pingora_stop_a_second_past_the_timeout_is_killed() {
+        let found = alone("version: 1\ngrace_period_seconds: 86\n", PINGORA_UNIT);
+        assert_eq!(the(&found, STOP_TIMEOUT_EXCEEDED).severity, Severity::Error);
+        assert!(!has(&found, STOP_WAITS_GRACE), "{found:#?}");
+    }
+
+    #[test]
+    fn a_pingora_stop_of_no_time_is_not_reported() {
+        let found = alone(
+            "version: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 0\n",
+            PINGORA_UNIT,
+        );
+        assert!(!has(&found, STOP_WAITS_GRACE), "{found:#?}");
+        assert!(!has(&found, STOP_TIMEOUT_EXCEEDED), "{found:#?}");
+    }
+
+    #[test]
+    fn pingora_0_8_waits_out_the_shutdown_timeout_twice() {
+        let u = unit(PINGORA_UNIT);
+        let s = Surroundings {
+            version: PingoraVersion::parse("0.8").expect("version"),
+            ..around(Some(&u))
+        };
+        let found = pingora_alone(&pingora("version: 1\ngrace_period_seconds: 10\n"), &s);
+        assert!(the(&found, STOP_WAITS_GRACE)
+            .why
+            .contains(", twice on Pingora 0.8.0 (upstream #727, fixed in 0.9): 20 s in all"));
+    }
+
+    #[test]
+    fn pingora_0_9_waits_out_the_shutdown_timeout_once() {
+        let found = alone("version: 1\ngrace_period_seconds: 10\n", PINGORA_UNIT);
+        let why = &the(&found, STOP_WAITS_GRACE).why;
+        assert!(!why.contains("twice"), "{why}");
+        assert!(
+            why.contains(
+                "graceful_shutdown_timeout_seconds 5 s (absent: Pingora's default): 15 s in all"
+            ),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_foreground_pingora_under_type_exec_is_fine() {
+        let found = alone("version: 1\n", PINGORA_UNIT);
+        assert!(!has(&found, SERVICE_TYPE), "{found:#?}");
+    }
+
+    #[test]
+    fn a_daemon_conf_under_type_forking_is_fine() {
+        let found = alone(
+            "version: 1\ndaemon: true\n",
+            &PINGORA_UNIT.replace("Type=exec", "Type=forking"),
+        );
+        assert!(!has(&found, SERVICE_TYPE), "{found:#?}");
+    }
+
+    #[test]
+    fn a_daemonizing_pingora_under_type_simple_is_stopped_by_systemd() {
+        let u = unit(
+            "[Service]\nType=simple\nExecStart=/usr/local/bin/pingora -d -c /etc/pingora.yaml\n",
+        );
+        let found = pingora_alone(&pingora("version: 1\n"), &around(Some(&u)));
+        let f = the(&found, SERVICE_TYPE);
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(
+            f.fix,
+            "Type=forking (or run Pingora under steward with Type=notify)"
+        );
+        assert_eq!(f.at, unit_line(&u, 2));
+    }
+
+    #[test]
+    fn type_forking_without_daemon_waits_for_a_fork_that_never_comes() {
+        let found = alone(
+            "version: 1\n",
+            &PINGORA_UNIT.replace("Type=exec", "Type=forking"),
+        );
+        assert!(the(&found, SERVICE_TYPE).what.starts_with(
+            "systemctl start waits TimeoutStartSec for Pingora to fork into the background"
+        ));
+    }
+
+    #[test]
+    fn a_unit_that_upgrades_through_tmp_is_warned() {
+        let found = alone(
+            "version: 1\n",
+            &format!("{PINGORA_UNIT}ExecReload=/usr/local/bin/pingora -u -c /etc/pingora.yaml\n"),
+        );
+        assert_eq!(
+            the(&found, UPGRADE_SOCK_SHARED_DIR).severity,
+            Severity::Warning
+        );
+    }
+
+    #[test]
+    fn a_unit_that_never_upgrades_is_not_warned_about_the_upgrade_socket() {
+        let found = alone("version: 1\n", PINGORA_UNIT);
+        assert!(!has(&found, UPGRADE_SOCK_SHARED_DIR), "{found:#?}");
+    }
+
+    const FORKING_PINGORA: &str =
+        "[Service]\nType=forking\nExecStart=/usr/local/bin/pingora -d -c /etc/pingora.yaml\n";
+
+    #[test]
+    fn a_pid_file_pingora_never_writes_fails_the_start() {
+        let found = alone(
+            "version: 1\n",
+            &format!("{FORKING_PINGORA}PIDFile=/run/pingora.pid\n"),
+        );
+        let f = the(&found, PID_FILE_MISMATCH);
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(f.fix, "add pid_file: /run/pingora.pid");
+    }
+
+    #[test]
+    fn var_run_and_run_name_the_same_pid_file() {
+        let found = alone(
+            "version: 1\npid_file: /run/pingora.pid\n",
+            &format!("{FORKING_PINGORA}PIDFile=/var/run/pingora.pid\n"),
+        );
+        assert!(!has(&found, PID_FILE_MISMATCH), "{found:#?}");
+    }
 }
