@@ -1260,6 +1260,18 @@ impl Driver {
         }
     }
 
+    /// A generation whose process could not be started at all: logged, and told to the
+    /// machine (there is nothing to kill, unlike [`Self::spawn_failed`]).
+    fn not_started(&mut self, gen: GenId, reason: String, code: i32) {
+        error!(
+            steward_phase = "starting",
+            steward_generation = gen,
+            "{reason}"
+        );
+        self.queue
+            .push_back(Event::SpawnFailed { gen, reason, code });
+    }
+
     fn spawn(&mut self, gen: GenId, why: Why) {
         // A reload's generation runs the checked candidate; it is adopted only once that
         // generation serves, so a crash restart after a failed reload uses the last good one.
@@ -1272,18 +1284,7 @@ impl Driver {
         // A socket file left by a child that died mid-bootstrap would refuse the hand-off;
         // an entry of another user is not steward's to remove.
         if let Err(e) = self.dir.clear_stale(UPGRADE_SOCK, false) {
-            let reason = e.to_string();
-            error!(
-                steward_phase = "starting",
-                steward_generation = gen,
-                "{reason}"
-            );
-            self.queue.push_back(Event::SpawnFailed {
-                gen,
-                reason,
-                code: exit::CANTCREAT,
-            });
-            return;
+            return self.not_started(gen, e.to_string(), exit::CANTCREAT);
         }
         // Decided again at each spawn: a reload may have changed child.nofile, and the
         // hard limit is steward's, which `prlimit` can lower while it runs.
@@ -1295,17 +1296,7 @@ impl Driver {
                     cfg.path.display(),
                     e.fix()
                 );
-                error!(
-                    steward_phase = "starting",
-                    steward_generation = gen,
-                    "{reason}"
-                );
-                self.queue.push_back(Event::SpawnFailed {
-                    gen,
-                    reason,
-                    code: exit::CONFIG,
-                });
-                return;
+                return self.not_started(gen, reason, exit::CONFIG);
             }
         };
         if nofile != self.nofile {
@@ -1354,13 +1345,7 @@ impl Driver {
                     cfg.child.program.display(),
                     cfg.path.display()
                 );
-                error!(steward_phase = "starting", "{msg}");
-                self.queue.push_back(Event::SpawnFailed {
-                    gen,
-                    reason: msg,
-                    code,
-                });
-                return;
+                return self.not_started(gen, msg, code);
             }
         };
         let command_line = std::iter::once(cfg.child.program.display().to_string())
