@@ -176,3 +176,35 @@ fn child_config_error_surfaces_as_78() {
     assert_eq!(code, Some(78), "log:\n{log}");
     assert!(log.contains("proxy.toml:2"), "log:\n{log}");
 }
+
+/// Issue 11, finding 7: a configuration in a directory whose name is not UTF-8 had its
+/// relative `pingora_conf` written lossily (as another path) into the effective conf.
+#[test]
+fn a_pingora_conf_path_that_is_not_utf8_is_a_config_error_naming_the_key() {
+    use std::os::unix::ffi::OsStrExt;
+    let scratch = Scratch::new("bad-utf8");
+    let dir = scratch.path.join(std::ffi::OsStr::from_bytes(b"conf-\xff"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("pingora.yaml"), "version: 1\n").expect("yaml");
+    let config = dir.join("steward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\npingora_conf = \"pingora.yaml\"\n{READY}",
+            scratch.path.display(),
+            bin("steward-proxy").display()
+        ),
+    )
+    .expect("toml");
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let status = steward
+        .wait(Duration::from_secs(10))
+        .expect("steward exits");
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(78), "{log}");
+    assert!(
+        log.contains("pingora_conf") && log.contains("not valid UTF-8"),
+        "{log}"
+    );
+    assert!(!log.contains("started child"), "{log}");
+}
