@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: setup build run test lint unit e2e systemd-test bench faults fuzz mutants man clean
+.PHONY: setup build run test lint unit e2e systemd-test bench faults fuzz mutants man install install-files clean
 
 setup:
 	@scripts/setup
@@ -59,6 +59,42 @@ mutants: setup
 man: setup
 	$(CARGO) run -q -p steward --locked -- man > docs/steward.1.tmp
 	mv docs/steward.1.tmp docs/steward.1
+
+# Installs the release binaries, the man page, the unit, the service user's sysusers.d
+# entry and the shipped configuration: `make install` (PREFIX=/usr/local), or for a package
+# or an image `make install DESTDIR=/tmp/root PREFIX=/usr`. The unit's paths follow PREFIX.
+# Configuration files that already exist are left as they are (an operator's edits win;
+# the shipped version goes beside them as FILE.dist). Afterwards: `systemd-sysusers`,
+# `systemctl daemon-reload`, `systemctl enable --now steward-proxy`.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+# A package (PREFIX=/usr) ships systemd's files in its vendor directories; a local
+# install puts them where the administrator's own go.
+ifeq ($(PREFIX),/usr)
+UNITDIR ?= /usr/lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+else
+UNITDIR ?= $(SYSCONFDIR)/systemd/system
+SYSUSERSDIR ?= $(SYSCONFDIR)/sysusers.d
+endif
+install: build install-files
+
+install-files:
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/steward
+	install -m 0755 $(RELEASE)/steward $(RELEASE)/steward-proxy $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 docs/steward.1 $(DESTDIR)$(PREFIX)/share/man/man1/steward.1
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/steward/|$(SYSCONFDIR)/steward/|g' \
+		etc/systemd/steward-proxy.service > $(DESTDIR)$(UNITDIR)/steward-proxy.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/steward-proxy.service
+	install -m 0644 etc/systemd/steward.sysusers $(DESTDIR)$(SYSUSERSDIR)/steward.conf
+	@for f in etc/steward/*; do \
+		t=$(DESTDIR)$(SYSCONFDIR)/steward/$$(basename $$f); \
+		if [ -e "$$t" ]; then \
+			if ! cmp -s "$$f" "$$t"; then install -m 0644 "$$f" "$$t.dist"; echo "kept $$t (the shipped one is $$t.dist)"; fi; \
+		else install -m 0644 "$$f" "$$t"; fi; \
+	done
 
 clean:
 	$(CARGO) clean
