@@ -183,6 +183,32 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// A point in time as `2026-11-30 11:20:01 UTC`, from seconds since the Unix epoch: for
+/// `steward status`, beside the relative times. UTC, since steward has no time zone data
+/// of its own and an operator comparing with the journal can ask for UTC there too
+/// (`journalctl --utc`).
+pub fn utc_timestamp(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    // Days to a civil date (Howard Hinnant's days_from_civil, inverted), proleptic
+    // Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +333,17 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_millis(1000)), "1 s");
         assert_eq!(fmt_duration(Duration::from_millis(250)), "250 ms");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5 s");
+    }
+
+    #[test]
+    fn the_epoch_is_midnight_of_new_years_day_1970() {
+        assert_eq!(utc_timestamp(0), "1970-01-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn a_leap_day_and_a_time_of_day_are_shown_as_the_calendar_has_them() {
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_timestamp(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc_timestamp(1_798_761_599), "2026-12-31 23:59:59 UTC");
     }
 }

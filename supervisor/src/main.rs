@@ -58,7 +58,7 @@ SIGINT it drains the child and exits 0 before systemd's timer.",
     #[command(
         long_about = "Show the running steward's state, generation, child, restarts and last timeline.\n\n\
 Prints steward's pid and state (starting, serving, reloading, backoff, stopping), the \
-current generation and its child pid, the uptimes, the restart count, the connections in \
+current generation and its child pid, the uptimes (with the time each began, in UTC), the restart count, the connections in \
 flight, the health probes passed and failed (with the last failure's reason), the stop \
 deadline and where it came from, every generation, and the timeline of the last reload or \
 stop. Exit 0; 3 when steward is not running (no control socket, or nothing listening on \
@@ -266,13 +266,21 @@ fn print_reply(reply: &Reply) {
         Some(p) => format!("generation {} (child pid {p})", s.generation),
         None => "no child".to_string(),
     };
+    // Absolute times beside the relative ones, as `systemctl status` shows them: the
+    // reply carries ages, which this end turns into points in time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let since = |age: f64| steward::duration::utc_timestamp((now - age).max(0.0) as u64);
     println!(
-        "steward pid {}: {}, {child}, up {:.1} s{}, {} restart{}{}",
+        "steward pid {}: {}, {child}, up {:.1} s (since {}){}, {} restart{}{}",
         s.pid,
         shown(&s.state),
         s.uptime_s,
+        since(s.uptime_s),
         s.child_uptime_s
-            .map(|u| format!(", child serving for {u:.1} s"))
+            .map(|u| format!(", child serving for {u:.1} s (since {})", since(u)))
             .unwrap_or_default(),
         s.restarts,
         if s.restarts == 1 { "" } else { "s" },

@@ -137,3 +137,42 @@ fn status_of_a_steward_that_does_not_answer_in_time_still_exits_69() {
     assert_eq!(code, Some(69), "{out}");
     assert!(out.contains("no reply"), "{out}");
 }
+
+#[test]
+fn status_shows_when_steward_and_its_child_started_beside_how_long_ago() {
+    let scratch = Scratch::new("client-since");
+    let (_steward, config) = running(&scratch);
+    let (code, out, err) = steward(&["status"], &config);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let line = out.lines().next().unwrap_or_default();
+    // "... up 0.4 s (since 2026-11-30 11:20:01 UTC), child serving for 0.3 s (since ...)".
+    let stamps: Vec<&str> = line
+        .split("(since ")
+        .skip(1)
+        .filter_map(|rest| rest.split(" UTC)").next())
+        .collect();
+    assert_eq!(stamps.len(), 2, "{line}");
+    // Started within the last minute, as this machine's clock says.
+    let now = Command::new("date")
+        .args(["-u", "+%s"])
+        .output()
+        .expect("date");
+    let now: i64 = String::from_utf8_lossy(&now.stdout)
+        .trim()
+        .parse()
+        .expect("epoch");
+    for stamp in stamps {
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("{stamp} UTC"), "+%s"])
+            .output()
+            .expect("date -d");
+        let at: i64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a date: {stamp:?} in {line}"));
+        assert!(
+            (0..60).contains(&(now - at)),
+            "{stamp} vs now {now}: {line}"
+        );
+    }
+}
