@@ -211,23 +211,8 @@ impl RuntimeDir {
             check(&fd, &walked)?;
         }
         let parent_fd = fd;
-        let dir_err = |m: String| RuntimeDirError::new(path, m);
-        // Looked at before anything is created: steward must not be redirected by a
-        // symlink planted where its directory belongs.
-        if let Ok(st) = nix::sys::stat::fstatat(
-            Some(parent_fd.as_raw_fd()),
-            name,
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                let to = std::fs::read_link(path)
-                    .map(|t| format!(" (to {})", t.display()))
-                    .unwrap_or_default();
-                return Err(dir_err(format!(
-                    "is a symbolic link{to}; steward does not follow it: remove it, or set runtime_dir to a real directory"
-                )));
-            }
-        }
+        // A symlink planted where the directory belongs makes mkdirat answer EEXIST and
+        // the O_NOFOLLOW open below fail: it is refused there, never followed.
         match nix::sys::stat::mkdirat(
             Some(parent_fd.as_raw_fd()),
             name,
@@ -236,7 +221,7 @@ impl RuntimeDir {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => {
                 let e = std::io::Error::from(e);
-                return Err(dir_err(format!("cannot create it: {e}{}", hint(&e))));
+                return Err(err(format!("cannot create it: {e}{}", hint(&e))));
             }
         }
         let fd = nix::fcntl::openat(
@@ -246,17 +231,27 @@ impl RuntimeDir {
             Mode::empty(),
         )
         .map_err(|e| match e {
-            Errno::ENOTDIR => dir_err("is not a directory: remove it or choose another runtime_dir".into()),
-            Errno::ELOOP => dir_err("is a symbolic link; steward does not follow it: remove it, or set runtime_dir to a real directory".into()),
+            // With O_DIRECTORY, a symlink answers ENOTDIR rather than ELOOP.
+            Errno::ELOOP | Errno::ENOTDIR => {
+                match nix::fcntl::readlinkat(Some(parent_fd.as_raw_fd()), name) {
+                    Ok(to) => err(format!(
+                        "is a symbolic link (to {}); steward does not follow it: remove it, or set runtime_dir to a real directory",
+                        Path::new(&to).display()
+                    )),
+                    Err(_) => err(
+                        "is not a directory: remove it or choose another runtime_dir".into(),
+                    ),
+                }
+            }
             e => {
                 let e = std::io::Error::from(e);
-                dir_err(format!("cannot open it: {e}{}", hint(&e)))
+                err(format!("cannot open it: {e}{}", hint(&e)))
             }
         })?;
         let fd = own(fd);
-        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| dir_err(e.to_string()))?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| err(e.to_string()))?;
         if st.st_uid != me {
-            return Err(dir_err(format!(
+            return Err(err(format!(
                 "is owned by uid {}, not by steward's uid {me}; steward leaves it alone: remove it or choose another runtime_dir",
                 st.st_uid
             )));
@@ -265,7 +260,7 @@ impl RuntimeDir {
             nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o700)).map_err(
                 |e| {
                     let e = std::io::Error::from(e);
-                    dir_err(format!(
+                    err(format!(
                         "cannot make it private (chmod 0700): {e}{}",
                         hint(&e)
                     ))
@@ -282,7 +277,7 @@ impl RuntimeDir {
             AtFlags::empty(),
         ) {
             let e = std::io::Error::from(e);
-            return Err(dir_err(format!("is not writable: {e}{}", hint(&e))));
+            return Err(err(format!("is not writable: {e}{}", hint(&e))));
         }
         let by_fd = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         // Without /proc the sockets are reached by path, which the checks above keep
