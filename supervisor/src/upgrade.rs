@@ -174,6 +174,15 @@ mod tests {
     use std::os::unix::net::UnixListener;
     use std::os::unix::process::CommandExt;
 
+    /// A fresh scratch directory and the path of an upgrade socket in it (not yet bound).
+    fn socket_in_scratch(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("steward-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("upgrade.sock");
+        (dir, path)
+    }
+
     #[test]
     fn keys_and_descriptors_must_pair_up() {
         assert!(validate(&["a:1".into()], &[3, 4]).is_err());
@@ -190,10 +199,7 @@ mod tests {
 
     #[tokio::test]
     async fn listeners_arrive_with_their_keys_in_one_message() {
-        let dir = std::env::temp_dir().join(format!("steward-upgrade-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("upgrade.sock");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = socket_in_scratch("upgrade");
         let l1 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let l2 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let keys = vec!["k1:1".to_string(), "k2:2".to_string()];
@@ -249,10 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn listeners_go_only_to_the_childs_own_upgrade_socket() {
-        let dir = std::env::temp_dir().join(format!("steward-upgrade-peer-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("upgrade.sock");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = socket_in_scratch("upgrade-peer");
         // The socket is this test process's; the "child" is another process.
         let receiver = UnixListener::bind(&path).expect("bind unix");
         let mut other = std::process::Command::new("sleep")
