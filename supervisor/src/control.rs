@@ -29,7 +29,7 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the client waits for `reload`, whose reply comes when the next generation
 /// serves or the reload failed: the server answers within [`REPLY_TIMEOUT`] (600 s) at
 /// the latest, and the 30 s on top leave that answer time to arrive.
-pub const RELOAD_CLIENT_TIMEOUT: Duration = Duration::from_secs(600 + 30);
+pub const RELOAD_CLIENT_TIMEOUT: Duration = Duration::from_secs(REPLY_TIMEOUT.as_secs() + 30);
 /// The largest reply the client reads. A status with its generations and timeline is a
 /// few KiB; more than this is not a reply steward sends, and is refused unread.
 pub const MAX_REPLY: u64 = 4 * 1024 * 1024;

@@ -149,12 +149,11 @@ async fn run_inner(config: Config) -> i32 {
     // The child's open-file limit, decided (and a number above the hard limit refused)
     // before anything is started; logged once here, and again only when a reload
     // changes it.
-    let nofile = match limits::for_child(config.child.nofile) {
+    let nofile = match child_nofile(&config) {
         Ok(n) => n,
-        Err(e) => {
-            let msg = ConfigError::new(&config.path, e.to_string()).with_fix(e.fix());
-            error!(steward_phase = "config", "configuration error: {msg}");
-            notifier.status(&format!("configuration error: {msg}"));
+        Err(msg) => {
+            error!(steward_phase = "config", "{msg}");
+            notifier.status(&msg);
             return exit::CONFIG;
         }
     };
@@ -437,6 +436,17 @@ async fn write_effective(
         eff.shutdown_timeout
     );
     Ok(path)
+}
+
+/// The child's open-file limit for `config`, or the configuration error that names the
+/// file and the fix (a number above steward's hard limit).
+fn child_nofile(config: &Config) -> Result<ChildNofile, String> {
+    limits::for_child(config.child.nofile).map_err(|e| {
+        format!(
+            "configuration error: {}",
+            ConfigError::new(&config.path, e.to_string()).with_fix(e.fix())
+        )
+    })
 }
 
 /// The child's open-file limit, as an operator sizing the unit's `LimitNOFILE=` needs it.
@@ -1201,13 +1211,7 @@ impl Driver {
                     .map_err(|e| format!("configuration error: {e}"))??;
                 // A reload that asks for more than the hard limit fails here, with the
                 // running generation untouched, rather than at its spawn.
-                limits::for_child(new.child.nofile).map_err(|e| {
-                    format!(
-                        "configuration error: {}: {e} (fix: {})",
-                        new.path.display(),
-                        e.fix()
-                    )
-                })?;
+                child_nofile(&new)?;
                 if new.sockets != sockets {
                     return Err("sockets.listen changed; a reload keeps the listeners: restart steward to change them".to_string());
                 }
@@ -1288,16 +1292,9 @@ impl Driver {
         }
         // Decided again at each spawn: a reload may have changed child.nofile, and the
         // hard limit is steward's, which `prlimit` can lower while it runs.
-        let nofile = match limits::for_child(cfg.child.nofile) {
+        let nofile = match child_nofile(&cfg) {
             Ok(n) => n,
-            Err(e) => {
-                let reason = format!(
-                    "configuration error: {}: {e} (fix: {})",
-                    cfg.path.display(),
-                    e.fix()
-                );
-                return self.not_started(gen, reason, exit::CONFIG);
-            }
+            Err(reason) => return self.not_started(gen, reason, exit::CONFIG),
         };
         if nofile != self.nofile {
             log_nofile(&cfg, &nofile);
