@@ -115,6 +115,17 @@ Exit 0: no finding, or infos only; 1: warnings; 2: at least one error; 64: bad o
     /// Print this manual page (roff) on standard output: `steward man | man -l -`.
     #[command(hide = true)]
     Man,
+    /// Print a shell completion script: `steward completions bash > /usr/share/bash-completion/completions/steward`.
+    #[command(
+        long_about = "Print a completion script for SHELL on standard output.\n\n\
+The package installs them (bash: /usr/share/bash-completion/completions/steward, zsh: \
+/usr/share/zsh/vendor-completions/_steward, fish: /usr/share/fish/vendor_completions.d/steward.fish); \
+elsewhere, for one shell session: `source <(steward completions bash)`."
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Which steward to talk to.
@@ -196,6 +207,15 @@ fn main() {
         Command::Check(args) => steward::check::command(args),
         Command::Man => {
             print!("{}", steward::manpage::render(Cli::command()));
+            exit::OK
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "steward",
+                &mut std::io::stdout(),
+            );
             exit::OK
         }
     };

@@ -40,7 +40,7 @@ use crate::{
 /// Names in the runtime directory.
 const EFFECTIVE_CONF: &str = "pingora.yaml";
 const NEXT_CONF: &str = "pingora.next.yaml";
-const UPGRADE_SOCK: &str = "upgrade.sock";
+use pingora_conf::UPGRADE_SOCK;
 const CHECK_OUTPUT: &str = "check.log";
 /// How long steward waits on the way out for killed descendants to be reaped.
 pub(crate) const FINAL_REAP: Duration = Duration::from_secs(2);

@@ -304,3 +304,59 @@ fn control_characters_from_the_files_read_are_escaped_in_the_report() {
     assert!(!out.contains('\u{1b}'), "{out:?}");
     assert!(out.contains("x\\u{1b}[2Jy"), "{out}");
 }
+
+/// `--print-effective`'s standard output split into its two documents: steward's
+/// settings and the effective Pingora YAML.
+fn effective_documents(o: &Output) -> (String, String) {
+    let out = stdout(o);
+    let at = out
+        .find("# The effective Pingora conf")
+        .unwrap_or_else(|| panic!("no Pingora document in:\n{out}"));
+    (out[..at].to_string(), out[at..].to_string())
+}
+
+#[test]
+fn print_effective_writes_the_configuration_to_stdout_and_the_verdict_to_stderr() {
+    let o = check("steward-clean", &["--print-effective"]);
+    assert_eq!(o.status.code(), Some(0));
+    let (settings, yaml) = effective_documents(&o);
+    assert!(settings.contains("[child]\ncommand = ["), "{settings}");
+    assert!(yaml.contains("grace_period_seconds: 20"), "{yaml}");
+    assert!(!stdout(&o).contains("steward check:"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("steward check: 0 errors"));
+}
+
+#[test]
+fn the_printed_settings_are_a_configuration_steward_loads() {
+    let dir = fixture("steward-clean");
+    let (settings, _) = effective_documents(&check("steward-clean", &["-T"]));
+    let config = steward::config::Config::parse(&dir.join("printed.toml"), &settings)
+        .unwrap_or_else(|e| panic!("{e}\n{settings}"));
+    assert_eq!(config.child.working_directory, dir);
+    assert_eq!(
+        config.child.pingora_conf.as_deref(),
+        Some(dir.join("pingora.yaml").as_path())
+    );
+}
+
+#[test]
+fn the_printed_deadline_and_pingora_yaml_follow_the_stop_timeout() {
+    let o = check_with_stop_timeout("steward-no-unit", "12", &["--print-effective"]);
+    let (settings, yaml) = effective_documents(&o);
+    assert!(
+        settings.contains(
+            "deadline = \"auto\"  # stop deadline 7 s = STEWARD_STOP_TIMEOUT 12 s - margin 5 s"
+        ),
+        "{settings}"
+    );
+    assert!(yaml.contains("grace_period_seconds: 7\n"), "{yaml}");
+    assert!(yaml.contains("daemon: false\n"), "{yaml}");
+}
+
+#[test]
+fn print_effective_of_a_config_that_does_not_load_says_why_on_stderr() {
+    let o = check("parse-error-steward-toml", &["--print-effective"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o), "");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to print"));
+}

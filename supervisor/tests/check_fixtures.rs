@@ -150,6 +150,9 @@ cases! {
     delegate_with_controllers_is_delegation => "steward-delegate-controllers",
     delegate_from_a_drop_in_is_found => "steward-delegate-from-drop-in",
     delegate_no_in_a_drop_in_wins_and_is_located_there => "steward-delegate-no-in-drop-in",
+    nofile_above_the_units_hard_limit_refuses_to_start => "steward-nofile-above-hard",
+    nofile_inherit_leaves_the_child_at_systemds_1024 => "steward-nofile-inherit",
+    nofile_max_under_a_hard_limit_of_1024_stays_low => "steward-nofile-max-low-hard",
 }
 
 #[test]

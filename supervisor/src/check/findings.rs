@@ -100,6 +100,8 @@ pub const ALL_IDS: &[&str] = &[
     NOTIFY_ACCESS,
     KILL_MODE,
     DELEGATE_MISSING,
+    NOFILE_ABOVE_HARD,
+    NOFILE_LOW,
     STOP_FAILURE_MODE_ABORT,
     RESTART_PREVENT_78,
     WATCHDOG_WITHOUT_PROBE,
@@ -127,6 +129,8 @@ pub const SERVICE_TYPE: &str = "service-type";
 pub const NOTIFY_ACCESS: &str = "notify-access";
 pub const KILL_MODE: &str = "kill-mode-not-mixed";
 pub const DELEGATE_MISSING: &str = "delegate-missing";
+pub const NOFILE_ABOVE_HARD: &str = "nofile-above-hard";
+pub const NOFILE_LOW: &str = "nofile-low";
 pub const STOP_FAILURE_MODE_ABORT: &str = "stop-failure-mode-abort";
 pub const RESTART_PREVENT_78: &str = "restart-prevent-78-missing";
 pub const WATCHDOG_WITHOUT_PROBE: &str = "watchdog-without-probe";

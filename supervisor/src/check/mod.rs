@@ -11,6 +11,7 @@
 //! ([`rules`], pure functions) and from showing ([`report`]). `steward run` asks the same
 //! rules at start-up through [`startup_findings`] and stops with exit 78 on an error.
 
+pub mod effective;
 pub mod findings;
 pub mod pingora;
 pub mod report;
@@ -84,6 +85,12 @@ pub struct CheckArgs {
     /// `human` (one block per finding, worst first) or `json`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Print what `steward run` would run with on standard output, as `nginx -T` does:
+    /// steward's settings with every default filled in and the stop deadline resolved,
+    /// then the effective Pingora YAML the child is given. The findings go to standard
+    /// error; the exit status is the check's.
+    #[arg(long, short = 'T')]
+    pub print_effective: bool,
 }
 
 /// What was checked, as the report shows it.
@@ -122,6 +129,8 @@ pub struct Checked {
     pub inputs: Inputs,
     /// Worst first.
     pub findings: Vec<Finding>,
+    /// With `--print-effective` under steward: [`effective::render`]'s documents.
+    pub effective: Option<String>,
 }
 
 /// `steward check`: prints the report, returns 0 (clean or infos), 1 (warnings), 2 (errors).
@@ -138,7 +147,23 @@ pub fn command(args: CheckArgs) -> i32 {
         // JSON escapes control characters itself.
         Format::Json => report::json(&checked),
     };
-    print!("{text}");
+    if !args.print_effective {
+        print!("{text}");
+        return report::exit_status(&checked.findings);
+    }
+    // As nginx -T: the verdict on stderr, the configuration alone on stdout, so it can be
+    // saved or diffed.
+    eprint!("{text}");
+    match &checked.effective {
+        Some(e) => print!("{e}"),
+        None => eprintln!(
+            "steward check: nothing to print: {}",
+            match checked.inputs.mode {
+                Some("pingora") => "Pingora runs without steward, with its own YAML as it is",
+                _ => "steward's configuration did not load (see the findings above)",
+            }
+        ),
+    }
     report::exit_status(&checked.findings)
 }
 
@@ -193,6 +218,7 @@ pub fn check(args: &CheckArgs) -> Checked {
     if !unit_requested {
         out.push(no_unit(platform, timeout_unusable));
     }
+    let mut effective = None;
     let s = Surroundings {
         unit: unit.as_ref(),
         assume_default_unit: !timeout_unusable,
@@ -204,7 +230,16 @@ pub fn check(args: &CheckArgs) -> Checked {
             inputs.mode = Some("steward");
             inputs.steward_config = Some(tidy(&path));
             match read_steward_config(&path) {
-                Ok((config, text)) => out.extend(evaluate_steward(&config, &text, &s, &mut inputs)),
+                Ok((config, text)) => {
+                    out.extend(evaluate_steward(&config, &text, &s, &mut inputs));
+                    if args.print_effective {
+                        effective = Some(effective::render(
+                            &config,
+                            rules::deadline_in(&config, &s).as_ref(),
+                            &runtime_dir_of(&config, unit.as_ref()),
+                        ));
+                    }
+                }
                 Err(f) => out.push(*f),
             }
         }
@@ -226,6 +261,19 @@ pub fn check(args: &CheckArgs) -> Checked {
     Checked {
         inputs,
         findings: worst_first(out),
+        effective,
+    }
+}
+
+/// The runtime directory `steward run` would use: `runtime_dir` from its TOML, else the
+/// unit's first `RuntimeDirectory=` (systemd makes it under /run), else the default.
+fn runtime_dir_of(config: &Config, unit: Option<&UnitProps>) -> PathBuf {
+    if let Some(d) = &config.runtime_dir {
+        return d.clone();
+    }
+    match unit.and_then(|u| u.runtime_directory.value.first()) {
+        Some(d) => Path::new("/run").join(d),
+        None => crate::runtime_dir::choose(None),
     }
 }
 

@@ -166,6 +166,7 @@ mod tests {
     fn the_summary_line_counts_each_severity() {
         let c = Checked {
             inputs: Inputs::default(),
+            effective: None,
             findings: vec![finding(KILL_MODE, Severity::Warning)],
         };
         assert!(human(&c).ends_with("steward check: 0 errors, 1 warning, 0 infos\n"));

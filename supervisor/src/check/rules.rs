@@ -20,8 +20,9 @@ use super::pingora::{
 };
 use super::unit::{Prop, UnitProps, SYSTEMD_DEFAULT_TIMEOUT_STOP};
 use crate::config::{find_key_line, fmt_duration, Config, DrainMode, Probe};
-use crate::deadline::{self, fmt_span, Outer, UnitTimeout};
+use crate::deadline::{self, fmt_span, Deadline, DeadlineError, Outer, UnitTimeout};
 use crate::duration::Span;
+use crate::limits::{self, Nofile, NofileSetting};
 use crate::pingora_conf::{self, PINGORA_DEFAULT_GRACE, PINGORA_DEFAULT_SHUTDOWN_TIMEOUT};
 
 /// After its deadline steward SIGKILLs the child's tree and waits this long to reap it;
@@ -137,6 +138,37 @@ impl StopTimeout {
     }
 }
 
+/// The stop deadline `steward run` would derive from `c` under this stop timeout.
+fn resolve_deadline(c: &Config, timeout: &StopTimeout) -> Result<Deadline, DeadlineError> {
+    // The platform's timeout is resolved as `steward run` resolves STEWARD_STOP_TIMEOUT.
+    if timeout.platform {
+        return deadline::resolve_with_env(
+            c.stop.deadline,
+            c.stop.margin,
+            c.stop.fallback_deadline,
+            &Outer::NotSystemd,
+            Some(timeout.value),
+        );
+    }
+    let outer = Outer::Systemd(UnitTimeout {
+        unit: timeout.unit.clone(),
+        timeout_stop: timeout.value,
+        via: "steward check",
+    });
+    deadline::resolve(
+        c.stop.deadline,
+        c.stop.margin,
+        c.stop.fallback_deadline,
+        &outer,
+    )
+}
+
+/// The stop deadline `steward run` would have in these surroundings (`None`: no stop
+/// timeout is known, as with an unusable STEWARD_STOP_TIMEOUT).
+pub fn deadline_in(c: &Config, s: &Surroundings<'_>) -> Option<Result<Deadline, DeadlineError>> {
+    s.stop_timeout().map(|t| resolve_deadline(c, &t))
+}
+
 impl Surroundings<'_> {
     fn stop_timeout(&self) -> Option<StopTimeout> {
         match (self.unit, self.platform_timeout) {
@@ -236,6 +268,7 @@ pub fn under_steward(
     if let Some(u) = s.unit {
         out.extend(steward_unit(cfg, u));
         out.extend(steward_watchdog(cfg, u));
+        out.extend(child_nofile(cfg, u));
     }
     if let Some(p) = pingora {
         out.extend(pingora_settings_under_steward(p));
@@ -256,29 +289,7 @@ fn steward_stop(
         return Vec::new();
     };
     let c = cfg.config;
-    let outer = Outer::Systemd(UnitTimeout {
-        unit: timeout.unit.clone(),
-        timeout_stop: timeout.value,
-        via: "steward check",
-    });
-    // The platform's timeout is resolved as `steward run` resolves STEWARD_STOP_TIMEOUT.
-    let resolved = if timeout.platform {
-        deadline::resolve_with_env(
-            c.stop.deadline,
-            c.stop.margin,
-            c.stop.fallback_deadline,
-            &Outer::NotSystemd,
-            Some(timeout.value),
-        )
-    } else {
-        deadline::resolve(
-            c.stop.deadline,
-            c.stop.margin,
-            c.stop.fallback_deadline,
-            &outer,
-        )
-    };
-    let d = match resolved {
+    let d = match resolve_deadline(c, &timeout) {
         Ok(d) => d,
         Err(e) => {
             let t = match timeout.value {
@@ -613,6 +624,90 @@ fn steward_unit(cfg: &StewardConfig<'_>, u: &UnitProps) -> Vec<Finding> {
 
 /// steward sends `WATCHDOG=1` after each passing health probe; systemd's watchdog must
 /// leave steward the time to replace a child that stopped answering.
+/// The open-file limit at or under which a proxy runs out of descriptors at a few hundred
+/// concurrent requests: systemd's default soft limit, kept for `select()`.
+const LOW_NOFILE: u64 = 1024;
+
+/// `LimitNOFILE=` as a unit file spells it.
+fn fmt_nofile(n: Nofile) -> String {
+    let one = |v: u64| match v {
+        u64::MAX => "infinity".to_string(),
+        v => v.to_string(),
+    };
+    match n.soft == n.hard {
+        true => one(n.soft),
+        false => format!("{}:{}", one(n.soft), one(n.hard)),
+    }
+}
+
+/// `child.nofile` against the unit's `LimitNOFILE=`, decided as steward decides at each
+/// spawn ([`limits::decide`]): a number the unit's hard limit cannot give stops the start,
+/// and a child left at systemd's `select()`-era 1024 runs out of descriptors under load.
+fn child_nofile(cfg: &StewardConfig<'_>, u: &UnitProps) -> Option<Finding> {
+    let setting = cfg.config.child.nofile;
+    let unit = u.limit_nofile.value;
+    let limit = shown("LimitNOFILE", &fmt_nofile(unit), &u.limit_nofile);
+    let child = match limits::decide(setting, unit) {
+        Ok(c) => c,
+        Err(e) => {
+            let NofileSetting::Soft(wanted) = setting else {
+                return None;
+            };
+            let (at, fix) = unit_fix(
+                u,
+                &u.limit_nofile,
+                format!("LimitNOFILE={}:{wanted}", unit.soft.min(wanted)),
+            );
+            return Some(
+                Finding::new(
+                    NOFILE_ABOVE_HARD,
+                    Severity::Error,
+                    "steward refuses to start (exit 78): the child cannot be given the open-file limit child.nofile asks for",
+                )
+                .why(format!("{e}; {limit}"))
+                .fix(format!(
+                    "{fix} (or {} in {})",
+                    "child.nofile = \"max\"",
+                    cfg.at("nofile")
+                ))
+                .at(at),
+            );
+        }
+    };
+    if child.limit.soft > LOW_NOFILE || matches!(setting, NofileSetting::Soft(_)) {
+        return None;
+    }
+    let what = format!(
+        "the child runs with {} open files: a proxy holds a client and an upstream connection per request, so it refuses connections (EMFILE) at about {} concurrent requests",
+        child.limit.soft,
+        child.limit.soft / 2
+    );
+    let (why, at, fix) = match setting {
+        NofileSetting::Inherit => {
+            let (at, fix) = cfg.fix("child", "nofile", "nofile = \"max\"".into());
+            (
+                format!("child.nofile = \"inherit\" passes on steward's soft limit; {limit}"),
+                at,
+                fix,
+            )
+        }
+        _ => {
+            let (at, fix) = unit_fix(u, &u.limit_nofile, "LimitNOFILE=1024:524288".into());
+            (
+                format!("child.nofile = \"max\" raises the soft limit to the hard one, which is {}; {limit}", child.limit.hard),
+                at,
+                fix,
+            )
+        }
+    };
+    Some(
+        Finding::new(NOFILE_LOW, Severity::Warning, what)
+            .why(why)
+            .fix(fix)
+            .at(at),
+    )
+}
+
 fn steward_watchdog(cfg: &StewardConfig<'_>, u: &UnitProps) -> Option<Finding> {
     let w = u.watchdog_interval()?;
     let h = &cfg.config.health;

@@ -18,6 +18,7 @@ use zbus::zvariant::{OwnedValue, Value};
 
 use super::findings::{Finding, Location, Severity, PARSE_ERROR};
 use crate::duration::{from_usec, parse_systemd_span, Span};
+use crate::limits::Nofile;
 
 /// systemd's `DefaultTimeoutStopSec=` as shipped; a unit file alone cannot know a changed
 /// `system.conf`, the live unit can.
@@ -86,6 +87,9 @@ pub struct UnitProps {
     /// `Delegate=`: yes (a controller list included) lets steward give each generation its
     /// own cgroup and end it with `cgroup.kill`.
     pub delegate: Prop<bool>,
+    /// `LimitNOFILE=`: the open-file limits steward starts with, from which
+    /// `child.nofile` gives the child its own.
+    pub limit_nofile: Prop<Nofile>,
     /// Lines of the unit's files that systemd would ignore (warnings).
     pub problems: Vec<Finding>,
 }
@@ -127,6 +131,7 @@ impl UnitProps {
             exec_start: Prop::default_value(Vec::new()),
             exec_reload: Prop::default_value(Vec::new()),
             delegate: Prop::default_value(false),
+            limit_nofile: Prop::default_value(SYSTEMD_DEFAULT_NOFILE),
             problems: Vec::new(),
         }
     }
@@ -176,6 +181,10 @@ impl UnitProps {
                 "ExecStart" => extend(&mut u.exec_start, a, command_of(&a.value)),
                 "ExecReload" => extend(&mut u.exec_reload, a, command_of(&a.value)),
                 "Delegate" => set(&mut u.delegate, a, delegate_of(&a.value)),
+                "LimitNOFILE" => match nofile_of(&a.value) {
+                    Some(n) => set(&mut u.limit_nofile, a, n),
+                    None => Some("a number, SOFT:HARD or infinity".into()),
+                },
                 _ => None,
             };
             if let Some(expected) = problem {
@@ -224,6 +233,7 @@ impl UnitProps {
         locate!(self.exec_start, "ExecStart");
         locate!(self.exec_reload, "ExecReload");
         locate!(self.delegate, "Delegate");
+        locate!(self.limit_nofile, "LimitNOFILE");
     }
 
     /// From `org.freedesktop.DBus.Properties.GetAll` of the unit's `Unit` and `Service`
@@ -300,6 +310,12 @@ impl UnitProps {
                 service.get("Delegate").map(|v| &**v),
                 Some(Value::Bool(true))
             )),
+            // Both exist since systemd 229; a reply without them is judged by the default
+            // rather than refused, since the limit only ever raises warnings.
+            limit_nofile: Prop::live(Nofile {
+                soft: t("LimitNOFILESoft").unwrap_or(SYSTEMD_DEFAULT_NOFILE.soft),
+                hard: t("LimitNOFILE").unwrap_or(SYSTEMD_DEFAULT_NOFILE.hard),
+            }),
             ..UnitProps::defaults(name, "D-Bus", files)
         })
     }
@@ -363,6 +379,10 @@ impl UnitProps {
             exec_reload: Prop::live(execs("ExecReload")),
             // systemctl prints the boolean as yes/no.
             delegate: Prop::live(one("Delegate").is_ok_and(|v| v == "yes")),
+            limit_nofile: Prop::live(Nofile {
+                soft: one("LimitNOFILESoft").map_or(Ok(SYSTEMD_DEFAULT_NOFILE.soft), rlimit)?,
+                hard: one("LimitNOFILE").map_or(Ok(SYSTEMD_DEFAULT_NOFILE.hard), rlimit)?,
+            }),
             ..UnitProps::defaults(name, "systemctl show", files)
         })
     }
@@ -370,7 +390,7 @@ impl UnitProps {
 
 /// The properties `systemctl show -p` is asked for (what [`UnitProps::from_systemctl_show`]
 /// reads).
-pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload,Delegate";
+pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload,Delegate,LimitNOFILE,LimitNOFILESoft";
 
 fn check_loaded(name: &str, load_state: &str) -> Result<(), String> {
     match load_state {
@@ -463,6 +483,42 @@ fn ignored_line(a: &Assignment, expected: &str) -> Finding {
     .why("an invalid assignment is logged and skipped when the unit is loaded, so the previous value or the default applies")
     .fix(format!("correct the value of {}=", a.key))
     .at(Some(a.at.clone()))
+}
+
+/// systemd 252's `DefaultLimitNOFILE=` (1024:524288): the soft limit stays low for
+/// programs that still use `select()`, the hard one lets the others raise it.
+pub const SYSTEMD_DEFAULT_NOFILE: Nofile = Nofile {
+    soft: 1024,
+    hard: 524_288,
+};
+
+/// A `LimitNOFILE=` value as systemd reads it: `N` (both limits), `SOFT:HARD`, with
+/// `infinity` for either (`RLIM_INFINITY`). A soft limit above the hard one is refused.
+fn nofile_of(value: &str) -> Option<Nofile> {
+    let one = |v: &str| -> Option<u64> {
+        match v.trim() {
+            "infinity" => Some(u64::MAX),
+            n => n.parse().ok(),
+        }
+    };
+    let (soft, hard) = match value.split_once(':') {
+        Some((s, h)) => (one(s)?, one(h)?),
+        None => {
+            let n = one(value)?;
+            (n, n)
+        }
+    };
+    (soft <= hard).then_some(Nofile { soft, hard })
+}
+
+/// A limit as `systemctl show` prints it: a number or `infinity`.
+fn rlimit(text: &str) -> Result<u64, String> {
+    match text {
+        "infinity" => Ok(u64::MAX),
+        n => n
+            .parse()
+            .map_err(|_| format!("expected an open-file limit, got {n:?}")),
+    }
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -935,6 +991,46 @@ mod tests {
         let p = props("[Service]\nDelegate=yes\nDelegate=no\n");
         assert!(!p.delegate.value);
         assert_eq!(p.delegate.at.and_then(|a| a.line), Some(3));
+    }
+
+    #[test]
+    fn limit_nofile_is_systemds_default_when_unset() {
+        let p = props("[Service]\nType=notify\n");
+        assert_eq!(p.limit_nofile.value, SYSTEMD_DEFAULT_NOFILE);
+        assert!(p.limit_nofile.is_default);
+    }
+
+    #[test]
+    fn limit_nofile_is_read_in_every_spelling() {
+        let n = |soft, hard| Nofile { soft, hard };
+        for (text, want) in [
+            ("4096", n(4096, 4096)),
+            ("1024:524288", n(1024, 524_288)),
+            ("infinity", n(u64::MAX, u64::MAX)),
+            ("65536:infinity", n(65536, u64::MAX)),
+        ] {
+            let p = props(&format!("[Service]\nLimitNOFILE={text}\n"));
+            assert_eq!(p.limit_nofile.value, want, "{text}");
+            assert_eq!(p.limit_nofile.at.and_then(|a| a.line), Some(2));
+        }
+    }
+
+    #[test]
+    fn a_limit_nofile_systemd_ignores_is_a_problem_and_keeps_the_default() {
+        for text in ["lots", "4096:1024", ""] {
+            let p = props(&format!("[Service]\nLimitNOFILE={text}\n"));
+            assert_eq!(p.limit_nofile.value, SYSTEMD_DEFAULT_NOFILE, "{text}");
+            assert_eq!(p.problems.len(), 1, "{text}");
+        }
+    }
+
+    #[test]
+    fn systemctl_show_reads_the_open_file_limits() {
+        let p = UnitProps::from_systemctl_show(
+            "Id=x.service\nLoadState=loaded\nType=notify\nKillMode=mixed\nNotifyAccess=main\nTimeoutStopUSec=30s\nRestart=no\nWatchdogUSec=0\nLimitNOFILE=infinity\nLimitNOFILESoft=2048\n",
+        )
+        .expect("props");
+        assert_eq!(p.limit_nofile.value, Nofile { soft: 2048, hard: u64::MAX });
     }
 
     #[test]
