@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: setup build run test lint unit e2e systemd-test bench faults fuzz mutants man install install-files clean
+.PHONY: setup build run test lint unit e2e systemd-test bench faults fuzz mutants man install install-files deb clean
 
 setup:
 	@scripts/setup
@@ -27,9 +27,11 @@ lint: setup
 unit e2e: build
 	$(CARGO) test --release --workspace --locked -- --test-threads=4
 
-# The shipped unit under a real systemd 252 in a throw-away container.
-systemd-test: build
+# The shipped unit under a real systemd 252 in a throw-away container; then the Debian
+# package installed, upgraded and removed on a fresh one.
+systemd-test: build deb
 	bash tests/systemd/run.sh
+	bash tests/systemd/package.sh
 
 test: lint e2e systemd-test
 
@@ -82,10 +84,21 @@ install: build install-files
 
 install-files:
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/steward
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/steward \
+		$(DESTDIR)$(PREFIX)/share/doc/steward \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/vendor-completions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	install -m 0755 $(RELEASE)/steward $(RELEASE)/steward-proxy $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 docs/steward.1 $(DESTDIR)$(PREFIX)/share/man/man1/steward.1
-	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/steward/|$(SYSCONFDIR)/steward/|g' \
+	install -m 0644 README.md SECURITY.md docs/operators-guide.md $(DESTDIR)$(PREFIX)/share/doc/steward/
+	$(RELEASE)/steward completions bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/steward
+	$(RELEASE)/steward completions zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_steward
+	$(RELEASE)/steward completions fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/steward.fish
+	chmod 0644 $(DESTDIR)$(PREFIX)/share/bash-completion/completions/steward \
+		$(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_steward \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/steward.fish
+	sed -e 's|/usr/local/|$(PREFIX)/|g' -e 's|/etc/steward/|$(SYSCONFDIR)/steward/|g' \
 		etc/systemd/steward-proxy.service > $(DESTDIR)$(UNITDIR)/steward-proxy.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/steward-proxy.service
 	install -m 0644 etc/systemd/steward.sysusers $(DESTDIR)$(SYSUSERSDIR)/steward.conf
@@ -95,6 +108,20 @@ install-files:
 			if ! cmp -s "$$f" "$$t"; then install -m 0644 "$$f" "$$t.dist"; echo "kept $$t (the shipped one is $$t.dist)"; fi; \
 		else install -m 0644 "$$f" "$$t"; fi; \
 	done
+
+# target/debian/steward_<version>-1_<arch>.deb: what `make install-files PREFIX=/usr`
+# installs (the unit in /lib/systemd/system, as Debian 12's own packages), staged in
+# $(RELEASE)/deb-root and packed by cargo-deb (supervisor/Cargo.toml [package.metadata.deb])
+# with the maintainer scripts in etc/debian. Installed: `dpkg -i target/debian/steward_*.deb`,
+# then `systemctl enable --now steward-proxy` (the package enables the unit, it does not
+# start it). tests/systemd/package.sh installs, upgrades and removes it under systemd.
+DEB_ROOT := $(RELEASE)/deb-root
+deb: build
+	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install --locked cargo-deb
+	rm -rf $(DEB_ROOT)
+	$(MAKE) -s install-files DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr UNITDIR=/lib/systemd/system
+	gzip -9n $(DEB_ROOT)/usr/share/man/man1/steward.1
+	$(CARGO) deb -p steward --no-build --locked $(DEB_ARGS)
 
 clean:
 	$(CARGO) clean

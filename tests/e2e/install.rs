@@ -59,8 +59,29 @@ fn install_puts_every_file_in_its_place_with_its_mode() {
         ("etc/steward/steward.toml", 0o644),
         ("etc/steward/proxy.toml", 0o644),
         ("etc/steward/pingora.yaml", 0o644),
+        ("usr/share/doc/steward/operators-guide.md", 0o644),
+        ("usr/share/bash-completion/completions/steward", 0o644),
+        ("usr/share/zsh/vendor-completions/_steward", 0o644),
+        ("usr/share/fish/vendor_completions.d/steward.fish", 0o644),
     ] {
         assert_eq!(mode(&scratch.path.join(path)), want, "{path}");
+    }
+}
+
+#[test]
+fn the_installed_completions_offer_every_subcommand() {
+    let scratch = Scratch::new("install-completions");
+    install(&scratch.path);
+    for file in [
+        "usr/share/bash-completion/completions/steward",
+        "usr/share/zsh/vendor-completions/_steward",
+        "usr/share/fish/vendor_completions.d/steward.fish",
+    ] {
+        let text = std::fs::read_to_string(scratch.path.join(file)).expect("completion script");
+        for sub in ["run", "status", "reload", "restart", "check", "completions"] {
+            assert!(text.contains(sub), "{file} does not offer {sub}");
+        }
+        assert!(text.contains("print-effective"), "{file} lacks check's options");
     }
 }
 
