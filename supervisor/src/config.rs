@@ -244,7 +244,7 @@ impl fmt::Display for HttpUrl {
     }
 }
 
-/// The stop deadline as configured; resolved against systemd by [`crate::deadline`].
+/// The stop deadline as configured; resolved against systemd by [`super::deadline`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadlineSetting {
     Auto,

@@ -3,15 +3,15 @@
 //! As PID 1 of a PID namespace steward inherits init's duties. Every orphan of the
 //! namespace is re-parented to it (as child subreaper it already collects its own
 //! children's orphans; as PID 1 it collects all), and it reaps them as they exit, on each
-//! SIGCHLD, with `waitpid(-1)` ([`crate::child::reap_exited`]); a pid that is none of its
+//! SIGCHLD, with `waitpid(-1)` ([`super::child::reap_exited`]); a pid that is none of its
 //! generations is logged and forgotten. The kernel delivers a signal to PID 1 only when a
 //! handler is installed, so a signal steward does not name is dropped silently: every
 //! signal a platform or operator plausibly sends has a handler and a documented effect
-//! ([`crate::signals`]), the same whether or not steward is PID 1. When steward exits the
+//! ([`super::signals`]), the same whether or not steward is PID 1. When steward exits the
 //! kernel SIGKILLs whatever is left in the namespace; steward has killed and reaped the
 //! child's tree before, and its exit status is the container's.
 //!
-//! There is no systemd to ask for the stop timeout: [`crate::deadline`] reads it from
+//! There is no systemd to ask for the stop timeout: [`super::deadline`] reads it from
 //! `STEWARD_STOP_TIMEOUT`.
 
 use nix::sys::signal::{kill, Signal};

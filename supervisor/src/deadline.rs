@@ -3,7 +3,7 @@
 //!
 //! The number must fit inside the outer manager's own timer, or the outer manager kills
 //! first and nobody learns why. Under systemd that timer is the unit's `TimeoutStopUSec`,
-//! which is not in the environment: [`crate::systemd`] asks systemd for it, and this module
+//! which is not in the environment: [`super::systemd`] asks systemd for it, and this module
 //! turns the answer and the configuration into one number plus a sentence that says where
 //! it came from, for the log.
 //!
@@ -26,6 +26,11 @@ pub const STOP_TIMEOUT_ENV: &str = "STEWARD_STOP_TIMEOUT";
 const MAX_ENV_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// What systemd said about this unit's stop timeout.
+/// How long steward waits on the way out, after its deadline's SIGKILL, for the killed
+/// descendants to be reaped: the deadline's own tail, which the unit's timeout must leave
+/// room for (`steward check`'s margin rule).
+pub const FINAL_REAP: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitTimeout {
     pub unit: String,

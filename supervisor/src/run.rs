@@ -42,8 +42,7 @@ const EFFECTIVE_CONF: &str = "pingora.yaml";
 const NEXT_CONF: &str = "pingora.next.yaml";
 use pingora_conf::UPGRADE_SOCK;
 const CHECK_OUTPUT: &str = "check.log";
-/// How long steward waits on the way out for killed descendants to be reaped.
-pub(crate) const FINAL_REAP: Duration = Duration::from_secs(2);
+use deadline::FINAL_REAP;
 /// How long a child may take to open its upgrade socket (Pingora itself gives up after ~6 s).
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long `child -t` may take during a reload.
@@ -162,7 +161,7 @@ async fn run_inner(config: Config) -> i32 {
     // --- start-up check (README "steward check"): the same rules as `steward check`; an
     // error stops the start now, with the line to fix, instead of later and less clearly.
     let unit = match systemd::under_systemd() {
-        true => systemd::query_unit_props()
+        true => crate::check::UnitProps::query_own()
             .await
             .map_err(|e| tracing::debug!(error = %e, "unit properties unavailable"))
             .ok(),

@@ -23,7 +23,7 @@
 //! of ending steward with the default action, and [`Signals::install`] then empties the
 //! signal mask, so it (and any signal a parent left blocked and pending across `exec`) is
 //! delivered to the new handlers. What each means before the first child serves is decided
-//! in [`crate::run`] and [`crate::lifecycle`] (operator's guide, "Signals at odd moments").
+//! in [`super::run`] and [`super::lifecycle`] (operator's guide, "Signals at odd moments").
 
 use std::io;
 
@@ -36,7 +36,7 @@ pub enum Received {
     Int,
     Hup,
     Child,
-    /// To be passed on to the current child ([`crate::container::forward`]).
+    /// To be passed on to the current child ([`super::container::forward`]).
     Forward(Sig),
 }
 

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
-use crate::check::unit::SHOW_PROPERTIES;
-use crate::check::UnitProps;
 use crate::deadline::{Outer, UnitTimeout};
 use crate::duration::{from_usec, parse_systemd_span};
 
@@ -139,19 +137,24 @@ async fn delegate_via_dbus(unit: &str) -> Result<bool, String> {
     bool::try_from(v).map_err(|e| format!("Delegate: {e}"))
 }
 
-/// The unit this process runs in, as `steward check` reads units: for `steward run`'s
-/// start-up check. D-Bus `GetUnitByPID` first, `systemctl show` second, as for the timeout.
-pub async fn query_unit_props() -> Result<UnitProps, String> {
-    query_props(None).await
+/// How a caller reads a unit's properties from either answer: systemd's D-Bus
+/// `GetAll` of the unit's `Unit` and `Service` interfaces, or `systemctl show -p
+/// <properties>` text. This module fetches; the caller (`steward check`'s unit reader)
+/// decides what the properties mean, so asking systemd does not depend on judging units.
+pub struct Decoder<T> {
+    /// The properties `systemctl show -p` is asked for.
+    pub show_properties: &'static str,
+    pub from_dbus:
+        fn(&HashMap<String, OwnedValue>, &HashMap<String, OwnedValue>) -> Result<T, String>,
+    pub from_show: fn(&str) -> Result<T, String>,
 }
 
-/// A unit by name, for `steward check --unit`.
-pub async fn query_named_unit_props(name: &str) -> Result<UnitProps, String> {
-    query_props(Some(name)).await
-}
-
-async fn query_props(name: Option<&str>) -> Result<UnitProps, String> {
-    let dbus_err = match tokio::time::timeout(DBUS_TIMEOUT, props_via_dbus(name)).await {
+/// A unit's properties, decoded: the unit this process runs in (`name` `None`: D-Bus
+/// `GetUnitByPID`, else the unit in /proc/self/cgroup), or a unit by name. D-Bus first,
+/// `systemctl show` second, as for the timeout; a D-Bus answer that does not decode also
+/// falls back to `systemctl show`.
+pub async fn query_unit<T>(name: Option<&str>, decoder: &Decoder<T>) -> Result<T, String> {
+    let dbus_err = match tokio::time::timeout(DBUS_TIMEOUT, props_via_dbus(name, decoder)).await {
         Ok(Ok(p)) => return Ok(p),
         Ok(Err(e)) => e,
         Err(_) => format!("no answer within {} s", DBUS_TIMEOUT.as_secs()),
@@ -160,15 +163,13 @@ async fn query_props(name: Option<&str>) -> Result<UnitProps, String> {
         Some(n) => n.to_string(),
         None => own_unit_name().map_err(|e| format!("D-Bus: {dbus_err}; systemctl: {e}"))?,
     };
-    let mut props = systemctl(&["show", "-p", SHOW_PROPERTIES, &unit])
+    systemctl(&["show", "-p", decoder.show_properties, &unit])
         .await
-        .and_then(|text| UnitProps::from_systemctl_show(&text))
-        .map_err(|e| format!("D-Bus: {dbus_err}; systemctl: {e}"))?;
-    props.locate_in_files();
-    Ok(props)
+        .and_then(|text| (decoder.from_show)(&text))
+        .map_err(|e| format!("D-Bus: {dbus_err}; systemctl: {e}"))
 }
 
-async fn props_via_dbus(name: Option<&str>) -> Result<UnitProps, String> {
+async fn props_via_dbus<T>(name: Option<&str>, decoder: &Decoder<T>) -> Result<T, String> {
     let conn = zbus::Connection::system()
         .await
         .map_err(|e| format!("system bus: {e}"))?;
@@ -205,9 +206,7 @@ async fn props_via_dbus(name: Option<&str>) -> Result<UnitProps, String> {
     let service = get_all("org.freedesktop.systemd1.Service")
         .await
         .unwrap_or_default();
-    let mut props = UnitProps::from_dbus(&unit, &service)?;
-    props.locate_in_files();
-    Ok(props)
+    (decoder.from_dbus)(&unit, &service)
 }
 
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";

@@ -81,7 +81,10 @@ fn the_installed_completions_offer_every_subcommand() {
         for sub in ["run", "status", "reload", "restart", "check", "completions"] {
             assert!(text.contains(sub), "{file} does not offer {sub}");
         }
-        assert!(text.contains("print-effective"), "{file} lacks check's options");
+        assert!(
+            text.contains("print-effective"),
+            "{file} lacks check's options"
+        );
     }
 }
 

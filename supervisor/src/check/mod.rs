@@ -531,7 +531,7 @@ fn live_unit(name: &str) -> Result<UnitProps, Box<Finding>> {
         .enable_all()
         .build()
         .map_err(|e| Box::new(failed(e.to_string())))?;
-    rt.block_on(crate::systemd::query_named_unit_props(&name))
+    rt.block_on(UnitProps::query_named(&name))
         .map_err(|e| Box::new(failed(e)))
 }
 

@@ -27,7 +27,7 @@ use crate::pingora_conf::{self, PINGORA_DEFAULT_GRACE, PINGORA_DEFAULT_SHUTDOWN_
 
 /// After its deadline steward SIGKILLs the child's tree and waits this long to reap it;
 /// systemd's timer must not fire inside that window.
-pub const REAP_ALLOWANCE: Duration = crate::run::FINAL_REAP;
+pub const REAP_ALLOWANCE: Duration = deadline::FINAL_REAP;
 
 /// Directories anyone may create files in, even where they do not exist on this machine.
 const SHARED_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm"];

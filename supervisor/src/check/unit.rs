@@ -2,8 +2,8 @@
 //! start, a stop and a restart go, each with the line that set it where that is known.
 //!
 //! Two sources give the same [`UnitProps`]:
-//! - the live unit ([`crate::systemd::query_unit_props`] and
-//!   [`crate::systemd::query_named_unit_props`]): systemd's effective values, drop-ins and
+//! - the live unit ([`UnitProps::query_own`] and [`UnitProps::query_named`], through
+//!   [`crate::systemd::query_unit`]): systemd's effective values, drop-ins and
 //!   `system.conf` defaults included. The values are systemd's; the lines that set them are
 //!   then looked up in the fragment and drop-ins systemd names, for the fix.
 //! - unit files on disk ([`load_unit_file`]), read offline the way systemd reads them:
@@ -19,6 +19,7 @@ use zbus::zvariant::{OwnedValue, Value};
 use super::findings::{Finding, Location, Severity, PARSE_ERROR};
 use crate::duration::{from_usec, parse_systemd_span, Span};
 use crate::limits::Nofile;
+use crate::systemd::Decoder;
 
 /// systemd's `DefaultTimeoutStopSec=` as shipped; a unit file alone cannot know a changed
 /// `system.conf`, the live unit can.
@@ -195,6 +196,27 @@ impl UnitProps {
         u.notify_access.value =
             effective_notify_access(&u.service_type.value, configured.as_deref());
         u
+    }
+
+    /// The unit this process runs in, read live: for `steward run`'s start-up check.
+    pub async fn query_own() -> Result<UnitProps, String> {
+        Self::query(None).await
+    }
+
+    /// A unit by name, read live: for `steward check --unit`.
+    pub async fn query_named(name: &str) -> Result<UnitProps, String> {
+        Self::query(Some(name)).await
+    }
+
+    async fn query(name: Option<&str>) -> Result<UnitProps, String> {
+        let decoder = Decoder {
+            show_properties: SHOW_PROPERTIES,
+            from_dbus: UnitProps::from_dbus,
+            from_show: UnitProps::from_systemctl_show,
+        };
+        let mut props = crate::systemd::query_unit(name, &decoder).await?;
+        props.locate_in_files();
+        Ok(props)
     }
 
     /// Fills in, for live values, the lines of the unit's files that set them.
@@ -1030,7 +1052,13 @@ mod tests {
             "Id=x.service\nLoadState=loaded\nType=notify\nKillMode=mixed\nNotifyAccess=main\nTimeoutStopUSec=30s\nRestart=no\nWatchdogUSec=0\nLimitNOFILE=infinity\nLimitNOFILESoft=2048\n",
         )
         .expect("props");
-        assert_eq!(p.limit_nofile.value, Nofile { soft: 2048, hard: u64::MAX });
+        assert_eq!(
+            p.limit_nofile.value,
+            Nofile {
+                soft: 2048,
+                hard: u64::MAX
+            }
+        );
     }
 
     #[test]
