@@ -211,6 +211,81 @@ pub fn fmt_span(s: Span) -> String {
     }
 }
 
+/// The timer that SIGKILLs the service if steward has not ended first: systemd's
+/// `TimeoutStopSec`, or the platform's stop timeout as [`STOP_TIMEOUT_ENV`] states it.
+enum Timer<'a> {
+    Unit(&'a UnitTimeout),
+    Env(Span),
+}
+
+impl Timer<'_> {
+    fn value(&self) -> Span {
+        match self {
+            Timer::Unit(u) => u.timeout_stop,
+            Timer::Env(t) => *t,
+        }
+    }
+
+    fn source(&self) -> Source {
+        match self {
+            Timer::Unit(u) => Source::Systemd((*u).clone()),
+            Timer::Env(t) => Source::Env(*t),
+        }
+    }
+
+    /// `auto` with a margin that leaves nothing of a finite timer `t`.
+    fn margin_too_large(&self, margin: Duration, t: Duration) -> DeadlineError {
+        match self {
+            Timer::Unit(u) => DeadlineError::MarginTooLarge {
+                margin: fmt_duration(margin),
+                timeout: fmt_duration(t),
+                unit: u.unit.clone(),
+            },
+            Timer::Env(_) => DeadlineError::MarginTooLargeForEnv {
+                margin: fmt_duration(margin),
+                timeout: fmt_duration(t),
+                var: STOP_TIMEOUT_ENV,
+            },
+        }
+    }
+
+    /// An explicit `stop.deadline` `d` that, with the margin, outlasts a finite timer `t`.
+    fn fixed_too_long(&self, d: Duration, margin: Duration, t: Duration) -> String {
+        let (timer, killer, fix) = match self {
+            Timer::Unit(u) => (
+                format!("TimeoutStopSec {} of {}", fmt_duration(t), u.unit),
+                "systemd",
+                "raise TimeoutStopSec",
+            ),
+            Timer::Env(_) => (
+                format!("{STOP_TIMEOUT_ENV} {}", fmt_duration(t)),
+                "the platform",
+                "use deadline = \"auto\"",
+            ),
+        };
+        format!(
+            "stop.deadline {} plus margin {} exceeds {timer}: {killer} may SIGKILL before steward's deadline; lower stop.deadline or {fix}",
+            fmt_duration(d),
+            fmt_duration(margin)
+        )
+    }
+
+    /// `stop.deadline = "infinity"` under a finite timer.
+    fn infinity_under(&self) -> String {
+        match self {
+            Timer::Unit(u) => format!(
+                "stop.deadline is infinity but {} has TimeoutStopSec {}: systemd will SIGKILL at its timeout",
+                u.unit,
+                fmt_span(u.timeout_stop)
+            ),
+            Timer::Env(t) => format!(
+                "stop.deadline is infinity but {STOP_TIMEOUT_ENV} is {}: the platform will SIGKILL at its timeout",
+                fmt_span(*t)
+            ),
+        }
+    }
+}
+
 /// Combines the configured setting with the environment's stop timeout and what systemd
 /// said. Pure: tested without systemd or environment.
 ///
@@ -218,6 +293,7 @@ pub fn fmt_span(s: Span) -> String {
 /// timer that will really fire (a container has no systemd; under systemd it is only set
 /// on purpose), and a disagreement with the unit's `TimeoutStopSec` is a warning.
 /// An explicit `stop.deadline` wins over both, with a warning when it does not fit.
+/// Without either timer, `auto` falls back to `stop.fallback_deadline`.
 pub fn resolve_with_env(
     setting: DeadlineSetting,
     margin: Duration,
@@ -225,17 +301,19 @@ pub fn resolve_with_env(
     outer: &Outer,
     env: Option<Span>,
 ) -> Result<Deadline, DeadlineError> {
-    let Some(t) = env else {
-        return resolve(setting, margin, fallback, outer);
-    };
-    let disagrees = match outer {
-        Outer::Systemd(u) if u.timeout_stop != t => Some(format!(
+    let disagrees = match (env, outer) {
+        (Some(t), Outer::Systemd(u)) if u.timeout_stop != t => Some(format!(
             "{STOP_TIMEOUT_ENV} {} differs from TimeoutStopSec {} of {}: systemd's timer is the one that fires; make them the same number",
             fmt_span(t),
             fmt_span(u.timeout_stop),
             u.unit
         )),
         _ => None,
+    };
+    let timer = match (env, outer) {
+        (Some(t), _) => Some(Timer::Env(t)),
+        (None, Outer::Systemd(u)) => Some(Timer::Unit(u)),
+        (None, _) => None,
     };
     let deadline = |value, source, warning: Option<String>| Deadline {
         value,
@@ -246,111 +324,67 @@ pub fn resolve_with_env(
             (w, d) => w.or(d),
         },
     };
-    match setting {
-        DeadlineSetting::Auto => match t {
-            Span::Infinity => Ok(deadline(None, Source::Env(t), None)),
-            Span::Finite(limit) if margin >= limit => Err(DeadlineError::MarginTooLargeForEnv {
-                margin: fmt_duration(margin),
-                timeout: fmt_duration(limit),
-                var: STOP_TIMEOUT_ENV,
-            }),
-            Span::Finite(limit) => Ok(deadline(Some(limit - margin), Source::Env(t), None)),
-        },
-        DeadlineSetting::Fixed(d) => {
-            let warning = match t {
-                Span::Finite(limit) if d + margin > limit => Some(format!(
-                    "stop.deadline {} plus margin {} exceeds {STOP_TIMEOUT_ENV} {}: the platform may SIGKILL before steward's deadline; lower stop.deadline or use deadline = \"auto\"",
-                    fmt_duration(d),
-                    fmt_duration(margin),
-                    fmt_duration(limit)
-                )),
+    let limit = timer.as_ref().and_then(|t| match t.value() {
+        Span::Finite(d) => Some(d),
+        Span::Infinity => None,
+    });
+    match (setting, &timer) {
+        (DeadlineSetting::Fixed(d), _) => {
+            let warning = match (&timer, limit) {
+                (Some(timer), Some(t)) if d + margin > t => {
+                    Some(timer.fixed_too_long(d, margin, t))
+                }
                 _ => None,
             };
             Ok(deadline(Some(d), Source::Config, warning))
         }
-        DeadlineSetting::Infinity => {
-            let warning = match t {
-                Span::Finite(limit) => Some(format!(
-                    "stop.deadline is infinity but {STOP_TIMEOUT_ENV} is {}: the platform will SIGKILL at its timeout",
-                    fmt_duration(limit)
-                )),
-                Span::Infinity => None,
+        (DeadlineSetting::Infinity, _) => {
+            let warning = match (&timer, limit) {
+                (Some(timer), Some(_)) => Some(timer.infinity_under()),
+                _ => None,
             };
             Ok(deadline(None, Source::Config, warning))
+        }
+        (DeadlineSetting::Auto, Some(timer)) => match limit {
+            None => Ok(deadline(None, timer.source(), None)),
+            Some(t) if margin >= t => Err(timer.margin_too_large(margin, t)),
+            Some(t) => Ok(deadline(Some(t - margin), timer.source(), None)),
+        },
+        (DeadlineSetting::Auto, None) => {
+            let (why, warning) = match outer {
+                Outer::SystemdUnreachable(why) => (
+                    format!("could not ask systemd: {why}"),
+                    format!(
+                        "could not read TimeoutStopUSec from systemd ({why}); using the fallback stop deadline {}",
+                        fmt_duration(fallback)
+                    ),
+                ),
+                _ => (
+                    "not running under systemd".to_string(),
+                    format!(
+                        "not running under systemd: using the fallback stop deadline {}; set {STOP_TIMEOUT_ENV} to the platform's stop timeout (docker stop -t, 10 s by default; Kubernetes: terminationGracePeriodSeconds, 30 s by default) or stop.deadline",
+                        fmt_duration(fallback)
+                    ),
+                ),
+            };
+            Ok(deadline(
+                Some(fallback),
+                Source::Fallback(why),
+                Some(warning),
+            ))
         }
     }
 }
 
-/// Combines the configured setting with what systemd said. Pure: tested without systemd.
+/// Combines the configured setting with what systemd said, no environment. Pure: tested
+/// without systemd.
 pub fn resolve(
     setting: DeadlineSetting,
     margin: Duration,
     fallback: Duration,
     outer: &Outer,
 ) -> Result<Deadline, DeadlineError> {
-    let deadline = |value, source, warning| Deadline {
-        value,
-        margin,
-        source,
-        warning,
-    };
-    match setting {
-        DeadlineSetting::Fixed(d) => {
-            let warning = match outer {
-                Outer::Systemd(u) => match u.timeout_stop {
-                    Span::Finite(t) if d + margin > t => Some(format!(
-                        "stop.deadline {} plus margin {} exceeds TimeoutStopSec {} of {}: systemd may SIGKILL before steward's deadline; lower stop.deadline or raise TimeoutStopSec",
-                        fmt_duration(d), fmt_duration(margin), fmt_duration(t), u.unit
-                    )),
-                    _ => None,
-                },
-                _ => None,
-            };
-            Ok(deadline(Some(d), Source::Config, warning))
-        }
-        DeadlineSetting::Infinity => {
-            let warning = match outer {
-                Outer::Systemd(u) if u.timeout_stop != Span::Infinity => Some(format!(
-                    "stop.deadline is infinity but {} has TimeoutStopSec {}: systemd will SIGKILL at its timeout",
-                    u.unit,
-                    fmt_span(u.timeout_stop)
-                )),
-                _ => None,
-            };
-            Ok(deadline(None, Source::Config, warning))
-        }
-        DeadlineSetting::Auto => match outer {
-            Outer::Systemd(u) => match u.timeout_stop {
-                Span::Infinity => Ok(deadline(None, Source::Systemd(u.clone()), None)),
-                Span::Finite(t) => {
-                    if margin >= t {
-                        return Err(DeadlineError::MarginTooLarge {
-                            margin: fmt_duration(margin),
-                            timeout: fmt_duration(t),
-                            unit: u.unit.clone(),
-                        });
-                    }
-                    Ok(deadline(Some(t - margin), Source::Systemd(u.clone()), None))
-                }
-            },
-            Outer::NotSystemd => Ok(deadline(
-                Some(fallback),
-                Source::Fallback("not running under systemd".into()),
-                Some(format!(
-                    "not running under systemd: using the fallback stop deadline {}; set {STOP_TIMEOUT_ENV} to the platform's stop timeout (docker stop -t, 10 s by default; Kubernetes: terminationGracePeriodSeconds, 30 s by default) or stop.deadline",
-                    fmt_duration(fallback)
-                )),
-            )),
-            Outer::SystemdUnreachable(why) => Ok(deadline(
-                Some(fallback),
-                Source::Fallback(format!("could not ask systemd: {why}")),
-                Some(format!(
-                    "could not read TimeoutStopUSec from systemd ({why}); using the fallback stop deadline {}",
-                    fmt_duration(fallback)
-                )),
-            )),
-        },
-    }
+    resolve_with_env(setting, margin, fallback, outer, None)
 }
 
 #[cfg(test)]
