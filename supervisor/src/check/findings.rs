@@ -87,69 +87,77 @@ impl fmt::Display for Location {
     }
 }
 
-/// Every finding id, in the order the README documents them. Tests hold each to a fixture
-/// that raises it and one that does not.
-pub const ALL_IDS: &[&str] = &[
-    STOP_TIMEOUT_EXCEEDED,
-    STOP_WAITS_GRACE,
-    GRACE_CLAMPED,
-    MARGIN_EXCEEDS_TIMEOUT,
-    MARGIN_TOO_SMALL,
-    DEADLINE_BEYOND_TIMEOUT,
-    SERVICE_TYPE,
-    NOTIFY_ACCESS,
-    KILL_MODE,
-    DELEGATE_MISSING,
-    NOFILE_ABOVE_HARD,
-    NOFILE_LOW,
-    STOP_FAILURE_MODE_ABORT,
-    RESTART_PREVENT_78,
-    WATCHDOG_WITHOUT_PROBE,
-    WATCHDOG_TOO_SHORT,
-    NO_RUNTIME_DIRECTORY,
-    PID_FILE_MISMATCH,
-    DAEMON_IGNORED,
-    FOREGROUND_ONLY,
-    USER_IGNORED,
-    UPGRADE_SOCK_SHARED_DIR,
-    READY_NOT_A_LISTENER,
-    LISTENER_MISMATCH,
-    PARSE_ERROR,
-    UNREADABLE,
-    NO_UNIT,
-];
+/// Declares the finding ids once: the [`Id`] enum, a constant per id for the rules, its
+/// text (what the report, the JSON and the journal's `STEWARD_CHECK` show) and
+/// [`ALL_IDS`], in the order the README documents them.
+macro_rules! finding_ids {
+    ($($variant:ident / $constant:ident => $text:literal,)*) => {
+        /// What a finding is about; stable across releases, as scripts match on it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Id {
+            $($variant,)*
+        }
 
-pub const STOP_TIMEOUT_EXCEEDED: &str = "stop-timeout-exceeded";
-pub const STOP_WAITS_GRACE: &str = "stop-waits-grace";
-pub const GRACE_CLAMPED: &str = "grace-clamped";
-pub const MARGIN_EXCEEDS_TIMEOUT: &str = "margin-exceeds-timeout";
-pub const MARGIN_TOO_SMALL: &str = "margin-too-small";
-pub const DEADLINE_BEYOND_TIMEOUT: &str = "deadline-beyond-timeout";
-pub const SERVICE_TYPE: &str = "service-type";
-pub const NOTIFY_ACCESS: &str = "notify-access";
-pub const KILL_MODE: &str = "kill-mode-not-mixed";
-pub const DELEGATE_MISSING: &str = "delegate-missing";
-pub const NOFILE_ABOVE_HARD: &str = "nofile-above-hard";
-pub const NOFILE_LOW: &str = "nofile-low";
-pub const STOP_FAILURE_MODE_ABORT: &str = "stop-failure-mode-abort";
-pub const RESTART_PREVENT_78: &str = "restart-prevent-78-missing";
-pub const WATCHDOG_WITHOUT_PROBE: &str = "watchdog-without-probe";
-pub const WATCHDOG_TOO_SHORT: &str = "watchdog-too-short";
-pub const NO_RUNTIME_DIRECTORY: &str = "no-runtime-directory";
-pub const PID_FILE_MISMATCH: &str = "pid-file-mismatch";
-pub const DAEMON_IGNORED: &str = "daemon-ignored";
-pub const FOREGROUND_ONLY: &str = "foreground-only";
-pub const USER_IGNORED: &str = "user-ignored";
-pub const UPGRADE_SOCK_SHARED_DIR: &str = "upgrade-sock-shared-dir";
-pub const READY_NOT_A_LISTENER: &str = "ready-not-a-listener";
-pub const LISTENER_MISMATCH: &str = "listener-mismatch";
-pub const PARSE_ERROR: &str = "parse-error";
-pub const UNREADABLE: &str = "unreadable";
-pub const NO_UNIT: &str = "no-unit";
+        impl Id {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Id::$variant => $text,)*
+                }
+            }
+        }
+
+        $(pub const $constant: Id = Id::$variant;)*
+
+        /// Every finding id. Tests hold each to a fixture that raises it and one that does not.
+        pub const ALL_IDS: &[Id] = &[$(Id::$variant,)*];
+    };
+}
+
+finding_ids! {
+    StopTimeoutExceeded / STOP_TIMEOUT_EXCEEDED => "stop-timeout-exceeded",
+    StopWaitsGrace / STOP_WAITS_GRACE => "stop-waits-grace",
+    GraceClamped / GRACE_CLAMPED => "grace-clamped",
+    MarginExceedsTimeout / MARGIN_EXCEEDS_TIMEOUT => "margin-exceeds-timeout",
+    MarginTooSmall / MARGIN_TOO_SMALL => "margin-too-small",
+    DeadlineBeyondTimeout / DEADLINE_BEYOND_TIMEOUT => "deadline-beyond-timeout",
+    ServiceType / SERVICE_TYPE => "service-type",
+    NotifyAccess / NOTIFY_ACCESS => "notify-access",
+    KillMode / KILL_MODE => "kill-mode-not-mixed",
+    DelegateMissing / DELEGATE_MISSING => "delegate-missing",
+    NofileAboveHard / NOFILE_ABOVE_HARD => "nofile-above-hard",
+    NofileLow / NOFILE_LOW => "nofile-low",
+    StopFailureModeAbort / STOP_FAILURE_MODE_ABORT => "stop-failure-mode-abort",
+    RestartPrevent78 / RESTART_PREVENT_78 => "restart-prevent-78-missing",
+    WatchdogWithoutProbe / WATCHDOG_WITHOUT_PROBE => "watchdog-without-probe",
+    WatchdogTooShort / WATCHDOG_TOO_SHORT => "watchdog-too-short",
+    NoRuntimeDirectory / NO_RUNTIME_DIRECTORY => "no-runtime-directory",
+    PidFileMismatch / PID_FILE_MISMATCH => "pid-file-mismatch",
+    DaemonIgnored / DAEMON_IGNORED => "daemon-ignored",
+    ForegroundOnly / FOREGROUND_ONLY => "foreground-only",
+    UserIgnored / USER_IGNORED => "user-ignored",
+    UpgradeSockSharedDir / UPGRADE_SOCK_SHARED_DIR => "upgrade-sock-shared-dir",
+    ReadyNotAListener / READY_NOT_A_LISTENER => "ready-not-a-listener",
+    ListenerMismatch / LISTENER_MISMATCH => "listener-mismatch",
+    ParseError / PARSE_ERROR => "parse-error",
+    Unreadable / UNREADABLE => "unreadable",
+    NoUnit / NO_UNIT => "no-unit",
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    pub id: &'static str,
+    pub id: Id,
     pub severity: Severity,
     /// What will happen, in the operator's terms ("systemctl stop will wait 90 s ...").
     pub what: String,
@@ -171,7 +179,7 @@ fn serialize_at<S: serde::Serializer>(at: &Option<Location>, s: S) -> Result<S::
 }
 
 impl Finding {
-    pub fn new(id: &'static str, severity: Severity, what: impl Into<String>) -> Finding {
+    pub fn new(id: Id, severity: Severity, what: impl Into<String>) -> Finding {
         Finding {
             id,
             severity,
@@ -271,8 +279,8 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_unique() {
-        let mut ids = ALL_IDS.to_vec();
+    fn id_texts_are_unique() {
+        let mut ids: Vec<&str> = ALL_IDS.iter().map(|i| i.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), ALL_IDS.len());

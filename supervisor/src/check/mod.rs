@@ -297,7 +297,7 @@ pub fn startup_findings(config: &Config, unit: Option<&UnitProps>) -> Vec<Findin
 /// `steward run`'s own log lines already: the deadline record and its warning, the clamp
 /// warnings, the margin error (exit 78 before the check runs), and unclaimed listeners
 /// (found from the child's real sockets once it serves, exit 78 with the keys).
-const REPORTED_BY_RUN: &[&str] = &[
+const REPORTED_BY_RUN: &[findings::Id] = &[
     GRACE_CLAMPED,
     DEADLINE_BEYOND_TIMEOUT,
     MARGIN_EXCEEDS_TIMEOUT,
@@ -313,19 +313,19 @@ pub fn log_startup(findings: &[Finding]) -> bool {
         match f.severity {
             Severity::Error => tracing::error!(
                 steward_phase = "config",
-                steward_check = f.id,
+                steward_check = f.id.as_str(),
                 steward_severity = severity,
                 "configuration error: {line}"
             ),
             Severity::Warning => tracing::warn!(
                 steward_phase = "config",
-                steward_check = f.id,
+                steward_check = f.id.as_str(),
                 steward_severity = severity,
                 "steward check: {line}"
             ),
             Severity::Info => tracing::info!(
                 steward_phase = "config",
-                steward_check = f.id,
+                steward_check = f.id.as_str(),
                 steward_severity = severity,
                 "steward check: {line}"
             ),

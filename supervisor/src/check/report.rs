@@ -140,7 +140,7 @@ mod tests {
     use super::*;
     use crate::check::findings::{KILL_MODE, NO_UNIT, PARSE_ERROR};
 
-    fn finding(id: &'static str, s: Severity) -> Finding {
+    fn finding(id: crate::check::findings::Id, s: Severity) -> Finding {
         Finding::new(id, s, "what")
     }
 

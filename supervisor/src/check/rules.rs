@@ -1299,14 +1299,14 @@ mod tests {
         )
     }
 
-    fn the<'a>(found: &'a [Finding], id: &str) -> &'a Finding {
+    fn the<'a>(found: &'a [Finding], id: Id) -> &'a Finding {
         found
             .iter()
             .find(|f| f.id == id)
             .unwrap_or_else(|| panic!("no {id} in {found:#?}"))
     }
 
-    fn has(found: &[Finding], id: &str) -> bool {
+    fn has(found: &[Finding], id: Id) -> bool {
         found.iter().any(|f| f.id == id)
     }
 
