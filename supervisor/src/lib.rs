@@ -9,7 +9,9 @@
 //! left to do, so under a stock unit `systemctl stop` hangs until systemd's own
 //! `TimeoutStopSec` (90 s) fires and SIGKILLs the lot at a random moment.
 //!
-//! 1. **Start.** [`config`] reads the TOML. [`systemd`] asks systemd for the unit's
+//! 1. **Start.** [`config`] reads the TOML; [`startup`] then runs the start-up as a
+//!    pipeline of plain steps, each a function of the previous step's value, that ends in
+//!    the plan the driver runs (or an exit code). [`systemd`] asks systemd for the unit's
 //!    `TimeoutStopUSec` (or the environment states the platform's stop timeout) and
 //!    [`deadline`] turns it into steward's own stop deadline (timeout minus a margin),
 //!    logged with its provenance. [`pingora_conf`] writes an
@@ -82,6 +84,7 @@ pub mod runtime_dir;
 pub mod signals;
 pub mod sockdiag;
 pub mod sockets;
+pub mod startup;
 pub mod systemd;
 pub mod tcp;
 pub mod upgrade;

@@ -18,27 +18,27 @@ use tokio::time::{Instant, Interval};
 use tracing::{error, info, warn};
 
 use crate::cgroup::Cgroups;
-use crate::config::{fmt_duration, Config, ConfigError, DrainMode};
+use crate::config::{fmt_duration, Config, DrainMode};
 use crate::control::{
     self, Command, GenStatus, HealthStats, Reply, Request, Status, TimelineEntry,
 };
-use crate::deadline::{self, Deadline, Outer};
+use crate::deadline::{self, Deadline};
 use crate::lifecycle::{
-    Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, Policy, StopSignal, Why,
+    Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, StopSignal, Why,
 };
-use crate::limits::{self, ChildNofile, NofileSetting};
-use crate::notify::{self, Notifier};
+use crate::limits::ChildNofile;
+use crate::notify::Notifier;
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Received, Signals};
-use crate::sockets::{Origin, Sockets};
+use crate::sockets::Sockets;
+use crate::startup::{
+    self, child_nofile, log_nofile, write_effective, Stop, EFFECTIVE_CONF, FILE_TIMEOUT,
+};
 use crate::tcp::{self, DrainCount, Snapshot};
 use crate::worker::{Worker, WorkerError};
-use crate::{
-    child, container, exit, files, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade,
-};
+use crate::{child, container, exit, files, pingora_conf, probe, procfs, upgrade};
 
 /// Names in the runtime directory.
-const EFFECTIVE_CONF: &str = "pingora.yaml";
 const NEXT_CONF: &str = "pingora.next.yaml";
 use pingora_conf::UPGRADE_SOCK;
 const CHECK_OUTPUT: &str = "check.log";
@@ -51,11 +51,6 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many timeline entries `steward status` keeps.
 const TIMELINE_MAX: usize = 64;
-/// How many distinct signals steward handles: at most this many are pending at once.
-const HANDLED_SIGNALS: usize = 8;
-/// How long a read of a configuration file may take on the I/O worker. Files are
-/// regular and capped ([`files`]), so only a stuck disk makes one late.
-const FILE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one look at a generation's sockets may take on the I/O worker.
 const FACTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a kill may take on the I/O worker: its loops are bounded well below this.
@@ -75,284 +70,29 @@ pub async fn run(config: Config) -> i32 {
 }
 
 async fn run_inner(config: Config) -> i32 {
-    // The I/O worker first, while threads can still be created: a child that fills the
-    // unit's pids limit must not leave steward without it.
-    let worker = match Worker::start() {
-        Ok(w) => w,
-        Err(e) => {
-            error!(error = %e, "cannot start steward's I/O worker thread");
-            return exit::OSERR;
-        }
+    let plan = match startup::prepare(&config).await {
+        Ok(plan) => plan,
+        Err(Stop(code)) => return code,
     };
-    let netlink = match worker.call(FILE_TIMEOUT, |io| io.source()).await {
-        Ok(source) => {
-            info!(
-                steward_sockets = source,
-                "socket facts from {}",
-                match source {
-                    "netlink" => "netlink sock_diag (filtered by the kernel)",
-                    _ => "/proc/net/tcp (netlink refused)",
-                }
-            );
-            source == "netlink"
-        }
-        Err(_) => false,
-    };
-    let inherited = child::close_inherited_on_exec();
-    if inherited > 0 {
-        tracing::debug!("{inherited} inherited descriptors marked close-on-exec");
-    }
-    let notifier = Notifier::from_env();
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot install signal handlers");
-            return exit::OSERR;
-        }
-    };
-    if let Err(code) = container::startup() {
-        return code;
-    }
-
-    let outer = systemd::query_outer().await;
-    if let Outer::Systemd(u) = &outer {
-        info!(
-            steward_unit = %u.unit,
-            "systemd unit {}: TimeoutStopSec {} (via {})",
-            u.unit,
-            deadline::fmt_span(u.timeout_stop),
-            u.via
-        );
-    }
-    // `auto` takes STEWARD_STOP_TIMEOUT when set (a container has no systemd to ask).
-    let deadline = match deadline::at_start(&config.stop, &outer) {
-        Ok(d) => d,
-        Err(e) => {
-            let msg = e.explain(&config.path);
-            error!(steward_phase = "config", "configuration error: {msg}");
-            notifier.status(&format!("configuration error: {msg}"));
-            return exit::CONFIG;
-        }
-    };
-    info!(
-        steward_deadline_ms = deadline.value.map(|d| d.as_millis() as u64).unwrap_or(0),
-        steward_deadline_source = deadline.source_tag(),
-        steward_margin_ms = deadline.margin.as_millis() as u64,
-        "{}",
-        deadline.describe()
-    );
-    if let Some(w) = &deadline.warning {
-        warn!(steward_deadline_source = deadline.source_tag(), "{w}");
-    }
-
-    // The child's open-file limit, decided (and a number above the hard limit refused)
-    // before anything is started; logged once here, and again only when a reload
-    // changes it.
-    let nofile = match child_nofile(&config) {
-        Ok(n) => n,
-        Err(msg) => {
-            error!(steward_phase = "config", "{msg}");
-            notifier.status(&msg);
-            return exit::CONFIG;
-        }
-    };
-    log_nofile(&config, &nofile);
-
-    // --- start-up check (README "steward check"): the same rules as `steward check`; an
-    // error stops the start now, with the line to fix, instead of later and less clearly.
-    let unit = match systemd::under_systemd() {
-        true => crate::check::UnitProps::query_own()
-            .await
-            .map_err(|e| tracing::debug!(error = %e, "unit properties unavailable"))
-            .ok(),
-        false => None,
-    };
-    if crate::check::log_startup(&crate::check::startup_findings(&config, unit.as_ref())) {
-        notifier.status("configuration error: see the log (steward check)");
-        return exit::CONFIG;
-    }
-    // --- end of the start-up check.
-
-    let dir = match RuntimeDir::open(&runtime_dir::choose(config.runtime_dir.as_deref())) {
-        Ok(dir) => dir,
-        Err(e) => {
-            error!(steward_phase = "config", "{e}");
-            notifier.status(&format!("failed: {e}"));
-            return exit::CANTCREAT;
-        }
-    };
-    // The control socket is claimed before anything else is written: a second steward on
-    // the same directory must stop here, before it overwrites the first one's conf.
-    let (control_tx, control_rx) = mpsc::channel(16);
-    let _control_file = match control::bind(&dir) {
-        Ok((listener, path)) => {
-            info!("control socket {}", path.display());
-            tokio::task::spawn_local(control::serve(listener, control_tx));
-            RemoveOnDrop(dir.clone(), control::SOCKET_NAME)
-        }
-        Err(e) => {
-            error!(steward_phase = "config", "{e}");
-            notifier.status(&format!("failed: {e}"));
-            return exit::CANTCREAT;
-        }
-    };
-    // The socket is the child's to create; whatever a dead child or someone else left
-    // there would refuse the hand-off.
-    match dir.clear_stale(UPGRADE_SOCK, false) {
-        Ok(Some(entry)) => info!(
-            "replaced a stale {} at {}",
-            entry.describe(),
-            dir.join(UPGRADE_SOCK).display()
-        ),
-        Ok(None) => {}
-        Err(e) => {
-            error!(steward_phase = "config", "{e}");
-            notifier.status(&format!("failed: {e}"));
-            return exit::CANTCREAT;
-        }
-    }
-    if let Err((code, msg)) =
-        write_effective(&worker, &config, &deadline, &dir, EFFECTIVE_CONF).await
-    {
-        error!(steward_phase = "config", "{msg}");
-        notifier.status(&format!("failed: {msg}"));
-        return code;
-    }
-    let sockets = match Sockets::open(&config.sockets) {
-        Ok((s, origins)) => {
-            for (addr, origin) in origins {
-                info!(
-                    "listener {addr} {}; handed to every generation",
-                    match origin {
-                        Origin::Bound => "bound by steward",
-                        Origin::Activated => "taken from systemd socket activation",
-                    }
-                );
-            }
-            s
-        }
-        Err(e) => {
-            error!(steward_phase = "starting", "cannot open {e}");
-            notifier.status(&format!("failed: cannot open {e}"));
-            return exit::OSERR;
-        }
-    };
-
-    // Signals that arrived while steward prepared. Every one is drained and decided here,
-    // none thrown away unseen: a stop ends steward before anything was started; a SIGHUP
-    // is kept and becomes one reload once the first generation serves, since the
-    // configuration may have changed after steward read it.
-    // Bounded: a storm still arriving must not hold the start back; whatever comes later
-    // is read by the main loop, where the lifecycle decides (a stop before READY, or a
-    // reload coalesced until READY).
-    let mut reload_before_start = false;
-    for _ in 0..HANDLED_SIGNALS {
-        let Some(sig) = signals.pending().await else {
-            break;
-        };
-        match sig {
-            Received::Term | Received::Int => {
-                info!(
-                    steward_phase = "exited",
-                    steward_signal = if sig == Received::Term {
-                        "SIGTERM"
-                    } else {
-                        "SIGINT"
-                    },
-                    "stop signal before the child was started; exiting"
-                );
-                return exit::OK;
-            }
-            Received::Hup => {
-                if !reload_before_start {
-                    info!(
-                        steward_phase = "starting",
-                        steward_signal = "SIGHUP",
-                        "SIGHUP before the child was started: one reload will run once it serves"
-                    );
-                }
-                reload_before_start = true;
-            }
-            // Nothing of steward's has run yet; the main loop reaps whatever there is on
-            // the next SIGCHLD.
-            Received::Child => {}
-            Received::Forward(s) => warn!(
-                steward_phase = "starting",
-                steward_signal = s.as_str(),
-                "{s} before the child was started: no child to pass it to; dropped"
-            ),
-        }
-    }
-    if let Err(e) = child::become_subreaper() {
-        warn!(error = %e, "cannot become child subreaper; orphaned grandchildren would escape");
-    }
-    let (unit_name, delegated) = match &outer {
-        Outer::Systemd(u) => {
-            let delegated = systemd::query_delegate(&u.unit).await.unwrap_or_else(|e| {
-                warn!("cannot ask whether unit {} has Delegate=yes: {e}", u.unit);
-                false
-            });
-            (Some(u.unit.clone()), delegated)
-        }
-        _ => (None, false),
-    };
-    let cgroups = match worker
-        .call(FILE_TIMEOUT, move |io| {
-            Cgroups::setup(io, unit_name.as_deref(), delegated)
-        })
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            error!("cannot set up cgroups: {e}");
-            return exit::OSERR;
-        }
-    };
-    info!(
-        steward_cgroup = cgroups.tag(),
-        "kills: {}",
-        cgroups.describe()
-    );
-
-    let watchdog = notify::watchdog_interval();
-    if let Some(w) = watchdog {
-        info!(
-            "systemd watchdog every {}: WATCHDOG=1 only while the child passes its probe",
-            fmt_duration(w)
-        );
-    }
-    let policy = Policy {
-        deadline: deadline.value,
-        start_timeout: config.ready.timeout,
-        drain_quiet: match config.stop.drain {
-            DrainMode::Connections => Some(config.stop.drain_quiet),
-            DrainMode::Exit => None,
-        },
-        max_crashes: config.restart.max_crashes,
-        crash_window: config.restart.window,
-        backoff_min: config.restart.backoff_min,
-        backoff_max: config.restart.backoff_max,
-        stable_after: config.restart.stable_after,
-        health_failures: config.health.failures,
-    };
-    let (machine, first) = Lifecycle::start(policy, Instant::now());
+    let (machine, first) = Lifecycle::start(plan.policy, Instant::now());
     let mut queue = VecDeque::new();
-    if reload_before_start {
+    if plan.reload_first {
         queue.push_back(Event::Reload { waiter: None });
     }
+    let _control_file = plan.control_file;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut driver = Driver {
-        worker,
+        worker: plan.worker,
         done: done_tx,
         kills_pending: 0,
         reap_due: false,
-        netlink,
+        netlink: plan.netlink,
         config,
         next_config: None,
-        notifier,
-        deadline,
-        dir,
-        sockets,
+        notifier: plan.notifier,
+        deadline: plan.deadline,
+        dir: plan.dir,
+        sockets: plan.sockets,
         machine,
         gens: HashMap::new(),
         started: StdInstant::now(),
@@ -368,100 +108,14 @@ async fn run_inner(config: Config) -> i32 {
         timeline: VecDeque::new(),
         timeline_origin: None,
         last_event: None,
-        watchdog,
-        cgroups,
+        watchdog: plan.watchdog,
+        cgroups: plan.cgroups,
         queue,
-        nofile,
+        nofile: plan.nofile,
     };
-    driver.run_loop(signals, control_rx, done_rx, first).await
-}
-
-/// steward's control socket file, removed on every way out of `run`, so an early exit
-/// leaves nothing a later start would have to judge.
-struct RemoveOnDrop(RuntimeDir, &'static str);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.remove(self.1);
-    }
-}
-
-/// Reads the operator's Pingora YAML (on the I/O worker: a FIFO or a huge file at that
-/// path is an error naming it, never a hang) and writes the effective copy as `name`; on
-/// failure the exit code and the one-line reason.
-async fn write_effective(
-    worker: &Worker,
-    config: &Config,
-    deadline: &Deadline,
-    dir: &RuntimeDir,
-    name: &str,
-) -> Result<PathBuf, (i32, String)> {
-    let text = match &config.child.pingora_conf {
-        Some(p) => {
-            let path = p.clone();
-            let read = worker
-                .call(FILE_TIMEOUT, move |_| {
-                    files::read_text(&path, files::CONFIG_MAX).map_err(|e| e.to_string())
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-            Some(read.map_err(|e| {
-                (
-                    exit::CONFIG,
-                    format!(
-                        "{}: cannot read the Pingora conf: {e} (fix: child.pingora_conf in {})",
-                        p.display(),
-                        config.path.display()
-                    ),
-                )
-            })?)
-        }
-        None => None,
-    };
-    let source = config.child.pingora_conf.as_deref().zip(text.as_deref());
-    let eff = pingora_conf::effective(source, deadline.value, &dir.join(UPGRADE_SOCK))
-        .map_err(|e| (exit::CONFIG, format!("configuration error: {e}")))?;
-    for change in &eff.changes {
-        warn!(steward_phase = "config", "effective Pingora conf: {change}");
-    }
-    let path = dir
-        .write_file(name, &eff.yaml)
-        .map_err(|e| (exit::CANTCREAT, e.to_string()))?;
-    info!(
-        "effective Pingora conf {} (grace_period_seconds {}, graceful_shutdown_timeout_seconds {})",
-        path.display(),
-        eff.grace,
-        eff.shutdown_timeout
-    );
-    Ok(path)
-}
-
-/// The child's open-file limit for `config`, or the configuration error that names the
-/// file and the fix (a number above steward's hard limit).
-fn child_nofile(config: &Config) -> Result<ChildNofile, String> {
-    limits::for_child(config.child.nofile).map_err(|e| {
-        format!(
-            "configuration error: {}",
-            ConfigError::new(&config.path, e.to_string()).with_fix(e.fix())
-        )
-    })
-}
-
-/// The child's open-file limit, as an operator sizing the unit's `LimitNOFILE=` needs it.
-fn log_nofile(config: &Config, n: &ChildNofile) {
-    info!(
-        steward_child_nofile = n.limit.soft,
-        "child open-file limit {} (soft; hard {}){}",
-        n.limit.soft,
-        n.limit.hard,
-        match (config.child.nofile, n.apply) {
-            (NofileSetting::Inherit, _) => " inherited from steward (child.nofile = \"inherit\")",
-            (_, false) => " as steward's own",
-            (NofileSetting::Max, true) => ", raised to the hard limit (child.nofile = \"max\")",
-            (NofileSetting::Soft(_), true) => " from child.nofile",
-        }
-    );
+    driver
+        .run_loop(plan.signals, plan.control, done_rx, first)
+        .await
 }
 
 /// What the driver knows about a running generation.
