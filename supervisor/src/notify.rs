@@ -4,7 +4,7 @@
 //! a container and under systemd. Errors are logged, never fatal: a lost STATUS line must
 //! not take the proxy down.
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Notifier {
     enabled: bool,
 }
@@ -39,6 +39,36 @@ impl Notifier {
 
     pub fn stopping(&self, status: &str) {
         self.send(&[sd_notify::NotifyState::Stopping], Some(status));
+    }
+
+    /// Hands `fd` to systemd's file descriptor store under `name` (`FDSTORE=1`): systemd
+    /// keeps it open across a crash and restart of steward and passes it back in
+    /// `LISTEN_FDS`, with the name in `LISTEN_FDNAMES`. The unit's
+    /// `FileDescriptorStoreMax=` must leave room, or systemd drops it.
+    pub fn store_fd(&self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        sd_notify::notify_with_fds(
+            false,
+            &[
+                sd_notify::NotifyState::FdStore,
+                sd_notify::NotifyState::FdName(name),
+            ],
+            &[fd],
+        )
+    }
+
+    /// Takes the descriptors stored under `name` out of systemd's store (`FDSTOREREMOVE=1`),
+    /// so systemd's copy no longer keeps the socket open.
+    pub fn remove_fd(&self, name: &str) {
+        self.send(
+            &[
+                sd_notify::NotifyState::FdStoreRemove,
+                sd_notify::NotifyState::FdName(name),
+            ],
+            None,
+        );
     }
 
     /// The one way out: every `STATUS=` text passes [`sanitize`] here, so no caller can

@@ -96,7 +96,8 @@ pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
     } = runtime(config, &worker, &deadline)
         .await
         .map_err(|(code, msg)| fail(code, msg))?;
-    let sockets = listeners(config).map_err(|msg| fail(exit::OSERR, msg))?;
+    let store = fd_store(config, unit.as_ref()).then_some(&notifier);
+    let sockets = listeners(config, store).map_err(|msg| fail(exit::OSERR, msg))?;
     let reload_first = early_signals(&mut signals).await?;
     let cgroups = containment(&worker, &outer).await?;
     let watchdog = notify::watchdog_interval();
@@ -286,9 +287,31 @@ async fn runtime(
     })
 }
 
-/// The listeners of `sockets.listen`, bound or taken from socket activation once.
-fn listeners(config: &Config) -> Result<Sockets, String> {
-    let (sockets, origins) = Sockets::open(&config.sockets).map_err(|e| {
+/// Whether the listeners go into systemd's fd store, so they outlive a crash of steward:
+/// only where the unit leaves room for all of them (systemd would drop the rest).
+fn fd_store(config: &Config, unit: Option<&UnitProps>) -> bool {
+    let (Some(u), n) = (unit, config.sockets.len() as u64) else {
+        return false;
+    };
+    let max = u.fd_store_max.value;
+    match max {
+        _ if n == 0 => false,
+        0 => {
+            info!("listeners not kept in systemd's fd store (FileDescriptorStoreMax=0): a crash of steward closes them until systemd restarts it");
+            false
+        }
+        m if m < n => {
+            warn!("FileDescriptorStoreMax={m} holds fewer than the {n} listeners of sockets.listen: none is stored, and a crash of steward closes them until systemd restarts it; raise it to at least {n}");
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The listeners of `sockets.listen`: steward's own back from systemd's fd store, a
+/// socket unit's, or bound now (and stored, with `store`).
+fn listeners(config: &Config, store: Option<&Notifier>) -> Result<Sockets, String> {
+    let (sockets, origins) = Sockets::open(&config.sockets, store).map_err(|e| {
         error!(steward_phase = "starting", "cannot open {e}");
         format!("failed: cannot open {e}")
     })?;
@@ -296,8 +319,10 @@ fn listeners(config: &Config) -> Result<Sockets, String> {
         info!(
             "listener {addr} {}; handed to every generation",
             match origin {
+                Origin::Bound if store.is_some() => "bound by steward, kept in systemd's fd store",
                 Origin::Bound => "bound by steward",
                 Origin::Activated => "taken from systemd socket activation",
+                Origin::Stored => "taken back from systemd's fd store, still open since an earlier steward of this unit",
             }
         );
     }
@@ -491,4 +516,63 @@ pub fn log_nofile(config: &Config, n: &ChildNofile) {
             (NofileSetting::Soft(_), true) => " from child.nofile",
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::unit::load_unit_file;
+
+    fn config(listeners: usize) -> Config {
+        let listen: Vec<String> = (0..listeners)
+            .map(|i| format!("\"127.0.0.1:{}\"", 16000 + i))
+            .collect();
+        Config::parse(
+            std::path::Path::new("/nonexistent/steward.toml"),
+            &format!(
+                "[child]\ncommand = [\"/bin/echo\"]\n[ready]\ntcp = \"127.0.0.1:16000\"\n[sockets]\nlisten = [{}]\n",
+                listen.join(", ")
+            ),
+        )
+        .expect("config")
+    }
+
+    fn unit(extra: &str) -> UnitProps {
+        let dir = std::env::temp_dir().join(format!("steward-startup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        // One file per call: the tests run at once.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("u{n}.service"));
+        std::fs::write(&path, format!("[Service]\nType=notify\n{extra}")).expect("unit");
+        let u = load_unit_file(&path, &[]).expect("unit loads");
+        let _ = std::fs::remove_file(&path);
+        u
+    }
+
+    #[test]
+    fn listeners_are_stored_where_the_unit_has_room_for_all_of_them() {
+        assert!(fd_store(
+            &config(2),
+            Some(&unit("FileDescriptorStoreMax=2\n"))
+        ));
+    }
+
+    #[test]
+    fn nothing_is_stored_without_room_for_every_listener() {
+        assert!(!fd_store(
+            &config(3),
+            Some(&unit("FileDescriptorStoreMax=2\n"))
+        ));
+        assert!(!fd_store(&config(1), Some(&unit(""))));
+    }
+
+    #[test]
+    fn nothing_is_stored_outside_systemd_or_without_listeners() {
+        assert!(!fd_store(&config(1), None));
+        assert!(!fd_store(
+            &config(0),
+            Some(&unit("FileDescriptorStoreMax=2\n"))
+        ));
+    }
 }

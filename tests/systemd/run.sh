@@ -36,6 +36,7 @@ SCENARIOS=(
   "16 reload retires a generation's escapees"
   "17 watchdog pings stop for a hung child, resume"
   "18 open files: 5,000 concurrent slow requests"
+  "19 SIGKILL of steward: fd store, 0 refused"
 )
 
 if ! reason=$(sd_can_run); then
@@ -163,6 +164,9 @@ sd_write_file /usr/lib/sysusers.d/steward.conf - <"$repo/etc/systemd/steward.sys
 sd_run systemd-sysusers /usr/lib/sysusers.d/steward.conf >/dev/null
 steward_uid=$(sd_run id -u steward) || { echo "FAILED: systemd-sysusers did not create the steward user"; exit 1; }
 sd_install_unit "$repo/etc/systemd/steward-proxy.service"
+# The man page the unit's Documentation= names, where `make install` puts it
+# (systemd-analyze verify checks that man finds it).
+sd_write_file /usr/local/share/man/man1/steward.1 - <"$repo/docs/steward.1"
 # What `systemctl enable` does, for the harness's target: an inactive unit nobody wants is
 # unloaded at once, and with it the ExecMain*/Result properties the scenarios assert.
 sd_dropin harness.target 50-keep-loaded "[Unit]"$'\n'"Wants=$UNIT"$'\n'
@@ -709,6 +713,97 @@ EOF
 ); then ok "$verdict"; else fail "$verdict"; fi
 sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
 expect_eq Result "$(show Result)" success
+end
+
+# 19 -----------------------------------------------------------------------------------
+# FileDescriptorStoreMax= in the shipped unit: steward stores the listeners it binds, and
+# after a SIGKILL of steward itself the steward Restart= starts takes them back, so a
+# client opening a fresh connection per request sees no refusal, only a wait. On a stop
+# steward empties the store, so the ports refuse again once its generations let go.
+begin "${SCENARIOS[18]}"
+reset_unit
+c=$(cursor)
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+expect_match "journal: stored" "$(journal_since "$c" -u "$UNIT" -o cat)" "listener 127.0.0.1:6188 bound by steward, kept in systemd's fd store"
+# Fresh connections for 5 s while steward is SIGKILLed 1 s in; prints "N ok, R refused,
+# F failed [errors]".
+kill_steward_under_load() {
+  local out load
+  out=$(mktemp)
+  sd_run python3 - >"$out" 2>&1 <<'PY' &
+import socket, time
+end = time.monotonic() + 5.0
+ok = refused = failed = 0
+errors = []
+while time.monotonic() < end:
+    try:
+        s = socket.create_connection(("127.0.0.1", 6188), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        if data.startswith(b"HTTP/1.1 200"):
+            ok += 1
+        else:
+            failed += 1
+            errors.append(repr(data[:40]))
+    except ConnectionRefusedError:
+        refused += 1
+        time.sleep(0.01)
+    except OSError as e:
+        failed += 1
+        errors.append(str(e))
+print(f"{ok} ok, {refused} refused, {failed} failed {errors[:3]}")
+PY
+  load=$!
+  sleep 1
+  sd_systemctl kill --kill-whom=main --signal=SIGKILL "$UNIT"
+  wait "$load" || true
+  cat "$out"
+  rm -f "$out"
+}
+c=$(cursor)
+verdict=$(kill_steward_under_load)
+expect_match "fresh connections across steward's SIGKILL and restart ($verdict)" "$verdict" '^[1-9][0-9]* ok, 0 refused, 0 failed'
+wait_active || fail "not restarted by Restart=on-failure"
+[[ $(show MainPID) != "$main" ]] && ok "restarted with MainPID $(show MainPID)" || fail "MainPID unchanged"
+expect_match "journal: taken back" "$(journal_since "$c" -u "$UNIT" -o cat)" "listener 127.0.0.1:6188 taken back from systemd's fd store"
+# A stop during a 3 s request: the store's copy must not keep the port open.
+slow_out=$(mktemp)
+sd_run curl -s -m 10 -o /dev/null -w '%{http_code}' "http://$PROXY/delay/3000" >"$slow_out" 2>/dev/null &
+slow=$!
+sleep 0.5
+sd_systemctl stop --no-block "$UNIT"
+sleep 0.5
+expect_eq "a new connection during the drain" "$(sd_run python3 -c 'import socket
+try:
+    socket.create_connection(("127.0.0.1", 6188), timeout=2)
+    print("accepted")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as e:
+    print(e)')" refused
+wait "$slow" || true
+expect_eq "the 3 s request in flight" "$(cat "$slow_out")" 200
+rm -f "$slow_out"
+for _ in $(seq 1 100); do
+  [[ $(show ActiveState) == inactive ]] && break
+  sleep 0.1
+done
+expect_eq Result "$(show Result)" success
+# The same SIGKILL without room in the store: the listeners die with steward and the
+# client is refused until the restarted steward binds them again (what this unit did
+# before FileDescriptorStoreMax=; it also shows the load above can see a refusal).
+sd_dropin "$UNIT" 50-no-store $'[Service]\nFileDescriptorStoreMax=0\n'
+c=$(cursor)
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+expect_match "journal: not stored" "$(journal_since "$c" -u "$UNIT" -o cat)" "listeners not kept in systemd's fd store \\(FileDescriptorStoreMax=0\\)"
+verdict=$(kill_steward_under_load)
+expect_match "without the store, refused ($verdict)" "$verdict" '^[0-9]+ ok, [1-9][0-9]* refused'
+wait_active || fail "not restarted by Restart=on-failure"
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
 end
 
 # ---------------------------------------------------------------------------------------

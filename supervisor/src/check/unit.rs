@@ -91,6 +91,9 @@ pub struct UnitProps {
     /// `LimitNOFILE=`: the open-file limits steward starts with, from which
     /// `child.nofile` gives the child its own.
     pub limit_nofile: Prop<Nofile>,
+    /// `FileDescriptorStoreMax=`: how many descriptors steward may keep in systemd's
+    /// store across its own restart (the listeners).
+    pub fd_store_max: Prop<u64>,
     /// Lines of the unit's files that systemd would ignore (warnings).
     pub problems: Vec<Finding>,
 }
@@ -133,6 +136,7 @@ impl UnitProps {
             exec_reload: Prop::default_value(Vec::new()),
             delegate: Prop::default_value(false),
             limit_nofile: Prop::default_value(SYSTEMD_DEFAULT_NOFILE),
+            fd_store_max: Prop::default_value(0),
             problems: Vec::new(),
         }
     }
@@ -182,6 +186,10 @@ impl UnitProps {
                 "ExecStart" => extend(&mut u.exec_start, a, command_of(&a.value)),
                 "ExecReload" => extend(&mut u.exec_reload, a, command_of(&a.value)),
                 "Delegate" => set(&mut u.delegate, a, delegate_of(&a.value)),
+                "FileDescriptorStoreMax" => match a.value.trim().parse() {
+                    Ok(n) => set(&mut u.fd_store_max, a, n),
+                    Err(_) => Some("a number".into()),
+                },
                 "LimitNOFILE" => match nofile_of(&a.value) {
                     Some(n) => set(&mut u.limit_nofile, a, n),
                     None => Some("a number, SOFT:HARD or infinity".into()),
@@ -256,6 +264,7 @@ impl UnitProps {
         locate!(self.exec_reload, "ExecReload");
         locate!(self.delegate, "Delegate");
         locate!(self.limit_nofile, "LimitNOFILE");
+        locate!(self.fd_store_max, "FileDescriptorStoreMax");
     }
 
     /// From `org.freedesktop.DBus.Properties.GetAll` of the unit's `Unit` and `Service`
@@ -338,6 +347,10 @@ impl UnitProps {
                 soft: t("LimitNOFILESoft").unwrap_or(SYSTEMD_DEFAULT_NOFILE.soft),
                 hard: t("LimitNOFILE").unwrap_or(SYSTEMD_DEFAULT_NOFILE.hard),
             }),
+            fd_store_max: Prop::live(match service.get("FileDescriptorStoreMax").map(|v| &**v) {
+                Some(Value::U32(n)) => u64::from(*n),
+                _ => 0,
+            }),
             ..UnitProps::defaults(name, "D-Bus", files)
         })
     }
@@ -405,6 +418,12 @@ impl UnitProps {
                 soft: one("LimitNOFILESoft").map_or(Ok(SYSTEMD_DEFAULT_NOFILE.soft), rlimit)?,
                 hard: one("LimitNOFILE").map_or(Ok(SYSTEMD_DEFAULT_NOFILE.hard), rlimit)?,
             }),
+            fd_store_max: Prop::live(
+                one("FileDescriptorStoreMax")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            ),
             ..UnitProps::defaults(name, "systemctl show", files)
         })
     }
@@ -412,7 +431,7 @@ impl UnitProps {
 
 /// The properties `systemctl show -p` is asked for (what [`UnitProps::from_systemctl_show`]
 /// reads).
-pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload,Delegate,LimitNOFILE,LimitNOFILESoft";
+pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload,Delegate,LimitNOFILE,LimitNOFILESoft,FileDescriptorStoreMax";
 
 fn check_loaded(name: &str, load_state: &str) -> Result<(), String> {
     match load_state {
