@@ -19,6 +19,9 @@ pub enum Kind {
     StewardProxy,
     /// Pingora as its users write it: sleeps out its grace period.
     StockPingora,
+    /// The same user's server with steward-pingora's one line (the crate's example
+    /// `graceful-proxy`): exits by itself once drained.
+    Library,
 }
 
 /// What starts the child: the child command itself, or a launcher in front of it.
@@ -133,6 +136,23 @@ impl Setup {
                 (
                     format!("[{launcher}\"{}\"]", bin("stock-pingora").display()),
                     format!("tcp = \"{proxy}\""),
+                    proxy,
+                    Some(origin),
+                )
+            }
+            Kind::Library => {
+                let origin = Origin::start();
+                let proxy = format!("127.0.0.1:{}", free_port());
+                let health = format!("127.0.0.1:{}", free_port());
+                env.push(("LISTEN", proxy.clone()));
+                env.push(("UPSTREAM", origin.addr.clone()));
+                env.push(("HEALTH", health.clone()));
+                if sockets {
+                    extra.push_str(&format!("[sockets]\nlisten = [\"{proxy}\"]\n"));
+                }
+                (
+                    format!("[{launcher}\"{}\"]", example("graceful-proxy").display()),
+                    format!("http = \"http://{health}/health\""),
                     proxy,
                     Some(origin),
                 )

@@ -37,6 +37,17 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
     true
 }
 
+/// `steward reload`, the `i`th of a test, which must succeed.
+fn reload(s: &Setup, i: u32) {
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(
+        code,
+        Some(0),
+        "reload {i}: {out}\nlog:\n{}",
+        s.steward.log_text()
+    );
+}
+
 #[test]
 fn reload_starts_the_next_generation_and_retires_the_old_one() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
@@ -77,13 +88,7 @@ fn ten_reloads_under_load_drop_nothing() {
     let load = load(&s.proxy, "/", 4, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     for i in 1..=10 {
-        let (code, out) = steward_cli("reload", &s.control());
-        assert_eq!(
-            code,
-            Some(0),
-            "reload {i}: {out}\nlog:\n{}",
-            s.steward.log_text()
-        );
+        reload(&s, i);
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
@@ -96,6 +101,68 @@ fn ten_reloads_under_load_drop_nothing() {
         0,
         "{counts:?} {errors:?}\nlog:\n{}",
         s.steward.log_text()
+    );
+}
+
+/// Clients as browsers and load balancers are: 8 persistent HTTP/1.1 connections, each
+/// sending its next request as soon as the last is answered, across 3 reloads of `kind`
+/// under steward. The counts, and steward's log.
+fn keep_alive_clients_across_three_reloads(kind: Kind) -> (KeepAliveCounts, String) {
+    let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
+    s.wait_ready();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = keep_alive_load(&s.proxy, "/", 8, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1..=3 {
+        reload(&s, i);
+        // The retired generation drains while the clients go on.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let counts = load.join().expect("load");
+    assert_eq!(generation(&s).0, 4);
+    assert!(counts.ok > 100, "{counts:?}");
+    assert_eq!(counts.refused, 0, "{counts:?}");
+    (counts, s.steward.log_text())
+}
+
+/// The retired generation answers with `Connection: close` and closes idle connections
+/// only once no request can be on its way: not one request fails.
+fn keep_alive_clients_see_no_error_across_reloads(kind: Kind) {
+    let (counts, log) = keep_alive_clients_across_three_reloads(kind);
+    // The connections did span the reloads: each retiring generation closed some.
+    assert!(counts.closed > 0, "{counts:?}");
+    assert!(
+        counts.errors.is_empty(),
+        "{} error(s) in {} requests: {:?}\nlog:\n{log}",
+        counts.errors.len(),
+        counts.ok + counts.errors.len() as u64,
+        counts.errors
+    );
+}
+
+#[test]
+fn keep_alive_clients_see_no_error_across_reloads_library() {
+    keep_alive_clients_see_no_error_across_reloads(Kind::Library);
+}
+
+#[test]
+fn keep_alive_clients_see_no_error_across_reloads_steward_proxy() {
+    keep_alive_clients_see_no_error_across_reloads(Kind::StewardProxy);
+}
+
+/// The premise of steward-pingora's keep-alive handling: a stock Pingora 0.9.1 server
+/// closes its idle keep-alive connections at SIGTERM while clients are writing to them,
+/// and the same clients see errors.
+#[test]
+fn keep_alive_clients_see_errors_across_reloads_of_a_stock_pingora_server() {
+    let (counts, log) = keep_alive_clients_across_three_reloads(Kind::StockPingora);
+    assert!(
+        counts
+            .errors
+            .iter()
+            .any(|e| e.contains("before a whole response")),
+        "{counts:?}\nlog:\n{log}"
     );
 }
 
