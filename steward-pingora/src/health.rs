@@ -50,6 +50,54 @@ pub(crate) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
+/// Whether a listening socket other than this process's own is bound to `addr`: the
+/// kernel's TCP table (`/proc/net/tcp`, or `tcp6`) lists more than one listener there.
+/// Read once, when the drain begins.
+pub(crate) fn successor_listens(addr: SocketAddr) -> bool {
+    let table = if addr.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    std::fs::read_to_string(table)
+        .map(|t| listeners_on(&t, addr) > 1)
+        .unwrap_or(false)
+}
+
+/// How many rows of a `/proc/net/tcp` or `tcp6` table are listeners on exactly `addr`.
+fn listeners_on(table: &str, addr: SocketAddr) -> usize {
+    let want = proc_addr(addr);
+    table
+        .lines()
+        .skip(1)
+        .filter(|row| {
+            let mut f = row.split_whitespace();
+            let local = f.nth(1);
+            // st is the fourth field: 0A is LISTEN.
+            let state = f.nth(1);
+            local == Some(want.as_str()) && state == Some("0A")
+        })
+        .count()
+}
+
+/// `addr` as the kernel's table writes it: the address's 32-bit words in host byte order,
+/// in hex, then the port.
+fn proc_addr(addr: SocketAddr) -> String {
+    let words = |b: &[u8]| -> String {
+        b.chunks(4)
+            .map(|w| {
+                let v = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+                format!("{v:08X}")
+            })
+            .collect()
+    };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => words(&v4.octets()),
+        std::net::IpAddr::V6(v6) => words(&v6.octets()),
+    };
+    format!("{ip}:{:04X}", addr.port())
+}
+
 /// Answers health checks on `listener` until the process exits; it goes on answering
 /// (503) while the process drains.
 pub(crate) async fn serve(listener: TcpListener, drain: std::sync::Arc<Drain>) {
@@ -145,5 +193,32 @@ mod tests {
         let addr = first.local_addr().expect("local addr");
         let second = bind_reuseport(addr);
         assert!(second.is_ok(), "{second:?}");
+    }
+
+    #[test]
+    fn a_lone_health_listener_has_no_successor() {
+        let only = bind_reuseport("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        assert!(!successor_listens(only.local_addr().expect("local addr")));
+    }
+
+    #[test]
+    fn a_second_listener_on_the_health_port_is_a_successor() {
+        let first = bind_reuseport("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = first.local_addr().expect("local addr");
+        let _second = bind_reuseport(addr).expect("bind the same port");
+        assert!(successor_listens(addr));
+    }
+
+    #[test]
+    fn the_kernel_table_writes_loopback_in_host_byte_order() {
+        // As /proc/net/tcp shows 127.0.0.1:6190 on a little-endian machine.
+        let addr: SocketAddr = "127.0.0.1:6190".parse().expect("addr");
+        if cfg!(target_endian = "little") {
+            assert_eq!(proc_addr(addr), "0100007F:182E");
+        }
+        let table = "  sl  local_address rem_address   st\n   0: 0100007F:182E 00000000:0000 0A 0\n   1: 0100007F:182E 0100007F:9C40 01 0\n";
+        if cfg!(target_endian = "little") {
+            assert_eq!(listeners_on(table, addr), 1);
+        }
     }
 }

@@ -211,9 +211,10 @@ struct Watch {
 impl BackgroundService for Watch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let listener = self.health.lock().ok().and_then(|mut l| l.take());
-        if let Some(listener) = listener {
-            tokio::spawn(health::serve(listener, self.drain.clone()));
-        }
+        let health = listener.map(|l| {
+            let addr = l.local_addr().ok();
+            (addr, tokio::spawn(health::serve(l, self.drain.clone())))
+        });
         // Pingora sets the watch on SIGTERM, and on SIGQUIT once it has handed its
         // listeners over: then its listeners close.
         while !*shutdown.borrow() {
@@ -222,6 +223,19 @@ impl BackgroundService for Watch {
             }
         }
         self.drain.begin();
+        // A successor bound to the same health port (a reload: it is ready before this
+        // process is told to stop) answers for the server from now on. Were this process
+        // to go on answering 503 beside it, the kernel would hand it about half the health
+        // checks: a load balancer would see the server flap, and steward's probe, which
+        // wants the successor to accept, would fail it.
+        if let Some((Some(addr), task)) = health {
+            if health::successor_listens(addr) {
+                log::info!(
+                    "health endpoint {addr}: a successor listens there too; leaving the port to it"
+                );
+                task.abort();
+            }
+        }
         // Returning would not stop the health endpoint (a task of this runtime), but the
         // service stays as long as the process, like the endpoint.
         std::future::pending::<()>().await

@@ -37,17 +37,6 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
     true
 }
 
-/// `steward reload`, the `i`th of a test, which must succeed.
-fn reload(s: &Setup, i: u32) {
-    let (code, out) = steward_cli("reload", &s.control());
-    assert_eq!(
-        code,
-        Some(0),
-        "reload {i}: {out}\nlog:\n{}",
-        s.steward.log_text()
-    );
-}
-
 #[test]
 fn reload_starts_the_next_generation_and_retires_the_old_one() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
@@ -88,7 +77,7 @@ fn ten_reloads_under_load_drop_nothing() {
     let load = load(&s.proxy, "/", 4, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     for i in 1..=10 {
-        reload(&s, i);
+        s.reload(i);
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
@@ -104,22 +93,78 @@ fn ten_reloads_under_load_drop_nothing() {
     );
 }
 
-/// Clients as browsers and load balancers are: 8 persistent HTTP/1.1 connections, each
-/// sending its next request as soon as the last is answered, across 3 reloads of `kind`
-/// under steward. The counts, and steward's log.
+/// `GET /health` on `addr`: the status and the process the answer names.
+fn health_answer(addr: &str) -> (u16, Option<i32>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to the health endpoint");
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        c,
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("health answer");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let pid = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-served-by-pid:")
+                .map(str::to_string)
+        })
+        .and_then(|p| p.trim().parse().ok());
+    (status, pid)
+}
+
+/// While a retired generation drains, its successor alone answers the health port they
+/// share: the retired one leaves it (were it to answer 503 beside it, the kernel would
+/// hand it about half the checks, and steward's probe would fail the successor).
+fn health_checks_during_a_drain_reach_the_successor(kind: Kind) {
+    let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
+    s.wait_ready();
+    let health = s.health.clone().expect("a health endpoint");
+    let (_, old) = generation(&s);
+    let slow = s.slow_request(5000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.reload(1);
+    let (_, new) = generation(&s);
+    // The retired generation has had its SIGTERM.
+    std::thread::sleep(Duration::from_millis(300));
+    let answers: Vec<(u16, Option<i32>)> = (0..20).map(|_| health_answer(&health)).collect();
+    assert!(
+        process_alive(old) && !slow.is_finished(),
+        "generation 1 (pid {old}) no longer drains; log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(
+        answers.iter().all(|&a| a == (200, Some(new))),
+        "old {old}, new {new}: {answers:?}"
+    );
+    let (result, _) = slow.join().expect("request thread");
+    assert_eq!(result.map(|r| r.0), Ok(200));
+}
+
+#[test]
+fn health_checks_during_a_drain_reach_the_successor_library() {
+    health_checks_during_a_drain_reach_the_successor(Kind::Library);
+}
+
+#[test]
+fn health_checks_during_a_drain_reach_the_successor_steward_proxy() {
+    health_checks_during_a_drain_reach_the_successor(Kind::StewardProxy);
+}
+
+/// 8 keep-alive clients across 3 reloads of `kind` under steward: their counts, and
+/// steward's log.
 fn keep_alive_clients_across_three_reloads(kind: Kind) -> (KeepAliveCounts, String) {
     let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
     s.wait_ready();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = keep_alive_load(&s.proxy, "/", 8, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-    for i in 1..=3 {
-        reload(&s, i);
-        // The retired generation drains while the clients go on.
-        std::thread::sleep(Duration::from_millis(700));
-    }
-    stop.store(true, Ordering::SeqCst);
-    let counts = load.join().expect("load");
+    let counts = s.keep_alive_reloads(8, 3, Duration::from_millis(700));
     assert_eq!(generation(&s).0, 4);
     assert!(counts.ok > 100, "{counts:?}");
     assert_eq!(counts.refused, 0, "{counts:?}");
@@ -650,7 +695,7 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
             s.steward.log_text()
         );
     }
-    assert_eq!(generation(&s), (2, new));
+    assert_eq!(generation(&s), (2, new), "log:\n{}", s.steward.log_text());
 }
 
 #[test]
