@@ -12,7 +12,9 @@
 //!   and its response carries `Connection: close`, and connections still idle are closed
 //!   [`CLEANUP_DELAY`] after the listeners close, not at once;
 //! - answers `GET /health` on an address of its own: 200 while serving, 503 once draining,
-//!   with an `X-Served-By-Pid` header naming the process.
+//!   with an `X-Served-By-Pid` header naming the process. The next generation of a reload
+//!   binds the same port (SO_REUSEPORT); a draining process that sees it there leaves the
+//!   port to it, so a health check during the reload never reaches the process going away.
 //!
 //! It does nothing with systemd: no `sd_notify`, no socket activation. Run the server under
 //! [steward](https://docs.rs/steward) for that, or alone: `systemctl stop` of such a
