@@ -39,11 +39,6 @@ impl<A> Graceful<A> {
             drain,
         }
     }
-
-    /// The wrapped app.
-    pub fn app(&self) -> &A {
-        &self.app
-    }
 }
 
 #[async_trait]

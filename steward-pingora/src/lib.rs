@@ -190,11 +190,6 @@ impl Steward {
         Service::new(name.to_string(), Graceful::new(app, self.drain.clone()))
     }
 
-    /// Whether the server has begun to drain (its health endpoint answers 503).
-    pub fn draining(&self) -> bool {
-        self.drain.draining()
-    }
-
     /// Where the health endpoint listens, if there is one (the port the system chose when
     /// the address gave port 0).
     pub fn health_addr(&self) -> Option<SocketAddr> {
@@ -241,5 +236,48 @@ impl BackgroundService for Watch {
         // Returning would not stop the health endpoint (a task of this runtime), but the
         // service stays as long as the process, like the endpoint.
         std::future::pending::<()>().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> Server {
+        Server::new(None).expect("a Pingora server with the default configuration")
+    }
+
+    #[test]
+    fn install_binds_the_health_endpoint_and_reports_where() {
+        let steward = install(&mut server(), Settings::health("127.0.0.1:0")).expect("install");
+        let addr = steward.health_addr().expect("a health address");
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    }
+
+    #[test]
+    fn install_without_health_has_no_health_endpoint() {
+        let steward = install(&mut server(), Settings::default()).expect("install");
+        assert_eq!(steward.health_addr(), None);
+    }
+
+    #[test]
+    fn install_refuses_a_health_address_that_is_not_host_port() {
+        let e = install(&mut server(), Settings::health("no-port-here")).err();
+        assert!(
+            matches!(e, Some(Error::HealthAddress { ref addr, .. }) if addr == "no-port-here"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn install_refuses_a_health_port_another_program_holds() {
+        // A listener without SO_REUSEPORT, as another program would hold the port.
+        let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = other.local_addr().expect("local addr");
+        let e = install(&mut server(), Settings::health(taken.to_string())).err();
+        assert!(
+            matches!(e, Some(Error::HealthBind { addr, .. }) if addr == taken),
+            "{e:?}"
+        );
     }
 }
