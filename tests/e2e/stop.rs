@@ -541,12 +541,13 @@ fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_with
     let (code, body) = result.expect("the in-flight request completes");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("/delay/1000"), "{body}");
-    // The child ended itself: steward neither killed it as drained nor at a deadline.
+    // The child ended itself, with its own exit code: steward's drain count may see it gone
+    // and send its kill in the same moment, but a child ended by that kill (or at the
+    // deadline) would show "stopped (signal 9 (SIGKILL))".
     assert!(
         log.contains(&format!("(child pid {child}) stopped (exit code 0)")),
         "log:\n{log}"
     );
-    assert!(!log.contains("SIGKILL"), "log:\n{log}");
     let after = exited.saturating_duration_since(done);
     assert!(
         after < EXIT_AFTER_LAST_RESPONSE,
