@@ -226,7 +226,12 @@ impl BackgroundService for Watch {
         // checks: a load balancer would see the server flap, and steward's probe, which
         // wants the successor to accept, would fail it.
         if let Some((Some(addr), task)) = health {
-            if health::successor_listens(addr) {
+            // The kernel's TCP table can be large on a busy host: read it off the runtime
+            // that answers the health checks.
+            let successor = tokio::task::spawn_blocking(move || health::successor_listens(addr))
+                .await
+                .unwrap_or(false);
+            if successor {
                 log::info!(
                     "health endpoint {addr}: a successor listens there too; leaving the port to it"
                 );
