@@ -3,7 +3,9 @@
 //! Reports, never asserts. Writes `bench/reload-latency.csv` for `bench/plot.py`.
 //!
 //! Every request is a new connection (`Connection: close`), so a refused connection shows
-//! as such. Run with `make bench`.
+//! as such. A second table keeps the connections alive instead, as browsers and load
+//! balancers do, across reloads of three children: a stock Pingora server, the same server
+//! with steward-pingora (the crate's example), and steward-proxy. Run with `make bench`.
 
 #[path = "../tests/e2e/common.rs"]
 mod common;
@@ -20,6 +22,11 @@ use nix::unistd::Pid;
 use steward_e2e::*;
 
 const CLIENTS: usize = 4;
+/// The keep-alive table: persistent clients, reloads, and the time after each reload (and
+/// before the first) while the clients go on.
+const KEEP_ALIVE_CLIENTS: usize = 8;
+const KEEP_ALIVE_RELOADS: u32 = 3;
+const KEEP_ALIVE_PAUSE: Duration = Duration::from_secs(2);
 const YAML: &str =
     "---\nversion: 1\nthreads: 2\ngrace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 1\n";
 
@@ -238,6 +245,37 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         print_row(r);
+    }
+    println!();
+    println!(
+        "keep-alive: {KEEP_ALIVE_CLIENTS} clients, each a persistent HTTP/1.1 connection (a new one after `Connection: close` or an error), {KEEP_ALIVE_RELOADS} steward reloads {} s apart",
+        KEEP_ALIVE_PAUSE.as_secs()
+    );
+    println!();
+    println!(
+        "| child under steward | requests | answered with Connection: close | errors | refused |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, kind) in [
+        ("stock Pingora 0.9.1 server", Kind::StockPingora),
+        ("the same server with steward-pingora", Kind::Library),
+        ("steward-proxy", Kind::StewardProxy),
+    ] {
+        let mut s = Setup::start_with(kind, YAML, "", true, "");
+        s.wait_ready();
+        let c = s.keep_alive_reloads(KEEP_ALIVE_CLIENTS, KEEP_ALIVE_RELOADS, KEEP_ALIVE_PAUSE);
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            c.ok + c.errors.len() as u64,
+            c.closed,
+            c.errors.len(),
+            c.refused
+        );
+        for e in c.errors.iter().take(3) {
+            eprintln!("{name}: {e}");
+        }
+        s.steward.signal(Signal::SIGTERM);
+        let _ = s.steward.wait(Duration::from_secs(10));
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/reload-latency.csv");
     if let Ok(mut f) = std::fs::File::create(&path) {

@@ -3,10 +3,9 @@
 //! It takes Pingora's standard flags (`-c`, `-u`, `-t`, `-d`) plus `--proxy-config` for
 //! its own settings (listeners, upstreams, health endpoint, demo origin). On SIGTERM it
 //! turns `/health` to 503, stops accepting, and exits as soon as its last request is done
-//! instead of sleeping out Pingora's grace period, which still bounds the drain.
+//! instead of sleeping out Pingora's grace period, which still bounds the drain. All of
+//! that is the `steward-pingora` crate, which any Pingora binary can use the same way.
 
-mod drain;
-mod health;
 mod origin;
 mod proxy;
 mod settings;
@@ -18,8 +17,6 @@ use clap::Parser;
 use pingora::lb::LoadBalancer;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
-use pingora::services::background::background_service;
-use pingora::services::listening::Service;
 
 /// Configuration errors exit with EX_CONFIG, like steward.
 const EX_CONFIG: i32 = 78;
@@ -64,14 +61,18 @@ fn main() {
     };
     server.bootstrap();
 
-    let state = Arc::new(drain::State::default());
-    state.set_ports(
-        settings
-            .listen
-            .iter()
-            .chain(settings.origin.iter().map(|o| &o.listen))
-            .filter_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok())),
-    );
+    // The drain, the graceful keep-alive close and /health: steward-pingora, as any user's
+    // Pingora binary would have them.
+    let steward = match steward_pingora::install(
+        &mut server,
+        steward_pingora::Settings::health(settings.health.listen.clone()),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("configuration error: {e}");
+            std::process::exit(EX_CONFIG);
+        }
+    };
     let upstreams = match LoadBalancer::try_from_iter(settings.upstreams.iter().map(String::as_str))
     {
         Ok(lb) => Arc::new(lb),
@@ -83,47 +84,26 @@ fn main() {
             std::process::exit(EX_CONFIG);
         }
     };
-    let app = pingora::proxy::http_proxy(
-        &server.configuration,
-        proxy::Proxy {
-            upstreams,
-            state: state.clone(),
-        },
-    );
-    let mut proxy = Service::new(
-        "steward-proxy".to_string(),
-        proxy::DelayedCleanup(Arc::new(app)),
+    let mut proxy = steward.service(
+        "steward-proxy",
+        pingora::proxy::http_proxy(&server.configuration, proxy::Proxy { upstreams }),
     );
     for addr in &settings.listen {
         proxy.add_tcp(addr);
     }
     server.add_service(proxy);
     if let Some(o) = &settings.origin {
-        let mut svc = Service::new(
-            "demo origin".to_string(),
-            origin::Origin {
-                state: state.clone(),
-            },
-        );
+        let mut svc = steward.service("demo origin", origin::Origin);
         svc.add_tcp(&o.listen);
         server.add_service(svc);
     }
-    server.add_service(background_service(
-        "health",
-        health::Health {
-            listen: settings.health.listen.clone(),
-            state: state.clone(),
-        },
-    ));
     tracing::info!(
         listen = ?settings.listen,
         upstreams = ?settings.upstreams,
         "steward-proxy pid {} starting",
         std::process::id()
     );
-    server.run(RunArgs {
-        shutdown_signal: Box::new(drain::Signals { state }),
-    });
+    server.run(RunArgs::default());
     tracing::info!("grace period over; exiting");
     std::process::exit(0);
 }

@@ -3,25 +3,19 @@
 //! `GET /` says hello; `GET /delay/<ms>` answers after that many milliseconds (at most a
 //! minute), which is how the demo and the tests keep a request in flight during a stop.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::drain::State;
-
 const MAX_DELAY_MS: u64 = 60_000;
 
-pub struct Origin {
-    pub state: Arc<State>,
-}
+pub struct Origin;
 
 #[async_trait]
 impl ServeHttp for Origin {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
-        let _guard = self.state.enter();
         let path = session.req_header().uri.path().to_string();
         let (status, body) = route(&path).await;
         http::Response::builder()

@@ -1,5 +1,5 @@
-//! The reverse proxy itself: round robin over the configured upstreams, an access log line
-//! per request, and an in-flight guard per request for the drain.
+//! The reverse proxy itself: round robin over the configured upstreams and an access log
+//! line per request.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,15 +9,11 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::*;
 
-use crate::drain::{InFlight, State};
-
 pub struct Proxy {
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
-    pub state: Arc<State>,
 }
 
 pub struct Ctx {
-    _in_flight: InFlight,
     started: Instant,
     upstream: Option<String>,
 }
@@ -28,7 +24,6 @@ impl ProxyHttp for Proxy {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
-            _in_flight: self.state.enter(),
             started: Instant::now(),
             upstream: None,
         }
@@ -63,34 +58,5 @@ impl ProxyHttp for Proxy {
             req.uri,
             status
         );
-    }
-}
-
-/// How long the proxy keeps reading requests on connections it accepted just before its
-/// listeners closed. Pingora's proxy drops, at shutdown, every connection still waiting for
-/// its request header; a client that connected a moment before the listener closed has its
-/// request on the wire, and would see its connection closed unanswered. With steward handing
-/// the listeners to the next generation, that moment is every reload.
-pub const CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Wraps a Pingora app to delay its shutdown clean-up by [`CLEANUP_DELAY`].
-pub struct DelayedCleanup<A>(pub Arc<A>);
-
-#[async_trait]
-impl<A> pingora::apps::ServerApp for DelayedCleanup<A>
-where
-    A: pingora::apps::ServerApp + Send + Sync + 'static,
-{
-    async fn process_new(
-        self: &Arc<Self>,
-        session: pingora::protocols::Stream,
-        shutdown: &pingora::server::ShutdownWatch,
-    ) -> Option<pingora::protocols::Stream> {
-        self.0.process_new(session, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        tokio::time::sleep(CLEANUP_DELAY).await;
-        self.0.cleanup().await
     }
 }

@@ -19,6 +19,9 @@ pub enum Kind {
     StewardProxy,
     /// Pingora as its users write it: sleeps out its grace period.
     StockPingora,
+    /// The same user's server with steward-pingora's one line (the crate's example
+    /// `graceful-proxy`): exits by itself once drained.
+    Library,
 }
 
 /// What starts the child: the child command itself, or a launcher in front of it.
@@ -55,6 +58,8 @@ pub struct Setup {
     /// Where clients connect.
     pub proxy: String,
     pub origin: Option<Origin>,
+    /// The child's own health endpoint (`host:port`), when it has one.
+    pub health: Option<String>,
 }
 
 impl Setup {
@@ -98,7 +103,7 @@ impl Setup {
             .map(|l| format!("\"{}\", ", l.display()))
             .unwrap_or_default();
         env.extend(opts.env.iter().map(|&(k, v)| (k, v.to_string())));
-        let (command, ready, proxy, origin) = match kind {
+        let (command, ready, proxy, origin, health) = match kind {
             Kind::StewardProxy => {
                 let a = proxy_settings(&scratch);
                 if sockets {
@@ -120,6 +125,7 @@ impl Setup {
                     ),
                     a.proxy,
                     None,
+                    Some(a.health),
                 )
             }
             Kind::StockPingora => {
@@ -135,6 +141,25 @@ impl Setup {
                     format!("tcp = \"{proxy}\""),
                     proxy,
                     Some(origin),
+                    None,
+                )
+            }
+            Kind::Library => {
+                let origin = Origin::start();
+                let proxy = format!("127.0.0.1:{}", free_port());
+                let health = format!("127.0.0.1:{}", free_port());
+                env.push(("LISTEN", proxy.clone()));
+                env.push(("UPSTREAM", origin.addr.clone()));
+                env.push(("HEALTH", health.clone()));
+                if sockets {
+                    extra.push_str(&format!("[sockets]\nlisten = [\"{proxy}\"]\n"));
+                }
+                (
+                    format!("[{launcher}\"{}\"]", example("graceful-proxy").display()),
+                    format!("http = \"http://{health}/health\""),
+                    proxy,
+                    Some(origin),
+                    Some(health),
                 )
             }
         };
@@ -153,6 +178,7 @@ impl Setup {
             notify,
             proxy,
             origin,
+            health,
         }
     }
 
@@ -185,6 +211,38 @@ impl Setup {
             let r = http_get(&proxy, &format!("/delay/{ms}"), Duration::from_secs(60));
             (r, std::time::Instant::now())
         })
+    }
+
+    /// `steward reload`, which must succeed: the `i`th of a test.
+    pub fn reload(&self, i: u32) {
+        let (code, out) = steward_cli("reload", &self.control());
+        assert_eq!(
+            code,
+            Some(0),
+            "reload {i}: {out}\nlog:\n{}",
+            self.steward.log_text()
+        );
+    }
+
+    /// `clients` clients as browsers and load balancers are ([`keep_alive_load`]: each a
+    /// persistent HTTP/1.1 connection, the next request as soon as the last is answered)
+    /// on the proxy across `reloads` reloads, each followed by `pause` while the retired
+    /// generation drains and the clients go on. Their counts.
+    pub fn keep_alive_reloads(
+        &self,
+        clients: usize,
+        reloads: u32,
+        pause: Duration,
+    ) -> KeepAliveCounts {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = keep_alive_load(&self.proxy, "/", clients, stop.clone());
+        std::thread::sleep(pause);
+        for i in 1..=reloads {
+            self.reload(i);
+            std::thread::sleep(pause);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        load.join().expect("keep-alive clients")
     }
 
     /// Steward's exit status, failing with its log on timeout.

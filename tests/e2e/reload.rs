@@ -77,13 +77,7 @@ fn ten_reloads_under_load_drop_nothing() {
     let load = load(&s.proxy, "/", 4, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     for i in 1..=10 {
-        let (code, out) = steward_cli("reload", &s.control());
-        assert_eq!(
-            code,
-            Some(0),
-            "reload {i}: {out}\nlog:\n{}",
-            s.steward.log_text()
-        );
+        s.reload(i);
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
@@ -96,6 +90,124 @@ fn ten_reloads_under_load_drop_nothing() {
         0,
         "{counts:?} {errors:?}\nlog:\n{}",
         s.steward.log_text()
+    );
+}
+
+/// `GET /health` on `addr`: the status and the process the answer names.
+fn health_answer(addr: &str) -> (u16, Option<i32>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to the health endpoint");
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        c,
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("health answer");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let pid = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-served-by-pid:")
+                .map(str::to_string)
+        })
+        .and_then(|p| p.trim().parse().ok());
+    (status, pid)
+}
+
+/// While a retired generation drains, its successor alone answers the health port they
+/// share: the retired one leaves it (were it to answer 503 beside it, the kernel would
+/// hand it about half the checks, and steward's probe would fail the successor).
+fn health_checks_during_a_drain_reach_the_successor(kind: Kind) {
+    let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
+    s.wait_ready();
+    let health = s.health.clone().expect("a health endpoint");
+    let (_, old) = generation(&s);
+    let slow = s.slow_request(5000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.reload(1);
+    let (_, new) = generation(&s);
+    // The retired generation has had its SIGTERM.
+    std::thread::sleep(Duration::from_millis(300));
+    let answers: Vec<(u16, Option<i32>)> = (0..20).map(|_| health_answer(&health)).collect();
+    assert!(
+        process_alive(old) && !slow.is_finished(),
+        "generation 1 (pid {old}) no longer drains; log:\n{}",
+        s.steward.log_text()
+    );
+    assert!(
+        answers.iter().all(|&a| a == (200, Some(new))),
+        "old {old}, new {new}: {answers:?}"
+    );
+    let (result, _) = slow.join().expect("request thread");
+    assert_eq!(result.map(|r| r.0), Ok(200));
+}
+
+#[test]
+fn health_checks_during_a_drain_reach_the_successor_library() {
+    health_checks_during_a_drain_reach_the_successor(Kind::Library);
+}
+
+#[test]
+fn health_checks_during_a_drain_reach_the_successor_steward_proxy() {
+    health_checks_during_a_drain_reach_the_successor(Kind::StewardProxy);
+}
+
+/// 8 keep-alive clients across 3 reloads of `kind` under steward: their counts, and
+/// steward's log.
+fn keep_alive_clients_across_three_reloads(kind: Kind) -> (KeepAliveCounts, String) {
+    let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
+    s.wait_ready();
+    let counts = s.keep_alive_reloads(8, 3, Duration::from_millis(700));
+    assert_eq!(generation(&s).0, 4);
+    assert!(counts.ok > 100, "{counts:?}");
+    assert_eq!(counts.refused, 0, "{counts:?}");
+    (counts, s.steward.log_text())
+}
+
+/// The retired generation answers with `Connection: close` and closes idle connections
+/// only once no request can be on its way: not one request fails.
+fn keep_alive_clients_see_no_error_across_reloads(kind: Kind) {
+    let (counts, log) = keep_alive_clients_across_three_reloads(kind);
+    // The connections did span the reloads: each retiring generation closed some.
+    assert!(counts.closed > 0, "{counts:?}");
+    assert!(
+        counts.errors.is_empty(),
+        "{} error(s) in {} requests: {:?}\nlog:\n{log}",
+        counts.errors.len(),
+        counts.ok + counts.errors.len() as u64,
+        counts.errors
+    );
+}
+
+#[test]
+fn keep_alive_clients_see_no_error_across_reloads_library() {
+    keep_alive_clients_see_no_error_across_reloads(Kind::Library);
+}
+
+#[test]
+fn keep_alive_clients_see_no_error_across_reloads_steward_proxy() {
+    keep_alive_clients_see_no_error_across_reloads(Kind::StewardProxy);
+}
+
+/// The premise of steward-pingora's keep-alive handling: a stock Pingora 0.9.1 server
+/// closes its idle keep-alive connections at SIGTERM while clients are writing to them,
+/// and the same clients see errors.
+#[test]
+fn keep_alive_clients_see_errors_across_reloads_of_a_stock_pingora_server() {
+    let (counts, log) = keep_alive_clients_across_three_reloads(Kind::StockPingora);
+    assert!(
+        counts
+            .errors
+            .iter()
+            .any(|e| e.contains("before a whole response")),
+        "{counts:?}\nlog:\n{log}"
     );
 }
 
@@ -583,7 +695,7 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
             s.steward.log_text()
         );
     }
-    assert_eq!(generation(&s), (2, new));
+    assert_eq!(generation(&s), (2, new), "log:\n{}", s.steward.log_text());
 }
 
 #[test]

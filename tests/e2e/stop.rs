@@ -453,32 +453,13 @@ fn watch_close(mut conn: std::net::TcpStream) -> std::thread::JoinHandle<Closed>
 /// An HTTP/1.1 keep-alive connection after one complete exchange (`GET /` without
 /// `Connection: close`), left idle.
 fn idle_keep_alive(addr: &str) -> std::net::TcpStream {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut c = std::net::TcpStream::connect(addr).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(c, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    // The whole response, by its Content-Length, and no more: the connection stays open.
-    loop {
-        let n = c.read(&mut buf).expect("response");
-        assert!(n > 0, "closed before a response: {got:?}");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let head = text[..head_end].to_ascii_lowercase();
-            assert!(head.starts_with("http/1.1 200"), "{text}");
-            assert!(!head.contains("connection: close"), "{text}");
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no Content-Length: {text}"));
-            if got.len() >= head_end + 4 + len {
-                break;
-            }
-        }
-    }
+    let r = read_response(&mut c).expect("a response");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!r.close, "{r:?}");
     c
 }
 
@@ -514,10 +495,12 @@ fn idle_and_silent_clients_do_not_hold_the_stop(kind: Kind) {
         );
     }
     // Drained: steward ended the stock child once it held nothing (it would sleep out its
-    // grace period); steward-proxy ended itself once its last request was done.
+    // grace period); steward-proxy and the crate's example (which logs nothing) ended
+    // themselves once their last request was done.
     let drained = match kind {
         Kind::StockPingora => format!("child pid {child} drained after"),
         Kind::StewardProxy => "drained: no request in flight; exiting".to_string(),
+        Kind::Library => format!("(child pid {child}) stopped (exit code 0)"),
     };
     assert!(log.contains(&drained), "log:\n{log}");
 }
@@ -530,4 +513,105 @@ fn idle_keep_alive_and_silent_clients_do_not_hold_the_stop_stock_pingora() {
 #[test]
 fn idle_keep_alive_and_silent_clients_do_not_hold_the_stop_steward_proxy() {
     idle_and_silent_clients_do_not_hold_the_stop(Kind::StewardProxy);
+}
+
+#[test]
+fn idle_keep_alive_and_silent_clients_do_not_hold_the_stop_library() {
+    idle_and_silent_clients_do_not_hold_the_stop(Kind::Library);
+}
+
+/// How long after its last response a server with steward-pingora may take to exit: its
+/// drain watcher polls every 5 ms and wants two empty polls in a row. A stock server
+/// would take its grace period (300 s in [`USER_YAML`]).
+const EXIT_AFTER_LAST_RESPONSE: Duration = Duration::from_millis(250);
+
+#[test]
+fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_without_sigkill() {
+    let mut s = Setup::start(Kind::Library, USER_YAML, "");
+    s.wait_ready();
+    let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
+    let req = s.slow_request(1000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.steward.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(20));
+    let exited = Instant::now();
+    let log = s.steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let (result, done) = req.join().expect("request thread");
+    let (code, body) = result.expect("the in-flight request completes");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("/delay/1000"), "{body}");
+    // The child ended itself, with its own exit code: steward's drain count may see it gone
+    // and send its kill in the same moment, but a child ended by that kill (or at the
+    // deadline) would show "stopped (signal 9 (SIGKILL))".
+    assert!(
+        log.contains(&format!("(child pid {child}) stopped (exit code 0)")),
+        "log:\n{log}"
+    );
+    let after = exited.saturating_duration_since(done);
+    assert!(
+        after < EXIT_AFTER_LAST_RESPONSE,
+        "steward exited {after:?} after the last response; log:\n{log}"
+    );
+}
+
+#[test]
+fn library_stop_without_steward_returns_the_request_in_flight_and_ends_right_after() {
+    // As `systemctl stop` of the server alone would: SIGTERM to it, nobody to kill it.
+    let scratch = Scratch::new("library-alone");
+    let origin = Origin::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let health = format!("127.0.0.1:{}", free_port());
+    let yaml = scratch.write("pingora.yaml", USER_YAML);
+    let log = scratch.path.join("server.log");
+    let mut server = std::process::Command::new(example("graceful-proxy"))
+        .arg("-c")
+        .arg(&yaml)
+        .env("LISTEN", &listen)
+        .env("UPSTREAM", &origin.addr)
+        .env("HEALTH", &health)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn the example");
+    assert!(
+        wait_accepting(&listen, Duration::from_secs(10)),
+        "the example never listened"
+    );
+    let proxy = listen.clone();
+    let req = std::thread::spawn(move || {
+        let r = http_get(&proxy, "/delay/1000", Duration::from_secs(60));
+        (r, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = server.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= end {
+            let _ = server.kill();
+            let _ = server.wait();
+            panic!(
+                "the server still ran 20 s after SIGTERM (its grace period is 300 s); log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let exited = Instant::now();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let (result, done) = req.join().expect("request thread");
+    let (code, body) = result.expect("the in-flight request completes");
+    assert_eq!(code, 200, "{body}");
+    let after = exited.saturating_duration_since(done);
+    assert!(
+        after < EXIT_AFTER_LAST_RESPONSE,
+        "the server exited {after:?} after the last response"
+    );
 }

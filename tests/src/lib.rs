@@ -30,6 +30,12 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// An example program of this workspace (`target/<profile>/examples/<name>`), which
+/// `cargo build --workspace --all-targets` builds.
+pub fn example(name: &str) -> PathBuf {
+    bin(&format!("examples/{name}"))
+}
+
 /// Path of the workspace's `etc/` directory.
 pub fn etc_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -550,6 +556,24 @@ pub struct LoadCounts {
     pub failed: u64,
 }
 
+/// Runs `clients` threads of `client(addr, path, stop)` until `stop` is set; what each
+/// returned.
+fn run_clients<T: Send + 'static>(
+    addr: &str,
+    path: &str,
+    clients: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    client: fn(&str, &str, &std::sync::atomic::AtomicBool) -> T,
+) -> Vec<T> {
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (addr, path, stop) = (addr.to_string(), path.to_string(), stop.clone());
+            std::thread::spawn(move || client(&addr, &path, &stop))
+        })
+        .collect();
+    workers.into_iter().filter_map(|w| w.join().ok()).collect()
+}
+
 /// Runs `clients` threads doing `GET path` on `addr` back to back until `stop` is set.
 pub fn load(
     addr: &str,
@@ -560,48 +584,189 @@ pub fn load(
     let addr = addr.to_string();
     let path = path.to_string();
     std::thread::spawn(move || {
-        let workers: Vec<_> = (0..clients)
-            .map(|_| {
-                let (addr, path, stop) = (addr.clone(), path.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    let mut c = LoadCounts::default();
-                    let mut errors = vec![];
-                    while !stop.load(Ordering::SeqCst) {
-                        match http_get(&addr, &path, Duration::from_secs(10)) {
-                            Ok((200, _)) => c.ok += 1,
-                            Ok((code, _)) => {
-                                c.failed += 1;
-                                errors.push(format!("status {code}"));
-                            }
-                            Err(e) if e.contains("Connection refused") => {
-                                c.refused += 1;
-                                errors.push(e);
-                                // A refusal costs microseconds: without a pause the clients
-                                // would spin and starve the server that is starting up.
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
-                            Err(e) => {
-                                c.failed += 1;
-                                errors.push(format!("{e} at {}", chrono_now()));
-                            }
-                        }
-                    }
-                    (c, errors)
-                })
-            })
-            .collect();
         let mut total = LoadCounts::default();
         let mut errors = vec![];
-        for w in workers {
-            if let Ok((c, e)) = w.join() {
-                total.ok += c.ok;
-                total.refused += c.refused;
-                total.failed += c.failed;
-                errors.extend(e);
-            }
+        for (c, e) in run_clients(&addr, &path, clients, &stop, load_client) {
+            total.ok += c.ok;
+            total.refused += c.refused;
+            total.failed += c.failed;
+            errors.extend(e);
         }
         (total, errors)
     })
+}
+
+fn load_client(
+    addr: &str,
+    path: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (LoadCounts, Vec<String>) {
+    let mut c = LoadCounts::default();
+    let mut errors = vec![];
+    while !stop.load(Ordering::SeqCst) {
+        match http_get(addr, path, Duration::from_secs(10)) {
+            Ok((200, _)) => c.ok += 1,
+            Ok((code, _)) => {
+                c.failed += 1;
+                errors.push(format!("status {code}"));
+            }
+            Err(e) if e.contains("Connection refused") => {
+                c.refused += 1;
+                errors.push(e);
+                // A refusal costs microseconds: without a pause the clients
+                // would spin and starve the server that is starting up.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => {
+                c.failed += 1;
+                errors.push(format!("{e} at {}", chrono_now()));
+            }
+        }
+    }
+    (c, errors)
+}
+
+/// One HTTP/1.1 response read off a connection that stays open: its status, whether it
+/// closes the connection (`Connection: close`), and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub close: bool,
+    pub body: String,
+}
+
+/// Reads one response from `conn`, by its `Content-Length`, and no more: the connection
+/// can carry the next request. `Err` says what came instead (EOF or a reset before the
+/// whole response, a response without a length).
+pub fn read_response(conn: &mut TcpStream) -> Result<Response, String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn
+            .read(&mut buf)
+            .map_err(|e| format!("read after {} bytes: {e} ({:?})", got.len(), e.kind()))?;
+        if n == 0 {
+            return Err(format!(
+                "closed after {} bytes, before a whole response",
+                got.len()
+            ));
+        }
+        got.extend_from_slice(&buf[..n]);
+        let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no Content-Length: {head}"))?;
+        if got.len() < head_end + 4 + len {
+            continue;
+        }
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status line: {head}"))?;
+        return Ok(Response {
+            status,
+            close: head.lines().any(|l| l.trim() == "connection: close"),
+            body: String::from_utf8_lossy(&got[head_end + 4..head_end + 4 + len]).into_owned(),
+        });
+    }
+}
+
+/// Counts of a keep-alive load run ([`keep_alive_load`]): every outcome of every request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeepAliveCounts {
+    /// Answered 200.
+    pub ok: u64,
+    /// Of those, answered with `Connection: close` (the client then connected again).
+    pub closed: u64,
+    /// Connections refused (no request sent).
+    pub refused: u64,
+    /// Requests sent that got no complete 200: a connection closed or reset before the
+    /// response (Python's `RemoteDisconnected`), another status, a timeout. What happened,
+    /// with the time.
+    pub errors: Vec<String>,
+}
+
+/// Runs `clients` threads, each with one persistent HTTP/1.1 connection to `addr`, as
+/// browsers and load balancers keep them: `GET path` back to back on it until `stop` is
+/// set, connecting again after a `Connection: close` answer or an error, and counting
+/// every outcome.
+pub fn keep_alive_load(
+    addr: &str,
+    path: &str,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<KeepAliveCounts> {
+    let addr = addr.to_string();
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let mut total = KeepAliveCounts::default();
+        for c in run_clients(&addr, &path, clients, &stop, keep_alive_client) {
+            total.ok += c.ok;
+            total.closed += c.closed;
+            total.refused += c.refused;
+            total.errors.extend(c.errors);
+        }
+        total
+    })
+}
+
+fn keep_alive_client(
+    addr: &str,
+    path: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> KeepAliveCounts {
+    let mut c = KeepAliveCounts::default();
+    let mut conn: Option<TcpStream> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let s = match conn.as_mut() {
+            Some(s) => s,
+            None => match TcpStream::connect(addr) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                    conn.insert(s)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    c.refused += 1;
+                    // A refusal costs microseconds: without a pause the clients would spin.
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => {
+                    c.errors.push(format!("connect: {e} at {}", chrono_now()));
+                    continue;
+                }
+            },
+        };
+        let sent = write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let outcome = sent
+            .map_err(|e| format!("send: {e}"))
+            .and_then(|_| read_response(s));
+        match outcome {
+            Ok(r) if r.status == 200 => {
+                c.ok += 1;
+                if r.close {
+                    c.closed += 1;
+                    conn = None;
+                }
+            }
+            Ok(r) => {
+                c.errors
+                    .push(format!("status {} at {}", r.status, chrono_now()));
+                conn = None;
+            }
+            Err(e) => {
+                c.errors.push(format!("{e} at {}", chrono_now()));
+                conn = None;
+            }
+        }
+    }
+    c
 }
 
 /// steward.toml supervising the stubborn-child fixture, which is ready once `listen`

@@ -1,0 +1,288 @@
+//! Makes a [Pingora](https://github.com/cloudflare/pingora) 0.9.1 server stop well.
+//!
+//! A stock Pingora server, on SIGTERM, closes its listeners, drops every keep-alive
+//! connection waiting for its next request at once (a client writing to one right then
+//! gets an error), and then sleeps out `grace_period_seconds` however little is left to
+//! do. With this crate the same server:
+//!
+//! - exits by itself the moment its last connection is done after SIGTERM, instead of
+//!   sleeping out the grace period (which still bounds the drain: Pingora's own shutdown
+//!   continues underneath);
+//! - closes keep-alive connections gracefully: a request arriving after SIGTERM is served
+//!   and its response carries `Connection: close`, and connections still idle are closed
+//!   [`CLEANUP_DELAY`] after the listeners close, not at once;
+//! - answers `GET /health` on an address of its own: 200 while serving, 503 once draining,
+//!   with an `X-Served-By-Pid` header naming the process. The next generation of a reload
+//!   binds the same port (SO_REUSEPORT); a draining process that sees it there leaves the
+//!   port to it, so a health check during the reload never reaches the process going away.
+//!
+//! It does nothing with systemd: no `sd_notify`, no socket activation. Run the server under
+//! [steward](https://docs.rs/steward) for that, or alone: `systemctl stop` of such a
+//! server ends at its last request too.
+//!
+//! # Use
+//!
+//! One call on the [`Server`] after `bootstrap()`, and the proxy service made by the
+//! returned [`Steward`] in place of [`pingora::proxy::http_proxy_service`]:
+//!
+//! ```no_run
+//! use async_trait::async_trait;
+//! use pingora::prelude::*;
+//!
+//! struct MyProxy;
+//!
+//! #[async_trait]
+//! impl ProxyHttp for MyProxy {
+//!     type CTX = ();
+//!     fn new_ctx(&self) {}
+//!
+//!     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
+//!         Ok(Box::new(HttpPeer::new("127.0.0.1:8080", false, String::new())))
+//!     }
+//! }
+//!
+//! fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//!     let mut server = Server::new(Some(Opt::parse_args()))?;
+//!     server.bootstrap();
+//!     // The one line:
+//!     let steward = steward_pingora::install(&mut server, steward_pingora::Settings::health("127.0.0.1:6190"))?;
+//!     let mut proxy = steward.http_proxy_service(&server.configuration, MyProxy);
+//!     proxy.add_tcp("127.0.0.1:6188");
+//!     server.add_service(proxy);
+//!     server.run_forever();
+//! }
+//! ```
+//!
+//! Pingora 0.9.1 gives no access to a service once it has been added to the server, so the
+//! services whose connections must be counted and closed gracefully are made through the
+//! [`Steward`]: [`Steward::http_proxy_service`] for a proxy, [`Steward::service`] for any
+//! other app. A service added to the server directly is served as Pingora serves it, and
+//! its connections do not hold the drain: the process may exit while it still has some.
+//!
+//! A complete program is `examples/graceful-proxy.rs` in the crate.
+
+#![deny(missing_docs)]
+
+mod drain;
+mod graceful;
+mod health;
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::proxy::{HttpProxy, ProxyHttp};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+pub use graceful::{Graceful, CLEANUP_DELAY};
+
+/// What [`install`] sets up besides the drain.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Where `GET /health` is answered (`host:port`); `None` for no health endpoint.
+    pub health: Option<String>,
+}
+
+impl Settings {
+    /// The drain and a health endpoint on `addr` (`host:port`, for example
+    /// `"127.0.0.1:6190"`).
+    pub fn health(addr: impl Into<String>) -> Settings {
+        Settings {
+            health: Some(addr.into()),
+        }
+    }
+}
+
+/// Why [`install`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The health address is not a `host:port` that resolves.
+    #[error("health endpoint {addr:?} is not a host:port address: {reason}")]
+    HealthAddress {
+        /// The address as given.
+        addr: String,
+        /// Why it does not resolve.
+        reason: String,
+    },
+    /// The health address resolves but cannot be bound.
+    #[error("health endpoint {addr}: {source}")]
+    HealthBind {
+        /// The address resolved.
+        addr: SocketAddr,
+        /// The error from `socket`, `bind` or `listen`.
+        source: std::io::Error,
+    },
+}
+
+/// The drain [`install`] set up on a server: makes the services whose connections it
+/// counts and closes gracefully.
+#[derive(Clone)]
+pub struct Steward {
+    drain: Arc<drain::Drain>,
+    health: Option<SocketAddr>,
+}
+
+/// Sets `server` up to drain and exit as soon as its last connection is done, and to
+/// answer health checks if `settings` asks for it.
+///
+/// Call it after [`Server::bootstrap`] (whose `-t` ends the process before the health
+/// address is bound) and before running the server. The health address is bound here, so
+/// a port already in use by another program fails now, with [`Error::HealthBind`]; another
+/// process of the same server may hold it (SO_REUSEPORT), as the next generation does
+/// during a reload.
+pub fn install(server: &mut Server, settings: Settings) -> Result<Steward, Error> {
+    let drain = Arc::new(drain::Drain::default());
+    let listener = settings.health.as_deref().map(bind_health).transpose()?;
+    let health = listener.as_ref().and_then(|l| l.local_addr().ok());
+    server.add_service(background_service(
+        "steward-pingora",
+        Watch {
+            drain: drain.clone(),
+            health: Mutex::new(listener),
+        },
+    ));
+    Ok(Steward { drain, health })
+}
+
+fn bind_health(addr: &str) -> Result<TcpListener, Error> {
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())
+        .and_then(|mut a| a.next().ok_or_else(|| "it resolves to nothing".to_string()))
+        .map_err(|reason| Error::HealthAddress {
+            addr: addr.to_string(),
+            reason,
+        })?;
+    health::bind_reuseport(sa).map_err(|source| Error::HealthBind { addr: sa, source })
+}
+
+impl Steward {
+    /// A proxy service for `inner`, as [`pingora::proxy::http_proxy_service`] makes it,
+    /// whose connections hold the drain and whose idle keep-alive connections are closed
+    /// gracefully.
+    pub fn http_proxy_service<SV>(
+        &self,
+        conf: &Arc<ServerConf>,
+        inner: SV,
+    ) -> Service<Graceful<HttpProxy<SV>>>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        SV::CTX: Send + Sync,
+    {
+        self.service(
+            "Pingora HTTP Proxy Service",
+            pingora::proxy::http_proxy(conf, inner),
+        )
+    }
+
+    /// A listening service named `name` for any Pingora app, whose connections hold the
+    /// drain and whose idle keep-alive connections are closed gracefully.
+    pub fn service<A>(&self, name: &str, app: A) -> Service<Graceful<A>>
+    where
+        A: ServerApp + Send + Sync + 'static,
+    {
+        Service::new(name.to_string(), Graceful::new(app, self.drain.clone()))
+    }
+
+    /// Where the health endpoint listens, if there is one (the port the system chose when
+    /// the address gave port 0).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health
+    }
+}
+
+/// The background service [`install`] adds: the health endpoint, and the start of the
+/// drain when Pingora's shutdown begins.
+struct Watch {
+    drain: Arc<drain::Drain>,
+    health: Mutex<Option<TcpListener>>,
+}
+
+#[async_trait]
+impl BackgroundService for Watch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let listener = self.health.lock().ok().and_then(|mut l| l.take());
+        let health = listener.map(|l| {
+            let addr = l.local_addr().ok();
+            (addr, tokio::spawn(health::serve(l, self.drain.clone())))
+        });
+        // Pingora sets the watch on SIGTERM, and on SIGQUIT once it has handed its
+        // listeners over: then its listeners close.
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        self.drain.begin();
+        // A successor bound to the same health port (a reload: it is ready before this
+        // process is told to stop) answers for the server from now on. Were this process
+        // to go on answering 503 beside it, the kernel would hand it about half the health
+        // checks: a load balancer would see the server flap, and steward's probe, which
+        // wants the successor to accept, would fail it.
+        if let Some((Some(addr), task)) = health {
+            // The kernel's TCP table can be large on a busy host: read it off the runtime
+            // that answers the health checks.
+            let successor = tokio::task::spawn_blocking(move || health::successor_listens(addr))
+                .await
+                .unwrap_or(false);
+            if successor {
+                log::info!(
+                    "health endpoint {addr}: a successor listens there too; leaving the port to it"
+                );
+                task.abort();
+            }
+        }
+        // Returning would not stop the health endpoint (a task of this runtime), but the
+        // service stays as long as the process, like the endpoint.
+        std::future::pending::<()>().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> Server {
+        Server::new(None).expect("a Pingora server with the default configuration")
+    }
+
+    #[test]
+    fn install_binds_the_health_endpoint_and_reports_where() {
+        let steward = install(&mut server(), Settings::health("127.0.0.1:0")).expect("install");
+        let addr = steward.health_addr().expect("a health address");
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    }
+
+    #[test]
+    fn install_without_health_has_no_health_endpoint() {
+        let steward = install(&mut server(), Settings::default()).expect("install");
+        assert_eq!(steward.health_addr(), None);
+    }
+
+    #[test]
+    fn install_refuses_a_health_address_that_is_not_host_port() {
+        let e = install(&mut server(), Settings::health("no-port-here")).err();
+        assert!(
+            matches!(e, Some(Error::HealthAddress { ref addr, .. }) if addr == "no-port-here"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn install_refuses_a_health_port_another_program_holds() {
+        // A listener without SO_REUSEPORT, as another program would hold the port.
+        let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = other.local_addr().expect("local addr");
+        let e = install(&mut server(), Settings::health(taken.to_string())).err();
+        assert!(
+            matches!(e, Some(Error::HealthBind { addr, .. }) if addr == taken),
+            "{e:?}"
+        );
+    }
+}
