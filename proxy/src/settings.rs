@@ -70,7 +70,7 @@ impl Settings {
             line,
             message,
         };
-        let s: Settings = toml::from_str(&text).map_err(|e| {
+        let s: Settings = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);

@@ -141,11 +141,13 @@ async fn delegate_via_dbus(unit: &str) -> Result<bool, String> {
 /// `GetAll` of the unit's `Unit` and `Service` interfaces, or `systemctl show -p
 /// <properties>` text. This module fetches; the caller (`steward check`'s unit reader)
 /// decides what the properties mean, so asking systemd does not depend on judging units.
+/// One interface's properties as D-Bus `GetAll` returns them.
+pub type Properties = HashMap<String, OwnedValue>;
+
 pub struct Decoder<T> {
     /// The properties `systemctl show -p` is asked for.
     pub show_properties: &'static str,
-    pub from_dbus:
-        fn(&HashMap<String, OwnedValue>, &HashMap<String, OwnedValue>) -> Result<T, String>,
+    pub from_dbus: fn(&Properties, &Properties) -> Result<T, String>,
     pub from_show: fn(&str) -> Result<T, String>,
 }
 

@@ -1299,7 +1299,7 @@ mod tests {
         )
     }
 
-    fn the<'a>(found: &'a [Finding], id: Id) -> &'a Finding {
+    fn the(found: &[Finding], id: Id) -> &Finding {
         found
             .iter()
             .find(|f| f.id == id)
