@@ -558,15 +558,21 @@ expect_eq "generation 1's escapees running before the reload" "$alive" 2
 c=$(cursor)
 if sd_systemctl reload "$UNIT"; then ok "systemctl reload succeeded"; else fail "systemctl reload failed"; fi
 expect_match "StatusText after reload" "$(show StatusText)" '^serving: generation 2, child pid [0-9]+ \(reloaded\)$'
-# Retired: generation 1's child exits once drained (no request is in flight), then steward
-# kills what its cgroup still holds.
+# Retired: once generation 1 is drained (no request is in flight) its cgroup is killed
+# whole, one of two ways: its child exits by itself and steward kills what the cgroup
+# still holds ("left 2 processes"), or steward sees it drained first and ends the
+# generation, child and escapees together (STEWARD_KILLED counts the processes).
 retired=""
 for _ in $(seq 1 100); do
   retired=$(journal_since "$c" -u "$UNIT" -o cat | grep -E "generation 1's child exited and left [0-9]+ processes in its cgroup; killed them" || true)
+  if [[ -z $retired ]]; then
+    killed=$(journal_since "$c" -u "$UNIT" STEWARD_ESCALATION=drained STEWARD_GENERATION=1 -o verbose | sed -n 's/^ *STEWARD_KILLED=//p' | head -1)
+    [[ -n $killed ]] && retired="generation 1 drained, its cgroup killed: $killed processes"
+  fi
   [[ -n $retired ]] && break
   sleep 0.1
 done
-expect_match "journal: generation 1's cgroup killed" "$retired" "left 2 processes in its cgroup; killed them"
+expect_match "journal: generation 1's cgroup killed" "$retired" "left 2 processes in its cgroup; killed them|its cgroup killed: ([3-9]|[1-9][0-9]+) processes"
 survivors=0
 for p in $old; do sd_run test -d "/proc/$p" && survivors=$((survivors + 1)); done
 expect_eq "generation 1's escapees alive after the reload" "$survivors" 0
@@ -766,7 +772,9 @@ PY
 }
 c=$(cursor)
 verdict=$(kill_steward_under_load)
-expect_match "fresh connections across steward's SIGKILL and restart ($verdict)" "$verdict" '^[1-9][0-9]* ok, 0 refused, 0 failed'
+# The child dies with steward (its parent-death signal), so the one request it may be
+# serving at that instant is cut (a reset); the client is sequential, so at most one.
+expect_match "fresh connections across steward's SIGKILL and restart ($verdict)" "$verdict" '^[1-9][0-9]* ok, 0 refused, [01] failed'
 wait_active || fail "not restarted by Restart=on-failure"
 [[ $(show MainPID) != "$main" ]] && ok "restarted with MainPID $(show MainPID)" || fail "MainPID unchanged"
 expect_match "journal: taken back" "$(journal_since "$c" -u "$UNIT" -o cat)" "listener 127.0.0.1:6188 taken back from systemd's fd store"
