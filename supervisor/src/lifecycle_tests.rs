@@ -1316,3 +1316,87 @@ async fn during_a_stop_even_an_old_generations_drained_kill_is_a_status() {
         "{a:?}"
     );
 }
+
+// ----- what the phases' data rules out ------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_whose_generation_crashed_during_its_check_runs_once_the_next_one_serves() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: Some(7) }, now());
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Signal(9),
+        },
+        now(),
+    );
+    assert_eq!(reload_result(&a), None, "{a:?}");
+    assert_eq!(m.mode(), Mode::Backoff);
+    // The check's answer comes too late to matter.
+    assert!(m.handle(Event::ConfigChecked(Ok(())), now()).is_empty());
+    advance(Duration::from_millis(100)).await;
+    m.handle(Event::Tick, now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    let a = m.handle(Event::Ready { gen: 2 }, now());
+    assert!(a.contains(&Action::CheckConfig), "{a:?}");
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 3, pid: 44 }, now());
+    let a = m.handle(Event::Ready { gen: 3 }, now());
+    assert_eq!(reload_result(&a), Some((vec![7], Ok(3))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn giving_up_while_a_reload_starts_the_next_generation_retires_it() {
+    let mut m = starting_with(Policy {
+        max_crashes: 0,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    next_generation_started(&mut m, Some(5));
+    let a = m.handle(
+        Event::Exited {
+            gen: 1,
+            status: ChildStatus::Code(3),
+        },
+        now(),
+    );
+    assert!(a.contains(&Action::Terminate { gen: 2 }), "{a:?}");
+    assert!(m.handle(Event::Ready { gen: 2 }, now()).is_empty());
+    let a = m.handle(
+        Event::Exited {
+            gen: 2,
+            status: ChildStatus::Signal(15),
+        },
+        now(),
+    );
+    assert_eq!(exit_code(&a), Some(3));
+    assert_eq!(
+        reload_result(&a),
+        Some((vec![5], Err("steward is exiting with code 3".into())))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_generation_replaced_while_it_was_being_spawned_is_retired_once_it_runs() {
+    let (mut m, _) = Lifecycle::start(policy(), now());
+    let a = m.handle(Event::Restart, now());
+    assert_eq!(spawns(&a), vec![(2, Why::Restart)]);
+    let a = m.handle(Event::Spawned { gen: 1, pid: 42 }, now());
+    assert_eq!(a, vec![Action::Terminate { gen: 1 }]);
+    assert_eq!(m.current().map(|g| g.id), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_serving_generation_whose_hand_off_failed_late_is_a_crash() {
+    let mut m = reloaded();
+    let a = m.handle(
+        Event::SpawnFailed {
+            gen: 2,
+            reason: "socket hand-off failed".into(),
+            code: exit::CONFIG,
+        },
+        now(),
+    );
+    assert_eq!(m.mode(), Mode::Backoff, "{a:?}");
+    assert_eq!(m.current().map(|g| g.id), None);
+}
