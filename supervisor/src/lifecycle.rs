@@ -49,19 +49,6 @@ pub enum Mode {
     Exited,
 }
 
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Starting => "starting",
-            Mode::Serving => "serving",
-            Mode::Reloading => "reloading",
-            Mode::Backoff => "backoff",
-            Mode::Stopping => "stopping",
-            Mode::Exited => "exited",
-        }
-    }
-}
-
 /// How a child ended, as `waitpid` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildStatus {
@@ -75,18 +62,6 @@ impl ChildStatus {
         match self {
             ChildStatus::Code(c) => c,
             ChildStatus::Signal(s) => 128 + s,
-        }
-    }
-
-    pub fn describe(self) -> String {
-        match self {
-            ChildStatus::Code(c) => format!("exit code {c}"),
-            ChildStatus::Signal(s) => {
-                let name = nix::sys::signal::Signal::try_from(s)
-                    .map(|s| s.as_str())
-                    .unwrap_or("unknown signal");
-                format!("signal {s} ({name})")
-            }
         }
     }
 
@@ -105,15 +80,6 @@ pub enum StopSignal {
     Int,
 }
 
-impl StopSignal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopSignal::Term => "SIGTERM",
-            StopSignal::Int => "SIGINT",
-        }
-    }
-}
-
 /// Why steward SIGKILLs a generation's process tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KillReason {
@@ -130,18 +96,6 @@ pub enum KillReason {
     Unhealthy,
 }
 
-impl KillReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KillReason::Drained => "drained",
-            KillReason::Deadline => "deadline",
-            KillReason::StartTimeout => "start-timeout",
-            KillReason::Operator => "operator",
-            KillReason::Unhealthy => "unhealthy",
-        }
-    }
-}
-
 /// Why a generation is spawned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
@@ -149,17 +103,6 @@ pub enum Why {
     Reload,
     Restart,
     Crash,
-}
-
-impl Why {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Why::Start => "start",
-            Why::Reload => "reload",
-            Why::Restart => "restart",
-            Why::Crash => "crash recovery",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,12 +159,12 @@ pub enum Action {
         why: Why,
     },
     /// `READY=1` with this status.
-    NotifyReady(String),
+    NotifyReady(Fact),
     /// `RELOADING=1` and `MONOTONIC_USEC` with this status.
-    NotifyReloading(String),
+    NotifyReloading(Fact),
     /// `STOPPING=1` with this status.
-    NotifyStopping(String),
-    Status(String),
+    NotifyStopping(Fact),
+    Status(Fact),
     /// SIGTERM to the generation's child, then watch its drain.
     Terminate {
         gen: GenId,
@@ -236,16 +179,168 @@ pub enum Action {
     /// Answer these reload waiters.
     ReloadFinished {
         waiters: Vec<u64>,
-        result: Result<GenId, String>,
+        result: Result<GenId, ReloadError>,
     },
     /// `WATCHDOG=1`.
     WatchdogPing,
     /// Something worth a log line that changes nothing else.
-    Note(String),
+    Note(Fact),
     /// Something went wrong, worth a warning.
-    Warn(String),
+    Warn(Fact),
     /// Leave with this exit code once every descendant is reaped.
     Exit(i32),
+}
+
+/// What happened, as the machine knows it; the `render` module words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// A generation runs; it is waited for until it serves.
+    Spawned {
+        gen: GenId,
+        pid: u32,
+        why: Why,
+    },
+    /// Generation 1 could not be started.
+    StartFailed {
+        reason: String,
+    },
+    /// The current generation serves; `reload`: what the reload that led here came to.
+    Serving {
+        gen: GenId,
+        pid: u32,
+        restarts: u32,
+        reload: Option<Result<(), ReloadFailure>>,
+    },
+    /// A reload checks the new configuration while `old` serves.
+    Checking {
+        old: GenId,
+    },
+    /// The stop began; `during`: the mode it interrupted; `left`: until the deadline.
+    StopBegan {
+        signal: StopSignal,
+        during: Mode,
+        pid: u32,
+        left: Option<Duration>,
+    },
+    /// A second SIGTERM, which changes nothing.
+    StopUnderWay,
+    /// The draining generations' requests in flight (`None`: not counted yet).
+    Draining {
+        in_flight: Option<usize>,
+        pids: Vec<u32>,
+        left: Option<Duration>,
+    },
+    Killing {
+        gen: GenId,
+        pid: u32,
+        reason: KillReason,
+        in_flight: Option<usize>,
+        start_timeout: Duration,
+        health_failed: u32,
+    },
+    /// A generation ended during the stop.
+    Stopped {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// A retired generation ended.
+    Retired {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// A generation no phase wanted any more ended.
+    Exited {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// The first generation was killed by its start timeout.
+    NeverServed {
+        gen: GenId,
+        pid: u32,
+    },
+    /// The first generation ended by itself before it served.
+    EndedBeforeReady {
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// A crash, counted; the next generation starts after `backoff`.
+    Crashed {
+        what: Crash,
+        backoff: Duration,
+        crashes: usize,
+        allowed: u32,
+        window: Duration,
+    },
+    RestartingIn {
+        what: Crash,
+        backoff: Duration,
+    },
+    /// steward gives up; `crashes`: how many within which window, when they decided it.
+    GaveUp {
+        what: Crash,
+        crashes: Option<(usize, Duration)>,
+    },
+    /// A reload asked for `during` a mode that cannot run it now: it runs later.
+    ReloadQueued {
+        during: Mode,
+    },
+    ReloadFailed(ReloadFailure),
+    RestartIgnored {
+        during: Mode,
+    },
+    HealthFailed {
+        gen: GenId,
+        in_a_row: u32,
+    },
+}
+
+/// How the current generation was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Crash {
+    Unhealthy {
+        gen: GenId,
+        pid: u32,
+    },
+    Ended {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    DidNotStart {
+        gen: GenId,
+        reason: String,
+    },
+    /// The old generation died during a reload whose new one then failed.
+    Reload(ReloadFailure),
+}
+
+/// Why a reload failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadFailure {
+    /// `child -t`, or reading the configuration, said why.
+    Check(String),
+    DidNotStart {
+        gen: GenId,
+        reason: String,
+    },
+    ExitedBeforeServing {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+}
+
+/// A reload's answer when it brought no generation up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    Failed(ReloadFailure),
+    Stopping,
+    Exiting(i32),
+    /// Asked for in a mode that cannot run one.
+    Refused(Mode),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -379,8 +474,12 @@ struct Stopping {
 enum Verdict {
     /// Restart after this backoff.
     Backoff(Duration),
-    /// Give up: exit with this code; the status says why.
-    GiveUp { code: i32, status: String },
+    /// Give up: exit with this code; `crashes`: how many, within which window, if their
+    /// count decided it.
+    GiveUp {
+        code: i32,
+        crashes: Option<(usize, Duration)>,
+    },
 }
 
 /// Which part a generation plays in the phase.
@@ -607,14 +706,7 @@ impl Lifecycle {
         if stopping || role == Role::Other {
             return self.terminate(gen, now);
         }
-        vec![Action::Status(format!(
-            "{}: generation {gen}, child pid {pid}, waiting until it serves",
-            match why {
-                Why::Start => "starting",
-                Why::Reload => "reloading",
-                Why::Restart | Why::Crash => "restarting",
-            }
-        ))]
+        vec![Action::Status(Fact::Spawned { gen, pid, why })]
     }
 
     fn spawn_failed(&mut self, gen: GenId, reason: String, code: i32, now: Instant) -> Vec<Action> {
@@ -622,25 +714,27 @@ impl Lifecycle {
         let Some(g) = self.gens.remove(&gen) else {
             return vec![];
         };
-        let what = format!("generation {gen} did not start: {reason}");
         if let Phase::Stopping(_) = self.phase {
             return vec![];
         }
         match role {
-            Role::Next => self.reload_failed(what, now),
+            Role::Next => self.reload_failed(ReloadFailure::DidNotStart { gen, reason }, now),
             Role::Current if g.why == Why::Start && !self.served_once => {
                 let waiters = self.take_waiters();
                 self.leave(
                     code,
                     waiters,
-                    vec![Action::Status(format!("failed: {reason}"))],
+                    vec![Action::Status(Fact::StartFailed { reason })],
                     now,
                 )
             }
             // The driver killed it: the current generation is gone.
-            Role::Current => {
-                self.current_crashed(what, ChildStatus::Code(code), g.serving_since, now)
-            }
+            Role::Current => self.current_crashed(
+                Crash::DidNotStart { gen, reason },
+                ChildStatus::Code(code),
+                g.serving_since,
+                now,
+            ),
             Role::Other => vec![],
         }
     }
@@ -662,7 +756,7 @@ impl Lifecycle {
                 if let Some(old) = r.step.old() {
                     out.extend(self.terminate(old, now));
                 }
-                out.push(Action::NotifyReady(self.serving_status(" (reloaded)")));
+                out.push(Action::NotifyReady(self.serving(Some(Ok(())))));
                 out.push(Action::ReloadFinished {
                     waiters: r.waiters,
                     result: Ok(gen),
@@ -674,7 +768,7 @@ impl Lifecycle {
             }
             Phase::Starting { pending, .. } => {
                 self.served_once = true;
-                let mut out = vec![Action::NotifyReady(self.serving_status(""))];
+                let mut out = vec![Action::NotifyReady(self.serving(None))];
                 // Reloads requested before this generation served.
                 if let Some(waiters) = pending {
                     out.extend(self.begin_reload(gen, waiters));
@@ -689,17 +783,17 @@ impl Lifecycle {
         }
     }
 
-    fn serving_status(&self, suffix: &str) -> String {
+    fn serving(&self, reload: Option<Result<(), ReloadFailure>>) -> Fact {
         let (gen, pid) = self
             .current()
             .map(|g| (g.id, g.pid.unwrap_or(0)))
             .unwrap_or((0, 0));
-        let restarts = match self.restarts {
-            0 => String::new(),
-            1 => ", 1 restart".to_string(),
-            n => format!(", {n} restarts"),
-        };
-        format!("serving: generation {gen}, child pid {pid}{restarts}{suffix}")
+        Fact::Serving {
+            gen,
+            pid,
+            restarts: self.restarts,
+            reload,
+        }
     }
 
     fn terminate(&mut self, gen: GenId, now: Instant) -> Vec<Action> {
@@ -738,25 +832,13 @@ impl Lifecycle {
         }
         g.state = GenState::Killing(reason);
         let pid = g.pid.unwrap_or(0);
-        let status = match reason {
-            KillReason::Drained => {
-                format!("stopping: generation {gen} drained, no request in flight; ending child pid {pid}")
-            }
-            KillReason::Deadline => format!(
-                "killing: stop deadline reached for generation {gen} with {}; SIGKILL to child pid {pid} and its process tree",
-                in_flight_text(g.in_flight)
-            ),
-            KillReason::StartTimeout => format!(
-                "killing: generation {gen} (child pid {pid}) did not become ready within {} s",
-                self.policy.start_timeout.as_secs_f64()
-            ),
-            KillReason::Operator => {
-                format!("killing: second SIGINT; SIGKILL to child pid {pid} and its process tree")
-            }
-            KillReason::Unhealthy => format!(
-                "restarting: generation {gen} (child pid {pid}) failed {} health probes in a row; killing it",
-                g.health_failed
-            ),
+        let status = Fact::Killing {
+            gen,
+            pid,
+            reason,
+            in_flight: g.in_flight,
+            start_timeout: self.policy.start_timeout,
+            health_failed: g.health_failed,
         };
         let mut out = vec![];
         // Retiring an old generation quietly is routine; only the current one is news.
@@ -780,28 +862,18 @@ impl Lifecycle {
                 s.current = None;
                 s.status = Some(status);
             }
-            return vec![Action::Note(format!(
-                "generation {gen} (child pid {pid}) stopped ({})",
-                status.describe()
-            ))];
+            return vec![Action::Note(Fact::Stopped { gen, pid, status })];
         }
         if let GenState::Draining | GenState::Killing(KillReason::Drained | KillReason::Deadline) =
             g.state
         {
             // A retired generation ending is the plan working.
-            return vec![Action::Note(format!(
-                "generation {gen} (child pid {pid}) retired ({})",
-                status.describe()
-            ))];
+            return vec![Action::Note(Fact::Retired { gen, pid, status })];
         }
         match role {
-            Role::Next => self.reload_failed(
-                format!(
-                    "generation {gen} (child pid {pid}) exited before it served ({})",
-                    status.describe()
-                ),
-                now,
-            ),
+            Role::Next => {
+                self.reload_failed(ReloadFailure::ExitedBeforeServing { gen, pid, status }, now)
+            }
             Role::Current if !self.served_once && g.state == GenState::Starting => {
                 // A server that leaves before it ever served failed to start.
                 let code = match status {
@@ -812,10 +884,7 @@ impl Lifecycle {
                 self.leave(
                     code,
                     waiters,
-                    vec![Action::Status(format!(
-                        "exited: child pid {pid} ended before it was ready ({})",
-                        status.describe()
-                    ))],
+                    vec![Action::Status(Fact::EndedBeforeReady { pid, status })],
                     now,
                 )
             }
@@ -826,28 +895,18 @@ impl Lifecycle {
                 self.leave(
                     exit::UNAVAILABLE,
                     waiters,
-                    vec![Action::Status(format!(
-                        "exited: generation {gen} (child pid {pid}) never served"
-                    ))],
+                    vec![Action::Status(Fact::NeverServed { gen, pid })],
                     now,
                 )
             }
             Role::Current => {
                 let what = match g.state {
-                    GenState::Killing(KillReason::Unhealthy) => {
-                        format!("generation {gen} (child pid {pid}) was unhealthy")
-                    }
-                    _ => format!(
-                        "generation {gen}: child pid {pid} ended on its own ({})",
-                        status.describe()
-                    ),
+                    GenState::Killing(KillReason::Unhealthy) => Crash::Unhealthy { gen, pid },
+                    _ => Crash::Ended { gen, pid, status },
                 };
                 self.current_crashed(what, status, g.serving_since, now)
             }
-            Role::Other => vec![Action::Note(format!(
-                "generation {gen} (child pid {pid}) exited ({})",
-                status.describe()
-            ))],
+            Role::Other => vec![Action::Note(Fact::Exited { gen, pid, status })],
         }
     }
 
@@ -870,7 +929,7 @@ impl Lifecycle {
     /// The current generation ended without being asked to.
     fn current_crashed(
         &mut self,
-        what: String,
+        what: Crash,
         status: ChildStatus,
         serving_since: Option<Instant>,
         now: Instant,
@@ -880,11 +939,12 @@ impl Lifecycle {
                 // A reload was bringing up the next generation; it becomes the way back.
                 Step::Starting { next, .. } => {
                     r.step = Step::Starting { old: None, next };
-                    return match self.judge_crash(&what, status, serving_since, now) {
-                        Verdict::Backoff(backoff) => self.crash_warning(&what, backoff),
-                        Verdict::GiveUp { code, status } => {
+                    return match self.judge_crash(status, serving_since, now) {
+                        Verdict::Backoff(backoff) => self.crash_warning(what, backoff),
+                        Verdict::GiveUp { code, crashes } => {
                             let waiters = self.take_waiters();
-                            self.leave(code, waiters, vec![Action::Status(status)], now)
+                            let gave_up = Fact::GaveUp { what, crashes };
+                            self.leave(code, waiters, vec![Action::Status(gave_up)], now)
                         }
                     };
                 }
@@ -902,17 +962,17 @@ impl Lifecycle {
     /// `Restart=` policy takes over. `pending`: reloads to run once one serves again.
     fn crashed(
         &mut self,
-        what: String,
+        what: Crash,
         status: ChildStatus,
         serving_since: Option<Instant>,
         pending: Option<Vec<u64>>,
         now: Instant,
     ) -> Vec<Action> {
-        match self.judge_crash(&what, status, serving_since, now) {
-            Verdict::GiveUp { code, status } => self.leave(
+        match self.judge_crash(status, serving_since, now) {
+            Verdict::GiveUp { code, crashes } => self.leave(
                 code,
                 pending.unwrap_or_default(),
-                vec![Action::Status(status)],
+                vec![Action::Status(Fact::GaveUp { what, crashes })],
                 now,
             ),
             Verdict::Backoff(backoff) => {
@@ -920,7 +980,7 @@ impl Lifecycle {
                     until: now + backoff,
                     pending,
                 };
-                self.crash_warning(&what, backoff)
+                self.crash_warning(what, backoff)
             }
         }
     }
@@ -928,7 +988,6 @@ impl Lifecycle {
     /// Counts a crash and says what follows it.
     fn judge_crash(
         &mut self,
-        what: &str,
         status: ChildStatus,
         serving_since: Option<Instant>,
         now: Instant,
@@ -936,7 +995,7 @@ impl Lifecycle {
         if self.policy.max_crashes == 0 {
             return Verdict::GiveUp {
                 code: status.as_exit_code(),
-                status: format!("exited: {what}"),
+                crashes: None,
             };
         }
         if serving_since
@@ -954,11 +1013,7 @@ impl Lifecycle {
                     0 => exit::SOFTWARE,
                     c => c,
                 },
-                status: format!(
-                    "exited: {what}; {} crashes within {} s, giving up (systemd's Restart= decides)",
-                    self.crashes.len(),
-                    window.as_secs()
-                ),
+                crashes: Some((self.crashes.len(), window)),
             };
         }
         self.consecutive_crashes += 1;
@@ -971,16 +1026,16 @@ impl Lifecycle {
         )
     }
 
-    fn crash_warning(&self, what: &str, backoff: Duration) -> Vec<Action> {
+    fn crash_warning(&self, what: Crash, backoff: Duration) -> Vec<Action> {
         vec![
-            Action::Warn(format!(
-                "{what}; restarting in {} ms (crash {} of {} allowed within {} s)",
-                backoff.as_millis(),
-                self.crashes.len(),
-                self.policy.max_crashes,
-                self.policy.crash_window.as_secs()
-            )),
-            Action::Status(format!("restarting in {} ms: {what}", backoff.as_millis())),
+            Action::Warn(Fact::Crashed {
+                what: what.clone(),
+                backoff,
+                crashes: self.crashes.len(),
+                allowed: self.policy.max_crashes,
+                window: self.policy.crash_window,
+            }),
+            Action::Status(Fact::RestartingIn { what, backoff }),
         ]
     }
 
@@ -1018,16 +1073,10 @@ impl Lifecycle {
                         .flat_map(|g| self.kill(g, KillReason::Operator))
                         .collect()
                 }
-                StopSignal::Term => vec![Action::Note(
-                    "SIGTERM while stopping: the stop is already under way".into(),
-                )],
+                StopSignal::Term => vec![Action::Note(Fact::StopUnderWay)],
             };
         }
-        let when = match self.mode() {
-            Mode::Starting => " before the child was ready",
-            Mode::Reloading => " during a reload",
-            _ => "",
-        };
+        let during = self.mode();
         let pid = self.current().and_then(|g| g.pid).unwrap_or(0);
         let current = self.current_id();
         let waiters = self.take_waiters();
@@ -1044,17 +1093,18 @@ impl Lifecycle {
             leaving_with,
         });
         let mut out = vec![
-            Action::NotifyStopping(format!(
-                "stopping: {} received{when}, draining child pid {pid}, {}",
-                sig.as_str(),
-                time_left(self.policy.deadline.map(|d| now + d), now)
-            )),
+            Action::NotifyStopping(Fact::StopBegan {
+                signal: sig,
+                during,
+                pid,
+                left: self.policy.deadline,
+            }),
             Action::CloseSockets,
         ];
         if !waiters.is_empty() {
             out.push(Action::ReloadFinished {
                 waiters,
-                result: Err("steward is stopping".into()),
+                result: Err(ReloadError::Stopping),
             });
         }
         let ids: Vec<GenId> = self.gens.keys().copied().collect();
@@ -1088,7 +1138,7 @@ impl Lifecycle {
         if changed {
             if let Phase::Stopping(s) = &mut self.phase {
                 s.last_status = now;
-                out.push(Action::Status(self.draining_status(now)));
+                out.push(Action::Status(self.draining_fact(now)));
             }
         }
         if in_flight == 0 && closed {
@@ -1098,7 +1148,7 @@ impl Lifecycle {
         out
     }
 
-    fn draining_status(&self, now: Instant) -> String {
+    fn draining_fact(&self, now: Instant) -> Fact {
         let draining: Vec<&Gen> = self
             .gens
             .values()
@@ -1108,17 +1158,12 @@ impl Lifecycle {
             .iter()
             .map(|g| g.in_flight)
             .try_fold(0usize, |acc, n| n.map(|n| acc + n));
-        let pids: Vec<String> = draining
-            .iter()
-            .filter_map(|g| g.pid.map(|p| p.to_string()))
-            .collect();
         let deadline = draining.iter().filter_map(|g| g.deadline_at).min();
-        format!(
-            "draining: {}, child pid {}, {}",
-            in_flight_text(in_flight),
-            pids.join(", "),
-            time_left(deadline, now)
-        )
+        Fact::Draining {
+            in_flight,
+            pids: draining.iter().filter_map(|g| g.pid).collect(),
+            left: deadline.map(|d| d.saturating_duration_since(now)),
+        }
     }
 
     // ----- reload and restart -----------------------------------------------------------
@@ -1133,9 +1178,9 @@ impl Lifecycle {
             Phase::Reloading(r) => {
                 // Coalesced: however many arrive now, one more reload runs after this one.
                 r.pending.get_or_insert_with(Vec::new).extend(waiter);
-                vec![Action::Note(
-                    "reload requested during a reload: it will run once this one ends".into(),
-                )]
+                vec![Action::Note(Fact::ReloadQueued {
+                    during: Mode::Reloading,
+                })]
             }
             Phase::Starting { pending, .. } | Phase::Backoff { pending, .. } => {
                 // Before a generation serves there is nothing to hand over from, but the
@@ -1145,20 +1190,17 @@ impl Lifecycle {
                 let first = pending.is_none();
                 pending.get_or_insert_with(Vec::new).extend(waiter);
                 match first {
-                    true => vec![Action::Note(format!(
-                        "reload requested while {}: it will run once the child serves",
-                        mode.as_str()
-                    ))],
+                    true => vec![Action::Note(Fact::ReloadQueued { during: mode })],
                     false => vec![],
                 }
             }
             Phase::Leaving { code, .. } => vec![Action::ReloadFinished {
                 waiters: waiter.into_iter().collect(),
-                result: Err(format!("steward is exiting with code {code}")),
+                result: Err(ReloadError::Exiting(*code)),
             }],
             Phase::Stopping(_) | Phase::Exited { .. } => vec![Action::ReloadFinished {
                 waiters: waiter.into_iter().collect(),
-                result: Err(format!("cannot reload while {}", mode.as_str())),
+                result: Err(ReloadError::Refused(mode)),
             }],
         }
     }
@@ -1171,9 +1213,7 @@ impl Lifecycle {
             pending: None,
         });
         vec![
-            Action::NotifyReloading(format!(
-                "reloading: checking the new configuration (generation {old} keeps serving)"
-            )),
+            Action::NotifyReloading(Fact::Checking { old }),
             Action::CheckConfig,
         ]
     }
@@ -1197,12 +1237,12 @@ impl Lifecycle {
                 }
                 out
             }
-            Err(e) => self.reload_failed(format!("configuration check failed: {e}"), now),
+            Err(e) => self.reload_failed(ReloadFailure::Check(e), now),
         }
     }
 
     /// The reload's check or its next generation failed.
-    fn reload_failed(&mut self, reason: String, now: Instant) -> Vec<Action> {
+    fn reload_failed(&mut self, reason: ReloadFailure, now: Instant) -> Vec<Action> {
         let Phase::Reloading(r) = &mut self.phase else {
             return vec![];
         };
@@ -1211,20 +1251,19 @@ impl Lifecycle {
             // The old generation died during the reload and the new one failed: recover.
             let mut out = vec![Action::ReloadFinished {
                 waiters,
-                result: Err(reason.clone()),
+                result: Err(ReloadError::Failed(reason.clone())),
             }];
-            out.extend(self.crashed(reason, ChildStatus::Code(1), None, pending, now));
+            let what = Crash::Reload(reason);
+            out.extend(self.crashed(what, ChildStatus::Code(1), None, pending, now));
             return out;
         };
         self.phase = Phase::Serving { current: old };
         let mut out = vec![
-            Action::Warn(format!(
-                "reload failed: {reason}; the old generation keeps serving"
-            )),
-            Action::NotifyReady(self.serving_status(&format!(" (reload failed: {reason})"))),
+            Action::Warn(Fact::ReloadFailed(reason.clone())),
+            Action::NotifyReady(self.serving(Some(Err(reason.clone())))),
             Action::ReloadFinished {
                 waiters,
-                result: Err(reason),
+                result: Err(ReloadError::Failed(reason)),
             },
         ];
         if let Some(waiters) = pending {
@@ -1238,10 +1277,9 @@ impl Lifecycle {
             Phase::Serving { current } => (*current, None),
             Phase::Starting { current, pending } => (*current, pending.take()),
             _ => {
-                return vec![Action::Note(format!(
-                    "restart ignored while {}",
-                    self.mode().as_str()
-                ))]
+                return vec![Action::Note(Fact::RestartIgnored {
+                    during: self.mode(),
+                })]
             }
         };
         self.restarts += 1;
@@ -1272,9 +1310,10 @@ impl Lifecycle {
         }
         g.health_failed += 1;
         let failed = g.health_failed;
-        let mut out = vec![Action::Warn(format!(
-            "generation {gen} failed its health probe ({failed} in a row)"
-        ))];
+        let mut out = vec![Action::Warn(Fact::HealthFailed {
+            gen,
+            in_a_row: failed,
+        })];
         if serving && self.policy.health_failures > 0 && failed >= self.policy.health_failures {
             out.extend(self.kill(gen, KillReason::Unhealthy));
         }
@@ -1321,7 +1360,7 @@ impl Lifecycle {
         let draining = self.gens.values().any(|g| g.state == GenState::Draining);
         if let Phase::Stopping(s) = &self.phase {
             if draining && now >= s.last_status + STATUS_REFRESH && out.is_empty() {
-                let status = self.draining_status(now);
+                let status = self.draining_fact(now);
                 if let Phase::Stopping(s) = &mut self.phase {
                     s.last_status = now;
                 }
@@ -1357,29 +1396,11 @@ impl Lifecycle {
         if !waiters.is_empty() {
             out.push(Action::ReloadFinished {
                 waiters,
-                result: Err(format!("steward is exiting with code {code}")),
+                result: Err(ReloadError::Exiting(code)),
             });
         }
         out.push(Action::Exit(code));
         out
-    }
-}
-
-fn in_flight_text(n: Option<usize>) -> String {
-    match n {
-        Some(1) => "1 request in flight".to_string(),
-        Some(n) => format!("{n} requests in flight"),
-        None => "the child still running".to_string(),
-    }
-}
-
-fn time_left(deadline: Option<Instant>, now: Instant) -> String {
-    match deadline {
-        Some(d) => format!(
-            "{:.1} s left",
-            d.saturating_duration_since(now).as_secs_f64()
-        ),
-        None => "no deadline".to_string(),
     }
 }
 

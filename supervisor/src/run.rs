@@ -1077,6 +1077,7 @@ impl Driver {
                 Action::CheckConfig => self.check_config(),
                 Action::Spawn { gen, why } => self.spawn(gen, why),
                 Action::NotifyReady(status) => {
+                    let status = status.to_string();
                     let gen = self.machine.current();
                     let (id, pid, since) = gen
                         .map(|g| (g.id, g.pid.unwrap_or(0), g.spawned))
@@ -1094,12 +1095,14 @@ impl Driver {
                     self.notifier.ready(&status);
                 }
                 Action::NotifyReloading(status) => {
+                    let status = status.to_string();
                     self.timeline_begin();
                     info!(steward_phase = "reloading", "{status}; RELOADING=1");
                     self.record(&status);
                     self.notifier.reloading(&status);
                 }
                 Action::NotifyStopping(status) => {
+                    let status = status.to_string();
                     self.timeline_begin();
                     let pid = self.machine.current().and_then(|g| g.pid).unwrap_or(0);
                     info!(
@@ -1119,6 +1122,7 @@ impl Driver {
                     self.notifier.stopping(&status);
                 }
                 Action::Status(status) => {
+                    let status = status.to_string();
                     let pid = self.machine.current().and_then(|g| g.pid).unwrap_or(0);
                     info!(
                         steward_phase = self.machine.mode().as_str(),
@@ -1173,10 +1177,12 @@ impl Driver {
                     }
                 }
                 Action::Note(text) => {
+                    let text = text.to_string();
                     info!(steward_phase = self.machine.mode().as_str(), "{text}");
                     self.record(&text);
                 }
                 Action::Warn(text) => {
+                    let text = text.to_string();
                     warn!(steward_phase = self.machine.mode().as_str(), "{text}");
                     self.record(&text);
                 }
