@@ -56,7 +56,10 @@
 //! mode whole and a state no transition should reach cannot be written down; a proptest
 //! drives random event sequences through it and checks what none may break (one current
 //! generation at most, no exit while a generation is left, every waiter answered once, no
-//! kill before the deadline unless drained, a deadline that never moves later). Its
+//! kill before the deadline unless drained, a deadline that never moves later). It
+//! decides what the driver would otherwise decide beside it: the answer to a `restart`
+//! (through waiters, as a reload's) and when a reload's configuration check has run out
+//! of time (a timer of its own, in `next_wakeup`). Its
 //! actions carry facts (which generation, which pid, why, how long, how many), and
 //! [`render`] alone puts them into words: the journal's messages, `STATUS=` and the
 //! control socket's replies say one thing one way. [`run`] is the thin driver

@@ -138,8 +138,10 @@ pub enum Event {
         waiter: Option<u64>,
     },
     ConfigChecked(Result<(), String>),
-    /// An operator's `steward restart`.
-    Restart,
+    /// An operator's `steward restart`; `waiter` identifies who waits for the answer.
+    Restart {
+        waiter: Option<u64>,
+    },
     /// One health probe of the current generation.
     Health {
         ok: bool,
@@ -153,6 +155,8 @@ pub enum Action {
     /// Re-read the configuration, write the effective Pingora conf, run the child with
     /// `-t`; answer with [`Event::ConfigChecked`].
     CheckConfig,
+    /// The check ran out of time: end it and answer [`Event::ConfigChecked`] with why.
+    AbandonCheck,
     /// Start a generation and hand it the sockets; answer with Spawned or SpawnFailed.
     Spawn {
         gen: GenId,
@@ -180,6 +184,12 @@ pub enum Action {
     ReloadFinished {
         waiters: Vec<u64>,
         result: Result<GenId, ReloadError>,
+    },
+    /// Answer a restart's waiter: `Ok`, a new generation starts; `Err`, the mode that
+    /// refused it.
+    RestartAnswered {
+        waiter: u64,
+        result: Result<(), Mode>,
     },
     /// `WATCHDOG=1`.
     WatchdogPing,
@@ -388,6 +398,9 @@ pub struct Gen {
     pub health_failed: u32,
 }
 
+/// How long a reload's configuration check (reading it, `child -t`) may take.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often the draining STATUS line refreshes its "time left".
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
 
@@ -434,8 +447,9 @@ struct Reloading {
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    /// `child -t` runs on the new configuration while `old` serves.
-    Checking { old: GenId },
+    /// `child -t` runs on the new configuration while `old` serves; `until`: when it is
+    /// abandoned (`None` once it is).
+    Checking { old: GenId, until: Option<Instant> },
     /// `next` starts beside `old`; `old` is `None` once it crashed, and `next` is then
     /// the way back.
     Starting { old: Option<GenId>, next: GenId },
@@ -444,7 +458,7 @@ enum Step {
 impl Step {
     fn old(self) -> Option<GenId> {
         match self {
-            Step::Checking { old } => Some(old),
+            Step::Checking { old, .. } => Some(old),
             Step::Starting { old, .. } => old,
         }
     }
@@ -632,6 +646,12 @@ impl Lifecycle {
         }
         match &self.phase {
             Phase::Backoff { until, .. } => times.push(*until),
+            Phase::Reloading(Reloading {
+                step: Step::Checking {
+                    until: Some(until), ..
+                },
+                ..
+            }) => times.push(*until),
             Phase::Stopping(s) => times.push(s.last_status + STATUS_REFRESH),
             _ => {}
         }
@@ -653,9 +673,9 @@ impl Lifecycle {
                 closed,
             } => self.observe_drain(gen, in_flight, closed, now),
             Event::Stop(sig) => self.stop(sig, now),
-            Event::Reload { waiter } => self.reload(waiter),
+            Event::Reload { waiter } => self.reload(waiter, now),
             Event::ConfigChecked(result) => self.config_checked(result, now),
-            Event::Restart => self.operator_restart(now),
+            Event::Restart { waiter } => self.operator_restart(waiter, now),
             Event::Health { ok } => self.health(ok),
             Event::Tick => self.tick(now),
         };
@@ -762,7 +782,7 @@ impl Lifecycle {
                     result: Ok(gen),
                 });
                 if let Some(waiters) = r.pending {
-                    out.extend(self.begin_reload(gen, waiters));
+                    out.extend(self.begin_reload(gen, waiters, now));
                 }
                 out
             }
@@ -771,7 +791,7 @@ impl Lifecycle {
                 let mut out = vec![Action::NotifyReady(self.serving(None))];
                 // Reloads requested before this generation served.
                 if let Some(waiters) = pending {
-                    out.extend(self.begin_reload(gen, waiters));
+                    out.extend(self.begin_reload(gen, waiters, now));
                 }
                 out
             }
@@ -1168,12 +1188,12 @@ impl Lifecycle {
 
     // ----- reload and restart -----------------------------------------------------------
 
-    fn reload(&mut self, waiter: Option<u64>) -> Vec<Action> {
+    fn reload(&mut self, waiter: Option<u64>, now: Instant) -> Vec<Action> {
         let mode = self.mode();
         match &mut self.phase {
             Phase::Serving { current } => {
                 let current = *current;
-                self.begin_reload(current, waiter.into_iter().collect())
+                self.begin_reload(current, waiter.into_iter().collect(), now)
             }
             Phase::Reloading(r) => {
                 // Coalesced: however many arrive now, one more reload runs after this one.
@@ -1206,9 +1226,12 @@ impl Lifecycle {
     }
 
     /// From serving: check the new configuration while `old` keeps serving.
-    fn begin_reload(&mut self, old: GenId, waiters: Vec<u64>) -> Vec<Action> {
+    fn begin_reload(&mut self, old: GenId, waiters: Vec<u64>, now: Instant) -> Vec<Action> {
         self.phase = Phase::Reloading(Reloading {
-            step: Step::Checking { old },
+            step: Step::Checking {
+                old,
+                until: Some(now + CHECK_TIMEOUT),
+            },
             waiters,
             pending: None,
         });
@@ -1220,7 +1243,7 @@ impl Lifecycle {
 
     fn config_checked(&mut self, result: Result<(), String>, now: Instant) -> Vec<Action> {
         let Phase::Reloading(Reloading {
-            step: Step::Checking { old },
+            step: Step::Checking { old, .. },
             ..
         }) = self.phase
         else {
@@ -1267,25 +1290,28 @@ impl Lifecycle {
             },
         ];
         if let Some(waiters) = pending {
-            out.extend(self.begin_reload(old, waiters));
+            out.extend(self.begin_reload(old, waiters, now));
         }
         out
     }
 
-    fn operator_restart(&mut self, now: Instant) -> Vec<Action> {
+    fn operator_restart(&mut self, waiter: Option<u64>, now: Instant) -> Vec<Action> {
+        let answer = |result| waiter.map(|waiter| Action::RestartAnswered { waiter, result });
         let (old, pending) = match &mut self.phase {
             Phase::Serving { current } => (*current, None),
             Phase::Starting { current, pending } => (*current, pending.take()),
             _ => {
-                return vec![Action::Note(Fact::RestartIgnored {
-                    during: self.mode(),
-                })]
+                let during = self.mode();
+                let mut out: Vec<Action> = answer(Err(during)).into_iter().collect();
+                out.push(Action::Note(Fact::RestartIgnored { during }));
+                return out;
             }
         };
         self.restarts += 1;
         let (current, spawn) = self.spawn(Why::Restart, now);
         self.phase = Phase::Starting { current, pending };
-        let mut out = self.terminate(old, now);
+        let mut out: Vec<Action> = answer(Ok(())).into_iter().collect();
+        out.extend(self.terminate(old, now));
         out.extend(spawn);
         out
     }
@@ -1294,7 +1320,7 @@ impl Lifecycle {
         let (gen, serving) = match &self.phase {
             Phase::Serving { current } => (*current, true),
             Phase::Reloading(Reloading {
-                step: Step::Checking { old } | Step::Starting { old: Some(old), .. },
+                step: Step::Checking { old, .. } | Step::Starting { old: Some(old), .. },
                 ..
             }) => (*old, false),
             // Starting, restarting or stopping is progress: systemd must not kill steward
@@ -1345,6 +1371,16 @@ impl Lifecycle {
                     }
                 }
                 _ => {}
+            }
+        }
+        if let Phase::Reloading(Reloading {
+            step: Step::Checking { until, .. },
+            ..
+        }) = &mut self.phase
+        {
+            if until.is_some_and(|t| now >= t) {
+                *until = None;
+                out.push(Action::AbandonCheck);
             }
         }
         if let Phase::Backoff { until, pending } = &mut self.phase {

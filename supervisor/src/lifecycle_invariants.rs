@@ -21,7 +21,8 @@ enum Op {
     /// A reload; `true`: someone waits for its answer.
     Reload(bool),
     Checked(bool),
-    Restart,
+    /// A restart; `true`: someone waits for its answer.
+    Restart(bool),
     Health(bool),
     /// Time passes by this many milliseconds, then a tick.
     Wait(u64),
@@ -48,7 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop_oneof![Just(StopSignal::Term), Just(StopSignal::Int)].prop_map(Op::Stop),
         3 => any::<bool>().prop_map(Op::Reload),
         3 => any::<bool>().prop_map(Op::Checked),
-        1 => Just(Op::Restart),
+        1 => any::<bool>().prop_map(Op::Restart),
         2 => any::<bool>().prop_map(Op::Health),
         2 => (0..2_000u64).prop_map(Op::Wait),
         2 => Just(Op::Wake),
@@ -85,6 +86,15 @@ struct Observer {
 }
 
 impl Observer {
+    /// A new waiter, if someone waits.
+    fn waiter(&mut self, waits: bool) -> Option<u64> {
+        waits.then(|| {
+            self.next_waiter += 1;
+            self.asked.insert(self.next_waiter);
+            self.next_waiter
+        })
+    }
+
     fn event(&mut self, m: &Lifecycle, op: &Op) -> Event {
         let gens: Vec<GenId> = m.gens().map(|g| g.id).collect();
         // No generation left: the event names one that is gone, which must change nothing.
@@ -113,19 +123,16 @@ impl Observer {
                 closed: *closed,
             },
             Op::Stop(sig) => Event::Stop(*sig),
-            Op::Reload(waits) => {
-                let waiter = waits.then(|| {
-                    self.next_waiter += 1;
-                    self.asked.insert(self.next_waiter);
-                    self.next_waiter
-                });
-                Event::Reload { waiter }
-            }
+            Op::Reload(waits) => Event::Reload {
+                waiter: self.waiter(*waits),
+            },
             Op::Checked(ok) => Event::ConfigChecked(match ok {
                 true => Ok(()),
                 false => Err("bad".into()),
             }),
-            Op::Restart => Event::Restart,
+            Op::Restart(waits) => Event::Restart {
+                waiter: self.waiter(*waits),
+            },
             Op::Health(ok) => Event::Health { ok: *ok },
             Op::Wait(ms) => {
                 self.now += Duration::from_millis(*ms);
@@ -182,10 +189,16 @@ impl Observer {
 
         // Every waiter answered exactly once; until then the machine holds it.
         for a in actions {
-            if let Action::ReloadFinished { waiters, .. } = a {
-                for w in waiters {
-                    *self.answers.entry(*w).or_default() += 1;
+            match a {
+                Action::ReloadFinished { waiters, .. } => {
+                    for w in waiters {
+                        *self.answers.entry(*w).or_default() += 1;
+                    }
                 }
+                Action::RestartAnswered { waiter, .. } => {
+                    *self.answers.entry(*waiter).or_default() += 1;
+                }
+                _ => {}
             }
         }
         for (w, n) in &self.answers {

@@ -1009,7 +1009,7 @@ async fn second_sigint_during_a_reload_kills_both_generations_and_exits_0() {
 #[tokio::test(start_paused = true)]
 async fn operator_restart_starts_a_new_generation_and_retires_the_old() {
     let mut m = serving();
-    let a = m.handle(Event::Restart, now());
+    let a = m.handle(Event::Restart { waiter: None }, now());
     assert!(a.contains(&Action::Terminate { gen: 1 }));
     assert_eq!(spawns(&a), vec![(2, Why::Restart)]);
     m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
@@ -1396,7 +1396,7 @@ async fn giving_up_while_a_reload_starts_the_next_generation_retires_it() {
 #[tokio::test(start_paused = true)]
 async fn a_generation_replaced_while_it_was_being_spawned_is_retired_once_it_runs() {
     let (mut m, _) = Lifecycle::start(policy(), now());
-    let a = m.handle(Event::Restart, now());
+    let a = m.handle(Event::Restart { waiter: None }, now());
     assert_eq!(spawns(&a), vec![(2, Why::Restart)]);
     let a = m.handle(Event::Spawned { gen: 1, pid: 42 }, now());
     assert_eq!(a, vec![Action::Terminate { gen: 1 }]);
@@ -1416,4 +1416,70 @@ async fn a_serving_generation_whose_hand_off_failed_late_is_a_crash() {
     );
     assert_eq!(m.mode(), Mode::Backoff, "{a:?}");
     assert_eq!(m.current().map(|g| g.id), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_is_answered_yes_while_serving_or_starting() {
+    for mut m in [starting(), serving()] {
+        let a = m.handle(Event::Restart { waiter: Some(4) }, now());
+        assert_eq!(
+            a.first(),
+            Some(&Action::RestartAnswered {
+                waiter: 4,
+                result: Ok(())
+            }),
+            "{a:?}"
+        );
+        assert_eq!(spawns(&a), vec![(2, Why::Restart)]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_is_refused_with_the_mode_that_cannot_run_it() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    let a = m.handle(Event::Restart { waiter: Some(4) }, now());
+    assert_eq!(
+        a,
+        vec![
+            Action::RestartAnswered {
+                waiter: 4,
+                result: Err(Mode::Stopping)
+            },
+            Action::Note(Fact::RestartIgnored {
+                during: Mode::Stopping
+            })
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_that_runs_out_of_time_is_abandoned_once() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: Some(3) }, now());
+    assert_eq!(m.next_wakeup(), Some(now() + CHECK_TIMEOUT));
+    advance(CHECK_TIMEOUT - Duration::from_millis(1)).await;
+    assert!(m.handle(Event::Tick, now()).is_empty());
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(m.handle(Event::Tick, now()), vec![Action::AbandonCheck]);
+    assert_eq!(m.next_wakeup(), None);
+    assert!(m.handle(Event::Tick, now()).is_empty());
+    let a = m.handle(Event::ConfigChecked(Err("too slow".into())), now());
+    assert_eq!(
+        reload_result(&a),
+        Some((
+            vec![3],
+            Err(ReloadError::Failed(ReloadFailure::Check("too slow".into())))
+        ))
+    );
+    assert_eq!(m.current().map(|g| g.id), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_that_passed_in_time_has_no_timer() {
+    let mut m = serving();
+    m.handle(Event::Reload { waiter: None }, now());
+    m.handle(Event::ConfigChecked(Ok(())), now());
+    m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
+    assert_eq!(m.next_wakeup(), Some(now() + Duration::from_secs(60)));
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::lifecycle::{
-    ChildStatus, Crash, Fact, KillReason, Mode, ReloadError, ReloadFailure, StopSignal, Why,
+    ChildStatus, Crash, Fact, GenId, KillReason, Mode, ReloadError, ReloadFailure, StopSignal, Why,
 };
 
 impl Mode {
@@ -287,6 +287,22 @@ impl fmt::Display for ReloadError {
             ReloadError::Exiting(code) => write!(f, "steward is exiting with code {code}"),
             ReloadError::Refused(mode) => write!(f, "cannot reload while {}", mode.as_str()),
         }
+    }
+}
+
+/// The control socket's answer to `steward reload`: the message of an ok or an error reply.
+pub fn reload_reply(result: &Result<GenId, ReloadError>) -> Result<String, String> {
+    match result {
+        Ok(gen) => Ok(format!("reloaded: generation {gen} serves")),
+        Err(e) => Err(format!("reload failed: {e}")),
+    }
+}
+
+/// The control socket's answer to `steward restart`.
+pub fn restart_reply(result: Result<(), Mode>) -> Result<String, String> {
+    match result {
+        Ok(()) => Ok("restarting: a new generation starts, the old one drains".to_string()),
+        Err(mode) => Err(format!("cannot restart while {}", mode.as_str())),
     }
 }
 
@@ -658,6 +674,26 @@ mod tests {
         assert_eq!(
             ReloadError::Refused(Mode::Stopping).to_string(),
             "cannot reload while stopping"
+        );
+    }
+
+    #[test]
+    fn the_control_socket_answers_reloads_and_restarts() {
+        assert_eq!(
+            reload_reply(&Ok(2)),
+            Ok("reloaded: generation 2 serves".to_string())
+        );
+        assert_eq!(
+            reload_reply(&Err(ReloadError::Stopping)),
+            Err("reload failed: steward is stopping".to_string())
+        );
+        assert_eq!(
+            restart_reply(Ok(())),
+            Ok("restarting: a new generation starts, the old one drains".to_string())
+        );
+        assert_eq!(
+            restart_reply(Err(Mode::Backoff)),
+            Err("cannot restart while backoff".to_string())
         );
     }
 

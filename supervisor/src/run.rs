@@ -25,6 +25,7 @@ use crate::control::{
 use crate::deadline::{self, Deadline, Outer};
 use crate::lifecycle::{
     Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, Policy, StopSignal, Why,
+    CHECK_TIMEOUT,
 };
 use crate::limits::{self, ChildNofile, NofileSetting};
 use crate::notify::{self, Notifier};
@@ -34,7 +35,8 @@ use crate::sockets::{Origin, Sockets};
 use crate::tcp::{self, DrainCount, Snapshot};
 use crate::worker::{Worker, WorkerError};
 use crate::{
-    child, container, exit, files, pingora_conf, probe, procfs, runtime_dir, systemd, upgrade,
+    child, container, exit, files, pingora_conf, probe, procfs, render, runtime_dir, systemd,
+    upgrade,
 };
 
 /// Names in the runtime directory.
@@ -46,8 +48,6 @@ const CHECK_OUTPUT: &str = "check.log";
 pub(crate) const FINAL_REAP: Duration = Duration::from_secs(2);
 /// How long a child may take to open its upgrade socket (Pingora itself gives up after ~6 s).
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
-/// How long `child -t` may take during a reload.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// One readiness attempt; short, so a connection the old generation took costs little.
 const READY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many timeline entries `steward status` keeps.
@@ -479,7 +479,6 @@ struct CheckRun {
     /// The run's stdout and stderr, created by steward in its runtime directory: the
     /// tail is read back through this descriptor, not by path.
     output: std::fs::File,
-    started: Instant,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -581,7 +580,6 @@ impl Driver {
                 }
             }
             let wake = self.machine.next_wakeup();
-            let check_deadline = self.check.as_ref().map(|c| c.started + CHECK_TIMEOUT);
             let event = tokio::select! {
                 sig = signals.next() => match sig {
                     Received::Term => Event::Stop(StopSignal::Term),
@@ -643,14 +641,6 @@ impl Driver {
                 _ = tick_opt(&mut health_tick) => {
                     self.start_health_probe();
                     continue;
-                }
-                _ = sleep_opt(check_deadline) => {
-                    if let Some(c) = self.check.take() {
-                        self.start_kill(Kill { gen: 0, pid: c.pid.as_raw(), reason: None, elapsed_ms: 0, in_flight: None });
-                        Event::ConfigChecked(Err(format!("`{} -t` did not finish within {} s", self.program_name(), CHECK_TIMEOUT.as_secs())))
-                    } else {
-                        continue;
-                    }
                 }
                 req = control.recv() => match req {
                     Some(req) => match self.control_request(req) {
@@ -867,15 +857,11 @@ impl Driver {
                 Some(Event::Reload { waiter: Some(id) })
             }
             Command::Restart => {
-                let mode = self.machine.mode();
-                let reply = if matches!(mode, Mode::Serving | Mode::Starting) {
-                    Reply::ok("restarting: a new generation starts, the old one drains")
-                } else {
-                    Reply::err(format!("cannot restart while {}", mode.as_str()))
-                };
-                let _ = req.reply.send(reply);
+                let id = self.next_waiter;
+                self.next_waiter += 1;
+                self.waiters.insert(id, req.reply);
                 info!("restart requested on the control socket");
-                Some(Event::Restart)
+                Some(Event::Restart { waiter: Some(id) })
             }
         }
     }
@@ -1075,6 +1061,7 @@ impl Driver {
         for action in actions {
             match action {
                 Action::CheckConfig => self.check_config(),
+                Action::AbandonCheck => self.abandon_check(),
                 Action::Spawn { gen, why } => self.spawn(gen, why),
                 Action::NotifyReady(status) => {
                     let status = status.to_string();
@@ -1141,19 +1128,17 @@ impl Driver {
                     }
                 }
                 Action::ReloadFinished { waiters, result } => {
-                    let reply = match &result {
-                        Ok(gen) => {
-                            info!(
-                                steward_phase = "serving",
-                                steward_generation = *gen,
-                                "reload done: generation {gen} serves"
-                            );
-                            Reply::ok(format!("reloaded: generation {gen} serves"))
-                        }
-                        Err(e) => {
-                            warn!(steward_phase = "serving", "reload failed: {e}");
-                            Reply::err(format!("reload failed: {e}"))
-                        }
+                    match &result {
+                        Ok(gen) => info!(
+                            steward_phase = "serving",
+                            steward_generation = *gen,
+                            "reload done: generation {gen} serves"
+                        ),
+                        Err(e) => warn!(steward_phase = "serving", "reload failed: {e}"),
+                    }
+                    let reply = match render::reload_reply(&result) {
+                        Ok(msg) => Reply::ok(msg),
+                        Err(msg) => Reply::err(msg),
                     };
                     self.record(&match &result {
                         Ok(gen) => format!("reload done: generation {gen}"),
@@ -1169,6 +1154,15 @@ impl Driver {
                             warn!("cannot install the reloaded Pingora conf as {EFFECTIVE_CONF}: {e}; a later restart would use the previous one");
                         }
                         self.config = new;
+                    }
+                }
+                Action::RestartAnswered { waiter, result } => {
+                    let reply = match render::restart_reply(result) {
+                        Ok(msg) => Reply::ok(msg),
+                        Err(msg) => Reply::err(msg),
+                    };
+                    if let Some(tx) = self.waiters.remove(&waiter) {
+                        let _ = tx.send(reply);
                     }
                 }
                 Action::WatchdogPing => {
@@ -1230,6 +1224,27 @@ impl Driver {
         });
     }
 
+    /// The machine's check timer ran out: the `-t` run is killed and the reload fails.
+    /// Reading the configuration before it is bounded by the worker's timeouts, well
+    /// within the check's time; a run already over has its answer on the way.
+    fn abandon_check(&mut self) {
+        let Some(c) = self.check.take() else {
+            return;
+        };
+        self.start_kill(Kill {
+            gen: 0,
+            pid: c.pid.as_raw(),
+            reason: None,
+            elapsed_ms: 0,
+            in_flight: None,
+        });
+        self.queue.push_back(Event::ConfigChecked(Err(format!(
+            "`{} -t` did not finish within {} s",
+            self.program_name(),
+            CHECK_TIMEOUT.as_secs()
+        ))));
+    }
+
     /// Runs the child with `-t` on a reload's prepared configuration.
     fn run_check(&mut self, new: Config, conf: PathBuf) {
         // A stop may have ended the reload while the files were read.
@@ -1259,11 +1274,7 @@ impl Driver {
                     "checking the new configuration: {} -t (pid {pid})",
                     new.child.program.display()
                 );
-                self.check = Some(CheckRun {
-                    pid,
-                    output,
-                    started: Instant::now(),
-                });
+                self.check = Some(CheckRun { pid, output });
                 self.next_config = Some(new);
             }
             Err(e) => self.queue.push_back(Event::ConfigChecked(Err(e))),
