@@ -430,29 +430,21 @@ mod tests {
 
     #[test]
     fn a_spawned_generation_says_why_it_starts() {
-        let spawned = |why| {
-            text(Fact::Spawned {
-                gen: 2,
-                pid: 43,
-                why,
-            })
-        };
-        assert_eq!(
-            spawned(Why::Start),
-            "starting: generation 2, child pid 43, waiting until it serves"
-        );
-        assert_eq!(
-            spawned(Why::Reload),
-            "reloading: generation 2, child pid 43, waiting until it serves"
-        );
-        assert_eq!(
-            spawned(Why::Crash),
-            "restarting: generation 2, child pid 43, waiting until it serves"
-        );
-        assert_eq!(
-            spawned(Why::Restart),
-            "restarting: generation 2, child pid 43, waiting until it serves"
-        );
+        for (why, word) in [
+            (Why::Start, "starting"),
+            (Why::Reload, "reloading"),
+            (Why::Crash, "restarting"),
+            (Why::Restart, "restarting"),
+        ] {
+            assert_eq!(
+                text(Fact::Spawned {
+                    gen: 2,
+                    pid: 43,
+                    why
+                }),
+                format!("{word}: generation 2, child pid 43, waiting until it serves")
+            );
+        }
     }
 
     #[test]
@@ -518,26 +510,30 @@ mod tests {
                 health_failed: 3,
             })
         };
-        assert_eq!(
-            kill(KillReason::Drained),
-            "stopping: generation 1 drained, no request in flight; ending child pid 42"
-        );
-        assert_eq!(
-            kill(KillReason::Deadline),
-            "killing: stop deadline reached for generation 1 with 1 request in flight; SIGKILL to child pid 42 and its process tree"
-        );
-        assert_eq!(
-            kill(KillReason::StartTimeout),
-            "killing: generation 1 (child pid 42) did not become ready within 1.5 s"
-        );
-        assert_eq!(
-            kill(KillReason::Operator),
-            "killing: second SIGINT; SIGKILL to child pid 42 and its process tree"
-        );
-        assert_eq!(
-            kill(KillReason::Unhealthy),
-            "restarting: generation 1 (child pid 42) failed 3 health probes in a row; killing it"
-        );
+        for (reason, words) in [
+            (
+                KillReason::Drained,
+                "stopping: generation 1 drained, no request in flight; ending child pid 42",
+            ),
+            (
+                KillReason::Deadline,
+                "killing: stop deadline reached for generation 1 with 1 request in flight; SIGKILL to child pid 42 and its process tree",
+            ),
+            (
+                KillReason::StartTimeout,
+                "killing: generation 1 (child pid 42) did not become ready within 1.5 s",
+            ),
+            (
+                KillReason::Operator,
+                "killing: second SIGINT; SIGKILL to child pid 42 and its process tree",
+            ),
+            (
+                KillReason::Unhealthy,
+                "restarting: generation 1 (child pid 42) failed 3 health probes in a row; killing it",
+            ),
+        ] {
+            assert_eq!(kill(reason), words);
+        }
     }
 
     #[test]

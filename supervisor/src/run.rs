@@ -980,9 +980,7 @@ impl Driver {
                         }
                         cgroups.remove_generation(gen);
                     });
-                    if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-                        self.probe = None;
-                    }
+                    self.drop_probe(gen);
                     if self.handoff.as_ref().is_some_and(|(g, _)| *g == gen) {
                         self.handoff = None;
                     }
@@ -1017,6 +1015,14 @@ impl Driver {
         }
     }
 
+    /// Drops the generation's readiness probe: one that exited, drains, is killed or
+    /// failed to start must never be reported ready.
+    fn drop_probe(&mut self, gen: GenId) {
+        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
+            self.probe = None;
+        }
+    }
+
     /// Kills a generation whose start went wrong and reports it.
     fn spawn_failed(&mut self, gen: GenId, reason: String, code: i32) -> Event {
         if let Some(rt) = self.gens.remove(&gen) {
@@ -1028,9 +1034,7 @@ impl Driver {
                 in_flight: None,
             });
         }
-        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-            self.probe = None;
-        }
+        self.drop_probe(gen);
         error!(steward_generation = gen, "generation {gen}: {reason}");
         Event::SpawnFailed { gen, reason, code }
     }
@@ -1456,9 +1460,7 @@ impl Driver {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             self.drain_poll = Some(i);
         }
-        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-            self.probe = None;
-        }
+        self.drop_probe(gen);
     }
 
     fn kill_tree(&mut self, gen: GenId, reason: KillReason) {
@@ -1466,9 +1468,7 @@ impl Driver {
             return;
         };
         let pid = rt.pid.as_raw();
-        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-            self.probe = None;
-        }
+        self.drop_probe(gen);
         let now = Instant::now();
         let g = self.machine.gen(gen);
         let elapsed_ms = g
