@@ -52,7 +52,19 @@
 //!    of another PID namespace is refused: the drain and the kills read it.
 //!
 //! The lifecycle itself is [`lifecycle::Lifecycle`]: a state machine with no I/O whose
-//! transitions are plain functions of (state, event, now). [`run`] is the thin driver
+//! transitions are plain functions of (state, event, now). Each of its modes carries the
+//! data that exists only there (a reload its old and next generation and who waits for
+//! it, a backoff its end, a stop when it began and why), so a transition builds the next
+//! mode whole and a state no transition should reach cannot be written down; a proptest
+//! drives random event sequences through it and checks what none may break (one current
+//! generation at most, no exit while a generation is left, every waiter answered once, no
+//! kill before the deadline unless drained, a deadline that never moves later). It
+//! decides what the driver would otherwise decide beside it: the answer to a `restart`
+//! (through waiters, as a reload's) and when a reload's configuration check has run out
+//! of time (a timer of its own, in `next_wakeup`). Its
+//! actions carry facts (which generation, which pid, why, how long, how many), and
+//! [`render`] alone puts them into words: the journal's messages, `STATUS=` and the
+//! control socket's replies say one thing one way. [`run`] is the thin driver
 //! that owns the processes, signals, sockets and timers, feeds events in and carries
 //! actions out. Nothing slow runs on its loop: every blocking read (`/proc`, netlink,
 //! cgroup files, configuration files, a `-t` run's output) and every kill loop runs on
@@ -79,6 +91,7 @@ pub mod peek;
 pub mod pingora_conf;
 pub mod probe;
 pub mod procfs;
+pub mod render;
 pub mod run;
 pub mod runtime_dir;
 pub mod signals;

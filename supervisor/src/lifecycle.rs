@@ -20,6 +20,12 @@
 //! [`Action`]s the driver must carry out; [`Lifecycle::next_wakeup`] says when the driver
 //! must call back with [`Event::Tick`]. Time is passed in, never read, so the unit tests
 //! drive every transition with paused tokio time and no process.
+//!
+//! The mode is a `Phase` that holds the data only it has (a reload's old and next
+//! generation and waiters, a backoff's end, a stop's start and signal): each transition
+//! builds the next phase whole, so no mode is left holding another's data. The
+//! invariants no sequence of events may break are checked by a proptest
+//! (`lifecycle_invariants.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,19 +49,6 @@ pub enum Mode {
     Exited,
 }
 
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Starting => "starting",
-            Mode::Serving => "serving",
-            Mode::Reloading => "reloading",
-            Mode::Backoff => "backoff",
-            Mode::Stopping => "stopping",
-            Mode::Exited => "exited",
-        }
-    }
-}
-
 /// How a child ended, as `waitpid` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildStatus {
@@ -69,18 +62,6 @@ impl ChildStatus {
         match self {
             ChildStatus::Code(c) => c,
             ChildStatus::Signal(s) => 128 + s,
-        }
-    }
-
-    pub fn describe(self) -> String {
-        match self {
-            ChildStatus::Code(c) => format!("exit code {c}"),
-            ChildStatus::Signal(s) => {
-                let name = nix::sys::signal::Signal::try_from(s)
-                    .map(|s| s.as_str())
-                    .unwrap_or("unknown signal");
-                format!("signal {s} ({name})")
-            }
         }
     }
 
@@ -99,15 +80,6 @@ pub enum StopSignal {
     Int,
 }
 
-impl StopSignal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopSignal::Term => "SIGTERM",
-            StopSignal::Int => "SIGINT",
-        }
-    }
-}
-
 /// Why steward SIGKILLs a generation's process tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KillReason {
@@ -124,18 +96,6 @@ pub enum KillReason {
     Unhealthy,
 }
 
-impl KillReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KillReason::Drained => "drained",
-            KillReason::Deadline => "deadline",
-            KillReason::StartTimeout => "start-timeout",
-            KillReason::Operator => "operator",
-            KillReason::Unhealthy => "unhealthy",
-        }
-    }
-}
-
 /// Why a generation is spawned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
@@ -143,17 +103,6 @@ pub enum Why {
     Reload,
     Restart,
     Crash,
-}
-
-impl Why {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Why::Start => "start",
-            Why::Reload => "reload",
-            Why::Restart => "restart",
-            Why::Crash => "crash recovery",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,8 +138,10 @@ pub enum Event {
         waiter: Option<u64>,
     },
     ConfigChecked(Result<(), String>),
-    /// An operator's `steward restart`.
-    Restart,
+    /// An operator's `steward restart`; `waiter` identifies who waits for the answer.
+    Restart {
+        waiter: Option<u64>,
+    },
     /// One health probe of the current generation.
     Health {
         ok: bool,
@@ -204,18 +155,20 @@ pub enum Action {
     /// Re-read the configuration, write the effective Pingora conf, run the child with
     /// `-t`; answer with [`Event::ConfigChecked`].
     CheckConfig,
+    /// The check ran out of time: end it and answer [`Event::ConfigChecked`] with why.
+    AbandonCheck,
     /// Start a generation and hand it the sockets; answer with Spawned or SpawnFailed.
     Spawn {
         gen: GenId,
         why: Why,
     },
     /// `READY=1` with this status.
-    NotifyReady(String),
+    NotifyReady(Fact),
     /// `RELOADING=1` and `MONOTONIC_USEC` with this status.
-    NotifyReloading(String),
+    NotifyReloading(Fact),
     /// `STOPPING=1` with this status.
-    NotifyStopping(String),
-    Status(String),
+    NotifyStopping(Fact),
+    Status(Fact),
     /// SIGTERM to the generation's child, then watch its drain.
     Terminate {
         gen: GenId,
@@ -230,16 +183,174 @@ pub enum Action {
     /// Answer these reload waiters.
     ReloadFinished {
         waiters: Vec<u64>,
-        result: Result<GenId, String>,
+        result: Result<GenId, ReloadError>,
+    },
+    /// Answer a restart's waiter: `Ok`, a new generation starts; `Err`, the mode that
+    /// refused it.
+    RestartAnswered {
+        waiter: u64,
+        result: Result<(), Mode>,
     },
     /// `WATCHDOG=1`.
     WatchdogPing,
     /// Something worth a log line that changes nothing else.
-    Note(String),
+    Note(Fact),
     /// Something went wrong, worth a warning.
-    Warn(String),
+    Warn(Fact),
     /// Leave with this exit code once every descendant is reaped.
     Exit(i32),
+}
+
+/// What happened, as the machine knows it; the `render` module words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// A generation runs; it is waited for until it serves.
+    Spawned {
+        gen: GenId,
+        pid: u32,
+        why: Why,
+    },
+    /// Generation 1 could not be started.
+    StartFailed {
+        reason: String,
+    },
+    /// The current generation serves; `reload`: what the reload that led here came to.
+    Serving {
+        gen: GenId,
+        pid: u32,
+        restarts: u32,
+        reload: Option<Result<(), ReloadFailure>>,
+    },
+    /// A reload checks the new configuration while `old` serves.
+    Checking {
+        old: GenId,
+    },
+    /// The stop began; `during`: the mode it interrupted; `left`: until the deadline.
+    StopBegan {
+        signal: StopSignal,
+        during: Mode,
+        pid: u32,
+        left: Option<Duration>,
+    },
+    /// A second SIGTERM, which changes nothing.
+    StopUnderWay,
+    /// The draining generations' requests in flight (`None`: not counted yet).
+    Draining {
+        in_flight: Option<usize>,
+        pids: Vec<u32>,
+        left: Option<Duration>,
+    },
+    Killing {
+        gen: GenId,
+        pid: u32,
+        reason: KillReason,
+        in_flight: Option<usize>,
+        start_timeout: Duration,
+        health_failed: u32,
+    },
+    /// A generation ended during the stop.
+    Stopped {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// A retired generation ended.
+    Retired {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// A generation no phase wanted any more ended.
+    Exited {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// The first generation was killed by its start timeout.
+    NeverServed {
+        gen: GenId,
+        pid: u32,
+    },
+    /// The first generation ended by itself before it served.
+    EndedBeforeReady {
+        pid: u32,
+        status: ChildStatus,
+    },
+    /// A crash, counted; the next generation starts after `backoff`.
+    Crashed {
+        what: Crash,
+        backoff: Duration,
+        crashes: usize,
+        allowed: u32,
+        window: Duration,
+    },
+    RestartingIn {
+        what: Crash,
+        backoff: Duration,
+    },
+    /// steward gives up; `crashes`: how many within which window, when they decided it.
+    GaveUp {
+        what: Crash,
+        crashes: Option<(usize, Duration)>,
+    },
+    /// A reload asked for `during` a mode that cannot run it now: it runs later.
+    ReloadQueued {
+        during: Mode,
+    },
+    ReloadFailed(ReloadFailure),
+    RestartIgnored {
+        during: Mode,
+    },
+    HealthFailed {
+        gen: GenId,
+        in_a_row: u32,
+    },
+}
+
+/// How the current generation was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Crash {
+    Unhealthy {
+        gen: GenId,
+        pid: u32,
+    },
+    Ended {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+    DidNotStart {
+        gen: GenId,
+        reason: String,
+    },
+    /// The old generation died during a reload whose new one then failed.
+    Reload(ReloadFailure),
+}
+
+/// Why a reload failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadFailure {
+    /// `child -t`, or reading the configuration, said why.
+    Check(String),
+    DidNotStart {
+        gen: GenId,
+        reason: String,
+    },
+    ExitedBeforeServing {
+        gen: GenId,
+        pid: u32,
+        status: ChildStatus,
+    },
+}
+
+/// A reload's answer when it brought no generation up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    Failed(ReloadFailure),
+    Stopping,
+    Exiting(i32),
+    /// Asked for in a mode that cannot run one.
+    Refused(Mode),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -283,71 +394,183 @@ pub struct Gen {
     pub deadline_at: Option<Instant>,
     pub quiet_since: Option<Instant>,
     pub in_flight: Option<usize>,
+    /// Health probes failed in a row while it was current.
+    pub health_failed: u32,
 }
+
+/// How long a reload's configuration check (reading it, `child -t`) may take.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the draining STATUS line refreshes its "time left".
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
 
+/// Where the machine is, with the data that exists only there: a mode cannot hold a
+/// generation or a waiter it has no use for, and a transition builds the next phase whole.
+#[derive(Debug)]
+enum Phase {
+    /// `current` was spawned and has not served yet; `pending`: reloads asked for meanwhile.
+    Starting {
+        current: GenId,
+        pending: Option<Vec<u64>>,
+    },
+    Serving {
+        current: GenId,
+    },
+    Reloading(Reloading),
+    /// The current generation crashed; the next one starts at `until`.
+    Backoff {
+        until: Instant,
+        pending: Option<Vec<u64>>,
+    },
+    Stopping(Stopping),
+    /// steward has decided to exit with `code` once the generations left are gone; `was`:
+    /// the mode it was in, which it still reports.
+    Leaving {
+        code: i32,
+        waiters: Vec<u64>,
+        was: Mode,
+    },
+    /// `stopped`: the stop that led here, if one did.
+    Exited {
+        stopped: Option<Stopping>,
+    },
+}
+
+#[derive(Debug)]
+struct Reloading {
+    step: Step,
+    /// Who waits for this reload's answer.
+    waiters: Vec<u64>,
+    /// Reloads asked for during this one: coalesced into one more, run once it ends.
+    pending: Option<Vec<u64>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// `child -t` runs on the new configuration while `old` serves; `until`: when it is
+    /// abandoned (`None` once it is).
+    Checking { old: GenId, until: Option<Instant> },
+    /// `next` starts beside `old`; `old` is `None` once it crashed, and `next` is then
+    /// the way back.
+    Starting { old: Option<GenId>, next: GenId },
+}
+
+impl Step {
+    fn old(self) -> Option<GenId> {
+        match self {
+            Step::Checking { old, .. } => Some(old),
+            Step::Starting { old, .. } => old,
+        }
+    }
+
+    fn next(self) -> Option<GenId> {
+        match self {
+            Step::Checking { .. } => None,
+            Step::Starting { next, .. } => Some(next),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Stopping {
+    began: Instant,
+    signal: StopSignal,
+    /// The generation that was current when the stop began, until it ends.
+    current: Option<GenId>,
+    /// How `current` ended: steward's exit code.
+    status: Option<ChildStatus>,
+    last_status: Instant,
+    /// The exit code decided before the stop, if one was.
+    leaving_with: Option<i32>,
+}
+
+/// What a crash count says.
+enum Verdict {
+    /// Restart after this backoff.
+    Backoff(Duration),
+    /// Give up: exit with this code; `crashes`: how many, within which window, if their
+    /// count decided it.
+    GiveUp {
+        code: i32,
+        crashes: Option<(usize, Duration)>,
+    },
+}
+
+/// Which part a generation plays in the phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Current,
+    /// The generation a reload is bringing up.
+    Next,
+    /// Retired, or spawned for a phase that has ended.
+    Other,
+}
+
 #[derive(Debug)]
 pub struct Lifecycle {
-    mode: Mode,
+    phase: Phase,
     policy: Policy,
     gens: BTreeMap<GenId, Gen>,
     last_gen: GenId,
-    current: Option<GenId>,
-    /// The generation a reload is bringing up.
-    next: Option<GenId>,
-    stop_began: Option<Instant>,
-    stop_signal: Option<StopSignal>,
-    /// The current generation's status when it ended during the stop: steward's exit code.
-    stop_status: Option<ChildStatus>,
-    /// The exit code once steward has decided to leave (waiting for the last child).
-    leaving_with: Option<i32>,
-    last_status: Instant,
     crashes: Vec<Instant>,
     consecutive_crashes: u32,
-    backoff_until: Option<Instant>,
     restarts: u32,
-    reload_waiters: Vec<u64>,
-    pending_reload: Option<Vec<u64>>,
-    health_failed: u32,
-    first_start: bool,
+    /// Whether any generation has served: before that, a generation that fails ends steward.
+    served_once: bool,
 }
 
 impl Lifecycle {
     /// A machine about to start generation 1; carry out the returned actions.
     pub fn start(policy: Policy, now: Instant) -> (Self, Vec<Action>) {
         let mut m = Lifecycle {
-            mode: Mode::Starting,
+            phase: Phase::Exited { stopped: None },
             policy,
             gens: BTreeMap::new(),
             last_gen: 0,
-            current: None,
-            next: None,
-            stop_began: None,
-            stop_signal: None,
-            stop_status: None,
-            leaving_with: None,
-            last_status: now,
             crashes: vec![],
             consecutive_crashes: 0,
-            backoff_until: None,
             restarts: 0,
-            reload_waiters: vec![],
-            pending_reload: None,
-            health_failed: 0,
-            first_start: true,
+            served_once: false,
         };
-        let spawn = m.spawn(Why::Start, now);
+        let (current, spawn) = m.spawn(Why::Start, now);
+        m.phase = Phase::Starting {
+            current,
+            pending: None,
+        };
         (m, spawn)
     }
 
     pub fn mode(&self) -> Mode {
-        self.mode
+        match &self.phase {
+            Phase::Starting { .. } => Mode::Starting,
+            Phase::Serving { .. } => Mode::Serving,
+            Phase::Reloading(_) => Mode::Reloading,
+            Phase::Backoff { .. } => Mode::Backoff,
+            Phase::Stopping(_) => Mode::Stopping,
+            Phase::Leaving { was, .. } => *was,
+            Phase::Exited { .. } => Mode::Exited,
+        }
+    }
+
+    fn current_id(&self) -> Option<GenId> {
+        match &self.phase {
+            Phase::Starting { current, .. } | Phase::Serving { current } => Some(*current),
+            Phase::Reloading(r) => r.step.old(),
+            Phase::Stopping(s) => s.current,
+            Phase::Backoff { .. } | Phase::Leaving { .. } | Phase::Exited { .. } => None,
+        }
+    }
+
+    fn role(&self, gen: GenId) -> Role {
+        match &self.phase {
+            Phase::Reloading(r) if r.step.next() == Some(gen) => Role::Next,
+            _ if self.current_id() == Some(gen) => Role::Current,
+            _ => Role::Other,
+        }
     }
 
     pub fn current(&self) -> Option<&Gen> {
-        self.current.and_then(|g| self.gens.get(&g))
+        self.current_id().and_then(|g| self.gens.get(&g))
     }
 
     pub fn gen(&self, id: GenId) -> Option<&Gen> {
@@ -362,13 +585,40 @@ impl Lifecycle {
         self.restarts
     }
 
+    fn stopping(&self) -> Option<&Stopping> {
+        match &self.phase {
+            Phase::Stopping(s) => Some(s),
+            Phase::Exited { stopped } => stopped.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn stop_signal(&self) -> Option<StopSignal> {
-        self.stop_signal
+        self.stopping().map(|s| s.signal)
     }
 
     /// Time since the stop began, if it has.
     pub fn stop_elapsed(&self, now: Instant) -> Option<Duration> {
-        self.stop_began.map(|t| now.saturating_duration_since(t))
+        self.stopping()
+            .map(|s| now.saturating_duration_since(s.began))
+    }
+
+    /// Reload waiters not answered yet.
+    #[cfg(test)]
+    fn unanswered(&self) -> Vec<u64> {
+        match &self.phase {
+            Phase::Starting { pending, .. } | Phase::Backoff { pending, .. } => {
+                pending.clone().unwrap_or_default()
+            }
+            Phase::Reloading(r) => r
+                .waiters
+                .iter()
+                .chain(r.pending.iter().flatten())
+                .copied()
+                .collect(),
+            Phase::Leaving { waiters, .. } => waiters.clone(),
+            Phase::Serving { .. } | Phase::Stopping(_) | Phase::Exited { .. } => vec![],
+        }
     }
 
     /// Generations whose drain the driver must watch.
@@ -394,15 +644,22 @@ impl Lifecycle {
                 _ => {}
             }
         }
-        times.extend(self.backoff_until);
-        if self.mode == Mode::Stopping {
-            times.push(self.last_status + STATUS_REFRESH);
+        match &self.phase {
+            Phase::Backoff { until, .. } => times.push(*until),
+            Phase::Reloading(Reloading {
+                step: Step::Checking {
+                    until: Some(until), ..
+                },
+                ..
+            }) => times.push(*until),
+            Phase::Stopping(s) => times.push(s.last_status + STATUS_REFRESH),
+            _ => {}
         }
         times.into_iter().min()
     }
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        if self.mode == Mode::Exited {
+        if let Phase::Exited { .. } = self.phase {
             return vec![];
         }
         let mut out = match event {
@@ -416,9 +673,9 @@ impl Lifecycle {
                 closed,
             } => self.observe_drain(gen, in_flight, closed, now),
             Event::Stop(sig) => self.stop(sig, now),
-            Event::Reload { waiter } => self.reload(waiter),
+            Event::Reload { waiter } => self.reload(waiter, now),
             Event::ConfigChecked(result) => self.config_checked(result, now),
-            Event::Restart => self.operator_restart(now),
+            Event::Restart { waiter } => self.operator_restart(waiter, now),
             Event::Health { ok } => self.health(ok),
             Event::Tick => self.tick(now),
         };
@@ -428,7 +685,8 @@ impl Lifecycle {
 
     // ----- generations --------------------------------------------------------------
 
-    fn spawn(&mut self, why: Why, now: Instant) -> Vec<Action> {
+    /// A new generation, asked for; the caller makes it current or next.
+    fn spawn(&mut self, why: Why, now: Instant) -> (GenId, Vec<Action>) {
         self.last_gen += 1;
         let id = self.last_gen;
         self.gens.insert(
@@ -444,116 +702,118 @@ impl Lifecycle {
                 deadline_at: None,
                 quiet_since: None,
                 in_flight: None,
+                health_failed: 0,
             },
         );
-        if why == Why::Reload {
-            self.next = Some(id);
-        } else {
-            self.current = Some(id);
-        }
-        vec![Action::Spawn { gen: id, why }]
+        (id, vec![Action::Spawn { gen: id, why }])
     }
 
     fn spawned(&mut self, gen: GenId, pid: u32, now: Instant) -> Vec<Action> {
+        let stopping = matches!(self.phase, Phase::Stopping(_));
+        let role = self.role(gen);
         let Some(g) = self.gens.get_mut(&gen) else {
             return vec![];
         };
+        if g.state != GenState::Spawning {
+            return vec![];
+        }
         g.pid = Some(pid);
         g.spawned = now;
         g.state = GenState::Starting;
         let why = g.why;
-        if self.mode == Mode::Stopping {
+        // A generation the phase no longer wants (a stop, or a restart while it was
+        // being spawned) is retired as soon as it runs.
+        if stopping || role == Role::Other {
             return self.terminate(gen, now);
         }
-        vec![Action::Status(format!(
-            "{}: generation {gen}, child pid {pid}, waiting until it serves",
-            match why {
-                Why::Start => "starting",
-                Why::Reload => "reloading",
-                Why::Restart | Why::Crash => "restarting",
-            }
-        ))]
+        vec![Action::Status(Fact::Spawned { gen, pid, why })]
     }
 
     fn spawn_failed(&mut self, gen: GenId, reason: String, code: i32, now: Instant) -> Vec<Action> {
+        let role = self.role(gen);
         let Some(g) = self.gens.remove(&gen) else {
             return vec![];
         };
-        match g.why {
-            Why::Reload => {
-                self.next = None;
-                self.reload_failed(format!("generation {gen} did not start: {reason}"), now)
-            }
-            _ if self.mode == Mode::Stopping => vec![],
-            Why::Start => {
-                self.leaving_with = Some(code);
-                vec![Action::Status(format!("failed: {reason}"))]
-            }
-            Why::Restart | Why::Crash => {
-                self.current = None;
-                self.crashed(
-                    format!("generation {gen} did not start: {reason}"),
-                    ChildStatus::Code(code),
-                    None,
+        if let Phase::Stopping(_) = self.phase {
+            return vec![];
+        }
+        match role {
+            Role::Next => self.reload_failed(ReloadFailure::DidNotStart { gen, reason }, now),
+            Role::Current if g.why == Why::Start && !self.served_once => {
+                let waiters = self.take_waiters();
+                self.leave(
+                    code,
+                    waiters,
+                    vec![Action::Status(Fact::StartFailed { reason })],
                     now,
                 )
             }
+            // The driver killed it: the current generation is gone.
+            Role::Current => self.current_crashed(
+                Crash::DidNotStart { gen, reason },
+                ChildStatus::Code(code),
+                g.serving_since,
+                now,
+            ),
+            Role::Other => vec![],
         }
     }
 
     fn ready(&mut self, gen: GenId, now: Instant) -> Vec<Action> {
+        let role = self.role(gen);
         let Some(g) = self.gens.get_mut(&gen) else {
             return vec![];
         };
-        if g.state != GenState::Starting {
+        if g.state != GenState::Starting || role == Role::Other {
             return vec![];
         }
         g.state = GenState::Serving;
         g.serving_since = Some(now);
-        self.health_failed = 0;
-        match g.why {
-            Why::Reload if self.next == Some(gen) => {
-                self.next = None;
-                let old = self.current.replace(gen);
+        let serving = Phase::Serving { current: gen };
+        match std::mem::replace(&mut self.phase, serving) {
+            Phase::Reloading(r) => {
                 let mut out = vec![];
-                if let Some(old) = old {
+                if let Some(old) = r.step.old() {
                     out.extend(self.terminate(old, now));
                 }
-                self.mode = Mode::Serving;
-                out.push(Action::NotifyReady(self.serving_status(" (reloaded)")));
+                out.push(Action::NotifyReady(self.serving(Some(Ok(())))));
                 out.push(Action::ReloadFinished {
-                    waiters: std::mem::take(&mut self.reload_waiters),
+                    waiters: r.waiters,
                     result: Ok(gen),
                 });
-                if let Some(waiters) = self.pending_reload.take() {
-                    out.extend(self.begin_reload(waiters));
+                if let Some(waiters) = r.pending {
+                    out.extend(self.begin_reload(gen, waiters, now));
                 }
                 out
             }
-            _ => {
-                self.mode = Mode::Serving;
-                self.first_start = false;
-                let mut out = vec![Action::NotifyReady(self.serving_status(""))];
+            Phase::Starting { pending, .. } => {
+                self.served_once = true;
+                let mut out = vec![Action::NotifyReady(self.serving(None))];
                 // Reloads requested before this generation served.
-                if let Some(waiters) = self.pending_reload.take() {
-                    out.extend(self.begin_reload(waiters));
+                if let Some(waiters) = pending {
+                    out.extend(self.begin_reload(gen, waiters, now));
                 }
                 out
+            }
+            // Current or next exist only while starting or reloading.
+            other => {
+                self.phase = other;
+                vec![]
             }
         }
     }
 
-    fn serving_status(&self, suffix: &str) -> String {
+    fn serving(&self, reload: Option<Result<(), ReloadFailure>>) -> Fact {
         let (gen, pid) = self
             .current()
             .map(|g| (g.id, g.pid.unwrap_or(0)))
             .unwrap_or((0, 0));
-        let restarts = match self.restarts {
-            0 => String::new(),
-            1 => ", 1 restart".to_string(),
-            n => format!(", {n} restarts"),
-        };
-        format!("serving: generation {gen}, child pid {pid}{restarts}{suffix}")
+        Fact::Serving {
+            gen,
+            pid,
+            restarts: self.restarts,
+            reload,
+        }
     }
 
     fn terminate(&mut self, gen: GenId, now: Instant) -> Vec<Action> {
@@ -571,6 +831,7 @@ impl Lifecycle {
                 };
                 return vec![];
             }
+            // Terminated once it runs (see `spawned`).
             GenState::Spawning => return vec![],
             GenState::Starting | GenState::Serving => {}
         }
@@ -581,6 +842,8 @@ impl Lifecycle {
     }
 
     fn kill(&mut self, gen: GenId, reason: KillReason) -> Vec<Action> {
+        let stopping = matches!(self.phase, Phase::Stopping(_));
+        let current = self.current_id();
         let Some(g) = self.gens.get_mut(&gen) else {
             return vec![];
         };
@@ -589,30 +852,17 @@ impl Lifecycle {
         }
         g.state = GenState::Killing(reason);
         let pid = g.pid.unwrap_or(0);
-        let status = match reason {
-            KillReason::Drained => {
-                format!("stopping: generation {gen} drained, no request in flight; ending child pid {pid}")
-            }
-            KillReason::Deadline => format!(
-                "killing: stop deadline reached for generation {gen} with {}; SIGKILL to child pid {pid} and its process tree",
-                in_flight_text(g.in_flight)
-            ),
-            KillReason::StartTimeout => format!(
-                "killing: generation {gen} (child pid {pid}) did not become ready within {} s",
-                self.policy.start_timeout.as_secs_f64()
-            ),
-            KillReason::Operator => {
-                format!("killing: second SIGINT; SIGKILL to child pid {pid} and its process tree")
-            }
-            KillReason::Unhealthy => format!(
-                "restarting: generation {gen} (child pid {pid}) failed {} health probes in a row; killing it",
-                self.health_failed
-            ),
+        let status = Fact::Killing {
+            gen,
+            pid,
+            reason,
+            in_flight: g.in_flight,
+            start_timeout: self.policy.start_timeout,
+            health_failed: g.health_failed,
         };
         let mut out = vec![];
         // Retiring an old generation quietly is routine; only the current one is news.
-        if self.mode == Mode::Stopping || Some(gen) == self.current || reason != KillReason::Drained
-        {
+        if stopping || Some(gen) == current || reason != KillReason::Drained {
             out.push(Action::Status(status));
         } else {
             out.push(Action::Note(status));
@@ -622,93 +872,151 @@ impl Lifecycle {
     }
 
     fn exited(&mut self, gen: GenId, status: ChildStatus, now: Instant) -> Vec<Action> {
+        let role = self.role(gen);
         let Some(g) = self.gens.remove(&gen) else {
             return vec![];
         };
         let pid = g.pid.unwrap_or(0);
-        let was_current = self.current == Some(gen);
-        if was_current {
-            self.current = None;
-        }
-        if self.next == Some(gen) {
-            self.next = None;
-        }
-        if self.mode == Mode::Stopping {
-            if was_current {
-                self.stop_status = Some(status);
+        if let Phase::Stopping(s) = &mut self.phase {
+            if role == Role::Current {
+                s.current = None;
+                s.status = Some(status);
             }
-            return vec![Action::Note(format!(
-                "generation {gen} (child pid {pid}) stopped ({})",
-                status.describe()
-            ))];
+            return vec![Action::Note(Fact::Stopped { gen, pid, status })];
         }
-        match g.state {
-            GenState::Draining | GenState::Killing(KillReason::Drained | KillReason::Deadline) => {
-                // A retired generation ending is the plan working.
-                vec![Action::Note(format!(
-                    "generation {gen} (child pid {pid}) retired ({})",
-                    status.describe()
-                ))]
+        if let GenState::Draining | GenState::Killing(KillReason::Drained | KillReason::Deadline) =
+            g.state
+        {
+            // A retired generation ending is the plan working.
+            return vec![Action::Note(Fact::Retired { gen, pid, status })];
+        }
+        match role {
+            Role::Next => {
+                self.reload_failed(ReloadFailure::ExitedBeforeServing { gen, pid, status }, now)
             }
-            _ if g.why == Why::Reload && !was_current => self.reload_failed(
-                format!(
-                    "generation {gen} (child pid {pid}) exited before it served ({})",
-                    status.describe()
-                ),
-                now,
-            ),
-            GenState::Killing(KillReason::StartTimeout) if self.first_start => {
-                self.leaving_with = Some(exit::UNAVAILABLE);
-                vec![Action::Status(format!(
-                    "exited: generation {gen} (child pid {pid}) never served"
-                ))]
-            }
-            GenState::Starting if self.first_start => {
+            Role::Current if !self.served_once && g.state == GenState::Starting => {
                 // A server that leaves before it ever served failed to start.
                 let code = match status {
                     ChildStatus::Code(0) => exit::UNAVAILABLE,
                     other => other.as_exit_code(),
                 };
-                self.leaving_with = Some(code);
-                vec![Action::Status(format!(
-                    "exited: child pid {pid} ended before it was ready ({})",
-                    status.describe()
-                ))]
+                let waiters = self.take_waiters();
+                self.leave(
+                    code,
+                    waiters,
+                    vec![Action::Status(Fact::EndedBeforeReady { pid, status })],
+                    now,
+                )
             }
-            GenState::Killing(KillReason::Unhealthy) => self.crashed(
-                format!("generation {gen} (child pid {pid}) was unhealthy"),
-                status,
-                g.serving_since,
-                now,
-            ),
-            _ if was_current => self.crashed(
-                format!(
-                    "generation {gen}: child pid {pid} ended on its own ({})",
-                    status.describe()
-                ),
-                status,
-                g.serving_since,
-                now,
-            ),
-            _ => vec![Action::Note(format!(
-                "generation {gen} (child pid {pid}) exited ({})",
-                status.describe()
-            ))],
+            Role::Current
+                if !self.served_once && g.state == GenState::Killing(KillReason::StartTimeout) =>
+            {
+                let waiters = self.take_waiters();
+                self.leave(
+                    exit::UNAVAILABLE,
+                    waiters,
+                    vec![Action::Status(Fact::NeverServed { gen, pid })],
+                    now,
+                )
+            }
+            Role::Current => {
+                let what = match g.state {
+                    GenState::Killing(KillReason::Unhealthy) => Crash::Unhealthy { gen, pid },
+                    _ => Crash::Ended { gen, pid, status },
+                };
+                self.current_crashed(what, status, g.serving_since, now)
+            }
+            Role::Other => vec![Action::Note(Fact::Exited { gen, pid, status })],
         }
     }
 
-    /// The current generation is gone without being asked to: restart with backoff, or
-    /// give up so systemd's `Restart=` policy takes over.
-    fn crashed(
+    /// Every reload waiter the phase holds, taken out of it.
+    fn take_waiters(&mut self) -> Vec<u64> {
+        match &mut self.phase {
+            Phase::Starting { pending, .. } | Phase::Backoff { pending, .. } => {
+                pending.take().unwrap_or_default()
+            }
+            Phase::Reloading(r) => {
+                let mut w = std::mem::take(&mut r.waiters);
+                w.extend(r.pending.take().unwrap_or_default());
+                w
+            }
+            Phase::Leaving { waiters, .. } => std::mem::take(waiters),
+            Phase::Serving { .. } | Phase::Stopping(_) | Phase::Exited { .. } => vec![],
+        }
+    }
+
+    /// The current generation ended without being asked to.
+    fn current_crashed(
         &mut self,
-        what: String,
+        what: Crash,
         status: ChildStatus,
         serving_since: Option<Instant>,
         now: Instant,
     ) -> Vec<Action> {
+        let pending = match &mut self.phase {
+            Phase::Reloading(r) => match r.step {
+                // A reload was bringing up the next generation; it becomes the way back.
+                Step::Starting { next, .. } => {
+                    r.step = Step::Starting { old: None, next };
+                    return match self.judge_crash(status, serving_since, now) {
+                        Verdict::Backoff(backoff) => self.crash_warning(what, backoff),
+                        Verdict::GiveUp { code, crashes } => {
+                            let waiters = self.take_waiters();
+                            let gave_up = Fact::GaveUp { what, crashes };
+                            self.leave(code, waiters, vec![Action::Status(gave_up)], now)
+                        }
+                    };
+                }
+                // The reload runs again once a generation serves: the one that recovers
+                // starts from the configuration the reload has not adopted.
+                Step::Checking { .. } => Some(self.take_waiters()),
+            },
+            Phase::Starting { pending, .. } => pending.take(),
+            _ => None,
+        };
+        self.crashed(what, status, serving_since, pending, now)
+    }
+
+    /// No generation is current any more: restart with backoff, or give up so systemd's
+    /// `Restart=` policy takes over. `pending`: reloads to run once one serves again.
+    fn crashed(
+        &mut self,
+        what: Crash,
+        status: ChildStatus,
+        serving_since: Option<Instant>,
+        pending: Option<Vec<u64>>,
+        now: Instant,
+    ) -> Vec<Action> {
+        match self.judge_crash(status, serving_since, now) {
+            Verdict::GiveUp { code, crashes } => self.leave(
+                code,
+                pending.unwrap_or_default(),
+                vec![Action::Status(Fact::GaveUp { what, crashes })],
+                now,
+            ),
+            Verdict::Backoff(backoff) => {
+                self.phase = Phase::Backoff {
+                    until: now + backoff,
+                    pending,
+                };
+                self.crash_warning(what, backoff)
+            }
+        }
+    }
+
+    /// Counts a crash and says what follows it.
+    fn judge_crash(
+        &mut self,
+        status: ChildStatus,
+        serving_since: Option<Instant>,
+        now: Instant,
+    ) -> Verdict {
         if self.policy.max_crashes == 0 {
-            self.leaving_with = Some(status.as_exit_code());
-            return vec![Action::Status(format!("exited: {what}"))];
+            return Verdict::GiveUp {
+                code: status.as_exit_code(),
+                crashes: None,
+            };
         }
         if serving_since
             .is_some_and(|t| now.saturating_duration_since(t) >= self.policy.stable_after)
@@ -720,41 +1028,56 @@ impl Lifecycle {
         self.crashes
             .retain(|t| now.saturating_duration_since(*t) < window);
         if self.crashes.len() as u32 > self.policy.max_crashes {
-            let code = match status.as_exit_code() {
-                0 => exit::SOFTWARE,
-                c => c,
+            return Verdict::GiveUp {
+                code: match status.as_exit_code() {
+                    0 => exit::SOFTWARE,
+                    c => c,
+                },
+                crashes: Some((self.crashes.len(), window)),
             };
-            self.leaving_with = Some(code);
-            return vec![Action::Status(format!(
-                "exited: {what}; {} crashes within {} s, giving up (systemd's Restart= decides)",
-                self.crashes.len(),
-                window.as_secs()
-            ))];
         }
         self.consecutive_crashes += 1;
         let exp = self.consecutive_crashes.saturating_sub(1).min(20);
-        let backoff = self
-            .policy
-            .backoff_min
-            .saturating_mul(1u32 << exp)
-            .min(self.policy.backoff_max);
-        self.backoff_until = Some(now + backoff);
-        self.mode = Mode::Backoff;
-        let mut out = vec![Action::Warn(format!(
-            "{what}; restarting in {} ms (crash {} of {} allowed within {} s)",
-            backoff.as_millis(),
-            self.crashes.len(),
-            self.policy.max_crashes,
-            window.as_secs()
-        ))];
-        out.push(Action::Status(format!(
-            "restarting in {} ms: {what}",
-            backoff.as_millis()
-        )));
-        if self.next.is_some() {
-            // A reload was bringing up the next generation; it becomes the way back.
-            self.backoff_until = None;
-            self.mode = Mode::Reloading;
+        Verdict::Backoff(
+            self.policy
+                .backoff_min
+                .saturating_mul(1u32 << exp)
+                .min(self.policy.backoff_max),
+        )
+    }
+
+    fn crash_warning(&self, what: Crash, backoff: Duration) -> Vec<Action> {
+        vec![
+            Action::Warn(Fact::Crashed {
+                what: what.clone(),
+                backoff,
+                crashes: self.crashes.len(),
+                allowed: self.policy.max_crashes,
+                window: self.policy.crash_window,
+            }),
+            Action::Status(Fact::RestartingIn { what, backoff }),
+        ]
+    }
+
+    /// steward exits with `code` once no generation is left; one still starting or
+    /// serving would never leave by itself, so it is retired.
+    fn leave(
+        &mut self,
+        code: i32,
+        waiters: Vec<u64>,
+        mut out: Vec<Action>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let was = self.mode();
+        self.phase = Phase::Leaving { code, waiters, was };
+        let live: Vec<GenId> = self
+            .gens
+            .values()
+            .filter(|g| matches!(g.state, GenState::Starting | GenState::Serving))
+            .map(|g| g.id)
+            .collect();
+        for gen in live {
+            out.extend(self.terminate(gen, now));
         }
         out
     }
@@ -762,7 +1085,7 @@ impl Lifecycle {
     // ----- stop ------------------------------------------------------------------------
 
     fn stop(&mut self, sig: StopSignal, now: Instant) -> Vec<Action> {
-        if self.mode == Mode::Stopping {
+        if let Phase::Stopping(_) = self.phase {
             return match sig {
                 StopSignal::Int => {
                     let ids: Vec<GenId> = self.gens.keys().copied().collect();
@@ -770,37 +1093,38 @@ impl Lifecycle {
                         .flat_map(|g| self.kill(g, KillReason::Operator))
                         .collect()
                 }
-                StopSignal::Term => vec![Action::Note(
-                    "SIGTERM while stopping: the stop is already under way".into(),
-                )],
+                StopSignal::Term => vec![Action::Note(Fact::StopUnderWay)],
             };
         }
-        let before = self.mode;
-        self.mode = Mode::Stopping;
-        self.stop_began = Some(now);
-        self.stop_signal = Some(sig);
-        self.last_status = now;
-        self.backoff_until = None;
-        let when = match before {
-            Mode::Starting => " before the child was ready",
-            Mode::Reloading => " during a reload",
-            _ => "",
-        };
+        let during = self.mode();
         let pid = self.current().and_then(|g| g.pid).unwrap_or(0);
+        let current = self.current_id();
+        let waiters = self.take_waiters();
+        let leaving_with = match self.phase {
+            Phase::Leaving { code, .. } => Some(code),
+            _ => None,
+        };
+        self.phase = Phase::Stopping(Stopping {
+            began: now,
+            signal: sig,
+            current,
+            status: None,
+            last_status: now,
+            leaving_with,
+        });
         let mut out = vec![
-            Action::NotifyStopping(format!(
-                "stopping: {} received{when}, draining child pid {pid}, {}",
-                sig.as_str(),
-                time_left(self.policy.deadline.map(|d| now + d), now)
-            )),
+            Action::NotifyStopping(Fact::StopBegan {
+                signal: sig,
+                during,
+                pid,
+                left: self.policy.deadline,
+            }),
             Action::CloseSockets,
         ];
-        let mut waiters = std::mem::take(&mut self.reload_waiters);
-        waiters.extend(self.pending_reload.take().unwrap_or_default());
         if !waiters.is_empty() {
             out.push(Action::ReloadFinished {
                 waiters,
-                result: Err("steward is stopping".into()),
+                result: Err(ReloadError::Stopping),
             });
         }
         let ids: Vec<GenId> = self.gens.keys().copied().collect();
@@ -831,9 +1155,11 @@ impl Lifecycle {
             g.quiet_since = None;
         }
         let mut out = vec![];
-        if changed && self.mode == Mode::Stopping {
-            self.last_status = now;
-            out.push(Action::Status(self.draining_status(now)));
+        if changed {
+            if let Phase::Stopping(s) = &mut self.phase {
+                s.last_status = now;
+                out.push(Action::Status(self.draining_fact(now)));
+            }
         }
         if in_flight == 0 && closed {
             out.extend(self.kill(gen, KillReason::Drained));
@@ -842,7 +1168,7 @@ impl Lifecycle {
         out
     }
 
-    fn draining_status(&self, now: Instant) -> String {
+    fn draining_fact(&self, now: Instant) -> Fact {
         let draining: Vec<&Gen> = self
             .gens
             .values()
@@ -852,153 +1178,172 @@ impl Lifecycle {
             .iter()
             .map(|g| g.in_flight)
             .try_fold(0usize, |acc, n| n.map(|n| acc + n));
-        let pids: Vec<String> = draining
-            .iter()
-            .filter_map(|g| g.pid.map(|p| p.to_string()))
-            .collect();
         let deadline = draining.iter().filter_map(|g| g.deadline_at).min();
-        format!(
-            "draining: {}, child pid {}, {}",
-            in_flight_text(in_flight),
-            pids.join(", "),
-            time_left(deadline, now)
-        )
+        Fact::Draining {
+            in_flight,
+            pids: draining.iter().filter_map(|g| g.pid).collect(),
+            left: deadline.map(|d| d.saturating_duration_since(now)),
+        }
     }
 
     // ----- reload and restart -----------------------------------------------------------
 
-    fn reload(&mut self, waiter: Option<u64>) -> Vec<Action> {
-        match self.mode {
-            Mode::Serving => self.begin_reload(waiter.into_iter().collect()),
-            Mode::Reloading => {
-                // Coalesced: however many arrive now, one more reload runs after this one.
-                self.pending_reload
-                    .get_or_insert_with(Vec::new)
-                    .extend(waiter);
-                vec![Action::Note(
-                    "reload requested during a reload: it will run once this one ends".into(),
-                )]
+    fn reload(&mut self, waiter: Option<u64>, now: Instant) -> Vec<Action> {
+        let mode = self.mode();
+        match &mut self.phase {
+            Phase::Serving { current } => {
+                let current = *current;
+                self.begin_reload(current, waiter.into_iter().collect(), now)
             }
-            Mode::Starting | Mode::Backoff => {
+            Phase::Reloading(r) => {
+                // Coalesced: however many arrive now, one more reload runs after this one.
+                r.pending.get_or_insert_with(Vec::new).extend(waiter);
+                vec![Action::Note(Fact::ReloadQueued {
+                    during: Mode::Reloading,
+                })]
+            }
+            Phase::Starting { pending, .. } | Phase::Backoff { pending, .. } => {
                 // Before a generation serves there is nothing to hand over from, but the
                 // request must not be lost: the configuration may have changed after the
                 // starting generation read it. Coalesced like a reload during a reload,
                 // it runs once the starting (or recovering) generation serves.
-                let first = self.pending_reload.is_none();
-                self.pending_reload
-                    .get_or_insert_with(Vec::new)
-                    .extend(waiter);
+                let first = pending.is_none();
+                pending.get_or_insert_with(Vec::new).extend(waiter);
                 match first {
-                    true => vec![Action::Note(format!(
-                        "reload requested while {}: it will run once the child serves",
-                        self.mode.as_str()
-                    ))],
+                    true => vec![Action::Note(Fact::ReloadQueued { during: mode })],
                     false => vec![],
                 }
             }
-            mode => vec![Action::ReloadFinished {
+            Phase::Leaving { code, .. } => vec![Action::ReloadFinished {
                 waiters: waiter.into_iter().collect(),
-                result: Err(format!("cannot reload while {}", mode.as_str())),
+                result: Err(ReloadError::Exiting(*code)),
+            }],
+            Phase::Stopping(_) | Phase::Exited { .. } => vec![Action::ReloadFinished {
+                waiters: waiter.into_iter().collect(),
+                result: Err(ReloadError::Refused(mode)),
             }],
         }
     }
 
-    fn begin_reload(&mut self, waiters: Vec<u64>) -> Vec<Action> {
-        self.mode = Mode::Reloading;
-        self.reload_waiters = waiters;
-        let gen = self.current.unwrap_or(0);
+    /// From serving: check the new configuration while `old` keeps serving.
+    fn begin_reload(&mut self, old: GenId, waiters: Vec<u64>, now: Instant) -> Vec<Action> {
+        self.phase = Phase::Reloading(Reloading {
+            step: Step::Checking {
+                old,
+                until: Some(now + CHECK_TIMEOUT),
+            },
+            waiters,
+            pending: None,
+        });
         vec![
-            Action::NotifyReloading(format!(
-                "reloading: checking the new configuration (generation {gen} keeps serving)"
-            )),
+            Action::NotifyReloading(Fact::Checking { old }),
             Action::CheckConfig,
         ]
     }
 
     fn config_checked(&mut self, result: Result<(), String>, now: Instant) -> Vec<Action> {
-        if self.mode != Mode::Reloading || self.next.is_some() {
+        let Phase::Reloading(Reloading {
+            step: Step::Checking { old, .. },
+            ..
+        }) = self.phase
+        else {
             return vec![];
-        }
+        };
         match result {
-            Ok(()) => self.spawn(Why::Reload, now),
-            Err(e) => self.reload_failed(format!("configuration check failed: {e}"), now),
+            Ok(()) => {
+                let (next, out) = self.spawn(Why::Reload, now);
+                if let Phase::Reloading(r) = &mut self.phase {
+                    r.step = Step::Starting {
+                        old: Some(old),
+                        next,
+                    };
+                }
+                out
+            }
+            Err(e) => self.reload_failed(ReloadFailure::Check(e), now),
         }
     }
 
-    fn reload_failed(&mut self, reason: String, now: Instant) -> Vec<Action> {
-        if self.mode == Mode::Stopping {
+    /// The reload's check or its next generation failed.
+    fn reload_failed(&mut self, reason: ReloadFailure, now: Instant) -> Vec<Action> {
+        let Phase::Reloading(r) = &mut self.phase else {
             return vec![];
-        }
-        if self.current.is_none() {
+        };
+        let (step, waiters, pending) = (r.step, std::mem::take(&mut r.waiters), r.pending.take());
+        let Some(old) = step.old() else {
             // The old generation died during the reload and the new one failed: recover.
-            self.mode = Mode::Serving;
             let mut out = vec![Action::ReloadFinished {
-                waiters: std::mem::take(&mut self.reload_waiters),
-                result: Err(reason.clone()),
+                waiters,
+                result: Err(ReloadError::Failed(reason.clone())),
             }];
-            out.extend(self.crashed(reason, ChildStatus::Code(1), None, now));
+            let what = Crash::Reload(reason);
+            out.extend(self.crashed(what, ChildStatus::Code(1), None, pending, now));
             return out;
-        }
-        self.mode = Mode::Serving;
+        };
+        self.phase = Phase::Serving { current: old };
         let mut out = vec![
-            Action::Warn(format!(
-                "reload failed: {reason}; the old generation keeps serving"
-            )),
-            Action::NotifyReady(self.serving_status(&format!(" (reload failed: {reason})"))),
+            Action::Warn(Fact::ReloadFailed(reason.clone())),
+            Action::NotifyReady(self.serving(Some(Err(reason.clone())))),
             Action::ReloadFinished {
-                waiters: std::mem::take(&mut self.reload_waiters),
-                result: Err(reason),
+                waiters,
+                result: Err(ReloadError::Failed(reason)),
             },
         ];
-        if let Some(waiters) = self.pending_reload.take() {
-            out.extend(self.begin_reload(waiters));
+        if let Some(waiters) = pending {
+            out.extend(self.begin_reload(old, waiters, now));
         }
         out
     }
 
-    fn operator_restart(&mut self, now: Instant) -> Vec<Action> {
-        if !matches!(self.mode, Mode::Serving | Mode::Starting) {
-            return vec![Action::Note(format!(
-                "restart ignored while {}",
-                self.mode.as_str()
-            ))];
-        }
+    fn operator_restart(&mut self, waiter: Option<u64>, now: Instant) -> Vec<Action> {
+        let answer = |result| waiter.map(|waiter| Action::RestartAnswered { waiter, result });
+        let (old, pending) = match &mut self.phase {
+            Phase::Serving { current } => (*current, None),
+            Phase::Starting { current, pending } => (*current, pending.take()),
+            _ => {
+                let during = self.mode();
+                let mut out: Vec<Action> = answer(Err(during)).into_iter().collect();
+                out.push(Action::Note(Fact::RestartIgnored { during }));
+                return out;
+            }
+        };
         self.restarts += 1;
-        let mut out = vec![];
-        if let Some(old) = self.current.take() {
-            out.extend(self.terminate(old, now));
-        }
-        self.mode = Mode::Starting;
-        out.extend(self.spawn(Why::Restart, now));
+        let (current, spawn) = self.spawn(Why::Restart, now);
+        self.phase = Phase::Starting { current, pending };
+        let mut out: Vec<Action> = answer(Ok(())).into_iter().collect();
+        out.extend(self.terminate(old, now));
+        out.extend(spawn);
         out
     }
 
     fn health(&mut self, ok: bool) -> Vec<Action> {
-        match self.mode {
-            Mode::Serving | Mode::Reloading if ok => {
-                self.health_failed = 0;
-                vec![Action::WatchdogPing]
-            }
-            Mode::Serving | Mode::Reloading => {
-                self.health_failed += 1;
-                let gen = self.current.unwrap_or(0);
-                let mut out = vec![Action::Warn(format!(
-                    "generation {gen} failed its health probe ({} in a row)",
-                    self.health_failed
-                ))];
-                if self.policy.health_failures > 0
-                    && self.health_failed >= self.policy.health_failures
-                    && self.mode == Mode::Serving
-                {
-                    out.extend(self.kill(gen, KillReason::Unhealthy));
-                }
-                out
-            }
+        let (gen, serving) = match &self.phase {
+            Phase::Serving { current } => (*current, true),
+            Phase::Reloading(Reloading {
+                step: Step::Checking { old, .. } | Step::Starting { old: Some(old), .. },
+                ..
+            }) => (*old, false),
             // Starting, restarting or stopping is progress: systemd must not kill steward
             // for it. Only a serving child that fails its probe withholds the ping.
-            Mode::Starting | Mode::Backoff | Mode::Stopping => vec![Action::WatchdogPing],
-            Mode::Exited => vec![],
+            _ => return vec![Action::WatchdogPing],
+        };
+        let Some(g) = self.gens.get_mut(&gen) else {
+            return vec![Action::WatchdogPing];
+        };
+        if ok {
+            g.health_failed = 0;
+            return vec![Action::WatchdogPing];
         }
+        g.health_failed += 1;
+        let failed = g.health_failed;
+        let mut out = vec![Action::Warn(Fact::HealthFailed {
+            gen,
+            in_a_row: failed,
+        })];
+        if serving && self.policy.health_failures > 0 && failed >= self.policy.health_failures {
+            out.extend(self.kill(gen, KillReason::Unhealthy));
+        }
+        out
     }
 
     // ----- timers ------------------------------------------------------------------------
@@ -1028,21 +1373,35 @@ impl Lifecycle {
                 _ => {}
             }
         }
-        if self.mode == Mode::Backoff && self.backoff_until.is_some_and(|t| now >= t) {
-            self.backoff_until = None;
-            self.restarts += 1;
-            self.mode = Mode::Starting;
-            out.extend(self.spawn(Why::Crash, now));
+        if let Phase::Reloading(Reloading {
+            step: Step::Checking { until, .. },
+            ..
+        }) = &mut self.phase
+        {
+            if until.is_some_and(|t| now >= t) {
+                *until = None;
+                out.push(Action::AbandonCheck);
+            }
+        }
+        if let Phase::Backoff { until, pending } = &mut self.phase {
+            if now >= *until {
+                let pending = pending.take();
+                self.restarts += 1;
+                let (current, spawn) = self.spawn(Why::Crash, now);
+                self.phase = Phase::Starting { current, pending };
+                out.extend(spawn);
+            }
         }
         // Once every generation is killed, "draining" would be wrong; the exit follows.
         let draining = self.gens.values().any(|g| g.state == GenState::Draining);
-        if self.mode == Mode::Stopping
-            && draining
-            && now >= self.last_status + STATUS_REFRESH
-            && out.is_empty()
-        {
-            self.last_status = now;
-            out.push(Action::Status(self.draining_status(now)));
+        if let Phase::Stopping(s) = &self.phase {
+            if draining && now >= s.last_status + STATUS_REFRESH && out.is_empty() {
+                let status = self.draining_fact(now);
+                if let Phase::Stopping(s) = &mut self.phase {
+                    s.last_status = now;
+                }
+                out.push(Action::Status(status));
+            }
         }
         out
     }
@@ -1052,25 +1411,28 @@ impl Lifecycle {
         if !self.gens.is_empty() {
             return vec![];
         }
-        let code = if let Some(code) = self.leaving_with {
-            code
-        } else if self.mode == Mode::Stopping {
-            match self.stop_status {
-                Some(s) if !s.is_stop_outcome() => s.as_exit_code(),
-                _ => exit::OK,
-            }
-        } else {
-            return vec![];
-        };
-        self.mode = Mode::Exited;
+        let (code, waiters, stopped) =
+            match std::mem::replace(&mut self.phase, Phase::Exited { stopped: None }) {
+                Phase::Leaving { code, waiters, .. } => (code, waiters, None),
+                Phase::Stopping(s) => {
+                    let code = s.leaving_with.unwrap_or(match s.status {
+                        Some(st) if !st.is_stop_outcome() => st.as_exit_code(),
+                        _ => exit::OK,
+                    });
+                    (code, vec![], Some(s))
+                }
+                other => {
+                    self.phase = other;
+                    return vec![];
+                }
+            };
+        self.phase = Phase::Exited { stopped };
         let mut out = vec![];
         // Reloads requested before a start that failed: nobody is left to run them.
-        let mut waiters = std::mem::take(&mut self.reload_waiters);
-        waiters.extend(self.pending_reload.take().unwrap_or_default());
         if !waiters.is_empty() {
             out.push(Action::ReloadFinished {
                 waiters,
-                result: Err(format!("steward is exiting with code {code}")),
+                result: Err(ReloadError::Exiting(code)),
             });
         }
         out.push(Action::Exit(code));
@@ -1078,24 +1440,10 @@ impl Lifecycle {
     }
 }
 
-fn in_flight_text(n: Option<usize>) -> String {
-    match n {
-        Some(1) => "1 request in flight".to_string(),
-        Some(n) => format!("{n} requests in flight"),
-        None => "the child still running".to_string(),
-    }
-}
-
-fn time_left(deadline: Option<Instant>, now: Instant) -> String {
-    match deadline {
-        Some(d) => format!(
-            "{:.1} s left",
-            d.saturating_duration_since(now).as_secs_f64()
-        ),
-        None => "no deadline".to_string(),
-    }
-}
-
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "lifecycle_invariants.rs"]
+mod invariants;

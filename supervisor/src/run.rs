@@ -24,7 +24,7 @@ use crate::control::{
 };
 use crate::deadline::{self, Deadline};
 use crate::lifecycle::{
-    Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, StopSignal, Why,
+    Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, StopSignal, Why, CHECK_TIMEOUT,
 };
 use crate::limits::ChildNofile;
 use crate::notify::Notifier;
@@ -36,7 +36,7 @@ use crate::startup::{
 };
 use crate::tcp::{self, DrainCount, Snapshot};
 use crate::worker::{Worker, WorkerError};
-use crate::{child, container, exit, files, pingora_conf, probe, procfs, upgrade};
+use crate::{child, container, exit, files, pingora_conf, probe, procfs, render, upgrade};
 
 /// Names in the runtime directory.
 const NEXT_CONF: &str = "pingora.next.yaml";
@@ -45,8 +45,6 @@ const CHECK_OUTPUT: &str = "check.log";
 use deadline::FINAL_REAP;
 /// How long a child may take to open its upgrade socket (Pingora itself gives up after ~6 s).
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
-/// How long `child -t` may take during a reload.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// One readiness attempt; short, so a connection the old generation took costs little.
 const READY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many timeline entries `steward status` keeps.
@@ -132,7 +130,6 @@ struct CheckRun {
     /// The run's stdout and stderr, created by steward in its runtime directory: the
     /// tail is read back through this descriptor, not by path.
     output: std::fs::File,
-    started: Instant,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -234,7 +231,6 @@ impl Driver {
                 }
             }
             let wake = self.machine.next_wakeup();
-            let check_deadline = self.check.as_ref().map(|c| c.started + CHECK_TIMEOUT);
             let event = tokio::select! {
                 sig = signals.next() => match sig {
                     Received::Term => Event::Stop(StopSignal::Term),
@@ -296,14 +292,6 @@ impl Driver {
                 _ = tick_opt(&mut health_tick) => {
                     self.start_health_probe();
                     continue;
-                }
-                _ = sleep_opt(check_deadline) => {
-                    if let Some(c) = self.check.take() {
-                        self.start_kill(Kill { gen: 0, pid: c.pid.as_raw(), reason: None, elapsed_ms: 0, in_flight: None });
-                        Event::ConfigChecked(Err(format!("`{} -t` did not finish within {} s", self.program_name(), CHECK_TIMEOUT.as_secs())))
-                    } else {
-                        continue;
-                    }
                 }
                 req = control.recv() => match req {
                     Some(req) => match self.control_request(req) {
@@ -520,15 +508,11 @@ impl Driver {
                 Some(Event::Reload { waiter: Some(id) })
             }
             Command::Restart => {
-                let mode = self.machine.mode();
-                let reply = if matches!(mode, Mode::Serving | Mode::Starting) {
-                    Reply::ok("restarting: a new generation starts, the old one drains")
-                } else {
-                    Reply::err(format!("cannot restart while {}", mode.as_str()))
-                };
-                let _ = req.reply.send(reply);
+                let id = self.next_waiter;
+                self.next_waiter += 1;
+                self.waiters.insert(id, req.reply);
                 info!("restart requested on the control socket");
-                Some(Event::Restart)
+                Some(Event::Restart { waiter: Some(id) })
             }
         }
     }
@@ -647,9 +631,7 @@ impl Driver {
                         }
                         cgroups.remove_generation(gen);
                     });
-                    if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-                        self.probe = None;
-                    }
+                    self.drop_probe(gen);
                     if self.handoff.as_ref().is_some_and(|(g, _)| *g == gen) {
                         self.handoff = None;
                     }
@@ -684,6 +666,14 @@ impl Driver {
         }
     }
 
+    /// Drops the generation's readiness probe: one that exited, drains, is killed or
+    /// failed to start must never be reported ready.
+    fn drop_probe(&mut self, gen: GenId) {
+        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
+            self.probe = None;
+        }
+    }
+
     /// Kills a generation whose start went wrong and reports it.
     fn spawn_failed(&mut self, gen: GenId, reason: String, code: i32) -> Event {
         if let Some(rt) = self.gens.remove(&gen) {
@@ -695,9 +685,7 @@ impl Driver {
                 in_flight: None,
             });
         }
-        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-            self.probe = None;
-        }
+        self.drop_probe(gen);
         error!(steward_generation = gen, "generation {gen}: {reason}");
         Event::SpawnFailed { gen, reason, code }
     }
@@ -728,8 +716,10 @@ impl Driver {
         for action in actions {
             match action {
                 Action::CheckConfig => self.check_config(),
+                Action::AbandonCheck => self.abandon_check(),
                 Action::Spawn { gen, why } => self.spawn(gen, why),
                 Action::NotifyReady(status) => {
+                    let status = status.to_string();
                     let gen = self.machine.current();
                     let (id, pid, since) = gen
                         .map(|g| (g.id, g.pid.unwrap_or(0), g.spawned))
@@ -747,12 +737,14 @@ impl Driver {
                     self.notifier.ready(&status);
                 }
                 Action::NotifyReloading(status) => {
+                    let status = status.to_string();
                     self.timeline_begin();
                     info!(steward_phase = "reloading", "{status}; RELOADING=1");
                     self.record(&status);
                     self.notifier.reloading(&status);
                 }
                 Action::NotifyStopping(status) => {
+                    let status = status.to_string();
                     self.timeline_begin();
                     let pid = self.machine.current().and_then(|g| g.pid).unwrap_or(0);
                     info!(
@@ -772,6 +764,7 @@ impl Driver {
                     self.notifier.stopping(&status);
                 }
                 Action::Status(status) => {
+                    let status = status.to_string();
                     let pid = self.machine.current().and_then(|g| g.pid).unwrap_or(0);
                     info!(
                         steward_phase = self.machine.mode().as_str(),
@@ -790,19 +783,17 @@ impl Driver {
                     }
                 }
                 Action::ReloadFinished { waiters, result } => {
-                    let reply = match &result {
-                        Ok(gen) => {
-                            info!(
-                                steward_phase = "serving",
-                                steward_generation = *gen,
-                                "reload done: generation {gen} serves"
-                            );
-                            Reply::ok(format!("reloaded: generation {gen} serves"))
-                        }
-                        Err(e) => {
-                            warn!(steward_phase = "serving", "reload failed: {e}");
-                            Reply::err(format!("reload failed: {e}"))
-                        }
+                    match &result {
+                        Ok(gen) => info!(
+                            steward_phase = "serving",
+                            steward_generation = *gen,
+                            "reload done: generation {gen} serves"
+                        ),
+                        Err(e) => warn!(steward_phase = "serving", "reload failed: {e}"),
+                    }
+                    let reply = match render::reload_reply(&result) {
+                        Ok(msg) => Reply::ok(msg),
+                        Err(msg) => Reply::err(msg),
                     };
                     self.record(&match &result {
                         Ok(gen) => format!("reload done: generation {gen}"),
@@ -820,16 +811,27 @@ impl Driver {
                         self.config = new;
                     }
                 }
+                Action::RestartAnswered { waiter, result } => {
+                    let reply = match render::restart_reply(result) {
+                        Ok(msg) => Reply::ok(msg),
+                        Err(msg) => Reply::err(msg),
+                    };
+                    if let Some(tx) = self.waiters.remove(&waiter) {
+                        let _ = tx.send(reply);
+                    }
+                }
                 Action::WatchdogPing => {
                     if self.watchdog.is_some() {
                         self.notifier.watchdog();
                     }
                 }
                 Action::Note(text) => {
+                    let text = text.to_string();
                     info!(steward_phase = self.machine.mode().as_str(), "{text}");
                     self.record(&text);
                 }
                 Action::Warn(text) => {
+                    let text = text.to_string();
                     warn!(steward_phase = self.machine.mode().as_str(), "{text}");
                     self.record(&text);
                 }
@@ -877,6 +879,27 @@ impl Driver {
         });
     }
 
+    /// The machine's check timer ran out: the `-t` run is killed and the reload fails.
+    /// Reading the configuration before it is bounded by the worker's timeouts, well
+    /// within the check's time; a run already over has its answer on the way.
+    fn abandon_check(&mut self) {
+        let Some(c) = self.check.take() else {
+            return;
+        };
+        self.start_kill(Kill {
+            gen: 0,
+            pid: c.pid.as_raw(),
+            reason: None,
+            elapsed_ms: 0,
+            in_flight: None,
+        });
+        self.queue.push_back(Event::ConfigChecked(Err(format!(
+            "`{} -t` did not finish within {} s",
+            self.program_name(),
+            CHECK_TIMEOUT.as_secs()
+        ))));
+    }
+
     /// Runs the child with `-t` on a reload's prepared configuration.
     fn run_check(&mut self, new: Config, conf: PathBuf) {
         // A stop may have ended the reload while the files were read.
@@ -906,11 +929,7 @@ impl Driver {
                     "checking the new configuration: {} -t (pid {pid})",
                     new.child.program.display()
                 );
-                self.check = Some(CheckRun {
-                    pid,
-                    output,
-                    started: Instant::now(),
-                });
+                self.check = Some(CheckRun { pid, output });
                 self.next_config = Some(new);
             }
             Err(e) => self.queue.push_back(Event::ConfigChecked(Err(e))),
@@ -1092,9 +1111,7 @@ impl Driver {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             self.drain_poll = Some(i);
         }
-        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-            self.probe = None;
-        }
+        self.drop_probe(gen);
     }
 
     fn kill_tree(&mut self, gen: GenId, reason: KillReason) {
@@ -1102,9 +1119,7 @@ impl Driver {
             return;
         };
         let pid = rt.pid.as_raw();
-        if self.probe.as_ref().is_some_and(|(g, _)| *g == gen) {
-            self.probe = None;
-        }
+        self.drop_probe(gen);
         let now = Instant::now();
         let g = self.machine.gen(gen);
         let elapsed_ms = g

@@ -1,0 +1,712 @@
+//! The lifecycle's facts in words: the journal's messages, systemd's `STATUS=` lines,
+//! the control socket's replies and the names `steward status` and the journal's fields
+//! use. The machine decides and says what happened as data; only this module words it,
+//! so one event is worded one way wherever it shows, and tests of the machine assert facts.
+//!
+//! The words are an interface: the README, the operator's guide and the end-to-end
+//! tests quote them.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::lifecycle::{
+    ChildStatus, Crash, Fact, GenId, KillReason, Mode, ReloadError, ReloadFailure, StopSignal, Why,
+};
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Starting => "starting",
+            Mode::Serving => "serving",
+            Mode::Reloading => "reloading",
+            Mode::Backoff => "backoff",
+            Mode::Stopping => "stopping",
+            Mode::Exited => "exited",
+        }
+    }
+}
+
+impl ChildStatus {
+    pub fn describe(self) -> String {
+        match self {
+            ChildStatus::Code(c) => format!("exit code {c}"),
+            ChildStatus::Signal(s) => {
+                let name = nix::sys::signal::Signal::try_from(s)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
+                format!("signal {s} ({name})")
+            }
+        }
+    }
+}
+
+impl StopSignal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopSignal::Term => "SIGTERM",
+            StopSignal::Int => "SIGINT",
+        }
+    }
+}
+
+impl KillReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillReason::Drained => "drained",
+            KillReason::Deadline => "deadline",
+            KillReason::StartTimeout => "start-timeout",
+            KillReason::Operator => "operator",
+            KillReason::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Start => "start",
+            Why::Reload => "reload",
+            Why::Restart => "restart",
+            Why::Crash => "crash recovery",
+        }
+    }
+}
+
+impl fmt::Display for Fact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fact::Spawned { gen, pid, why } => write!(
+                f,
+                "{}: generation {gen}, child pid {pid}, waiting until it serves",
+                match why {
+                    Why::Start => "starting",
+                    Why::Reload => "reloading",
+                    Why::Restart | Why::Crash => "restarting",
+                }
+            ),
+            Fact::StartFailed { reason } => write!(f, "failed: {reason}"),
+            Fact::Serving {
+                gen,
+                pid,
+                restarts,
+                reload,
+            } => {
+                write!(f, "serving: generation {gen}, child pid {pid}")?;
+                match restarts {
+                    0 => {}
+                    1 => write!(f, ", 1 restart")?,
+                    n => write!(f, ", {n} restarts")?,
+                }
+                match reload {
+                    None => Ok(()),
+                    Some(Ok(())) => write!(f, " (reloaded)"),
+                    Some(Err(e)) => write!(f, " (reload failed: {e})"),
+                }
+            }
+            Fact::Checking { old } => write!(
+                f,
+                "reloading: checking the new configuration (generation {old} keeps serving)"
+            ),
+            Fact::StopBegan {
+                signal,
+                during,
+                pid,
+                left,
+            } => write!(
+                f,
+                "stopping: {} received{}, draining child pid {pid}, {}",
+                signal.as_str(),
+                match during {
+                    Mode::Starting => " before the child was ready",
+                    Mode::Reloading => " during a reload",
+                    _ => "",
+                },
+                TimeLeft(*left)
+            ),
+            Fact::StopUnderWay => {
+                write!(f, "SIGTERM while stopping: the stop is already under way")
+            }
+            Fact::Draining {
+                in_flight,
+                pids,
+                left,
+            } => {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                write!(
+                    f,
+                    "draining: {}, child pid {}, {}",
+                    InFlight(*in_flight),
+                    pids.join(", "),
+                    TimeLeft(*left)
+                )
+            }
+            Fact::Killing {
+                gen,
+                pid,
+                reason,
+                in_flight,
+                start_timeout,
+                health_failed,
+            } => match reason {
+                KillReason::Drained => write!(
+                    f,
+                    "stopping: generation {gen} drained, no request in flight; ending child pid {pid}"
+                ),
+                KillReason::Deadline => write!(
+                    f,
+                    "killing: stop deadline reached for generation {gen} with {}; SIGKILL to child pid {pid} and its process tree",
+                    InFlight(*in_flight)
+                ),
+                KillReason::StartTimeout => write!(
+                    f,
+                    "killing: generation {gen} (child pid {pid}) did not become ready within {} s",
+                    start_timeout.as_secs_f64()
+                ),
+                KillReason::Operator => write!(
+                    f,
+                    "killing: second SIGINT; SIGKILL to child pid {pid} and its process tree"
+                ),
+                KillReason::Unhealthy => write!(
+                    f,
+                    "restarting: generation {gen} (child pid {pid}) failed {health_failed} health probes in a row; killing it"
+                ),
+            },
+            Fact::Stopped { gen, pid, status } => write!(
+                f,
+                "generation {gen} (child pid {pid}) stopped ({})",
+                status.describe()
+            ),
+            Fact::Retired { gen, pid, status } => write!(
+                f,
+                "generation {gen} (child pid {pid}) retired ({})",
+                status.describe()
+            ),
+            Fact::Exited { gen, pid, status } => write!(
+                f,
+                "generation {gen} (child pid {pid}) exited ({})",
+                status.describe()
+            ),
+            Fact::NeverServed { gen, pid } => write!(
+                f,
+                "exited: generation {gen} (child pid {pid}) never served"
+            ),
+            Fact::EndedBeforeReady { pid, status } => write!(
+                f,
+                "exited: child pid {pid} ended before it was ready ({})",
+                status.describe()
+            ),
+            Fact::Crashed {
+                what,
+                backoff,
+                crashes,
+                allowed,
+                window,
+            } => write!(
+                f,
+                "{what}; restarting in {} ms (crash {crashes} of {allowed} allowed within {} s)",
+                backoff.as_millis(),
+                window.as_secs()
+            ),
+            Fact::RestartingIn { what, backoff } => {
+                write!(f, "restarting in {} ms: {what}", backoff.as_millis())
+            }
+            Fact::GaveUp { what, crashes: None } => write!(f, "exited: {what}"),
+            Fact::GaveUp {
+                what,
+                crashes: Some((n, window)),
+            } => write!(
+                f,
+                "exited: {what}; {n} crashes within {} s, giving up (systemd's Restart= decides)",
+                window.as_secs()
+            ),
+            Fact::ReloadQueued {
+                during: Mode::Reloading,
+            } => write!(
+                f,
+                "reload requested during a reload: it will run once this one ends"
+            ),
+            Fact::ReloadQueued { during } => write!(
+                f,
+                "reload requested while {}: it will run once the child serves",
+                during.as_str()
+            ),
+            Fact::ReloadFailed(e) => {
+                write!(f, "reload failed: {e}; the old generation keeps serving")
+            }
+            Fact::RestartIgnored { during } => {
+                write!(f, "restart ignored while {}", during.as_str())
+            }
+            Fact::HealthFailed { gen, in_a_row } => write!(
+                f,
+                "generation {gen} failed its health probe ({in_a_row} in a row)"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Crash::Unhealthy { gen, pid } => {
+                write!(f, "generation {gen} (child pid {pid}) was unhealthy")
+            }
+            Crash::Ended { gen, pid, status } => write!(
+                f,
+                "generation {gen}: child pid {pid} ended on its own ({})",
+                status.describe()
+            ),
+            Crash::DidNotStart { gen, reason } => {
+                write!(f, "generation {gen} did not start: {reason}")
+            }
+            Crash::Reload(e) => e.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for ReloadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadFailure::Check(e) => write!(f, "configuration check failed: {e}"),
+            ReloadFailure::DidNotStart { gen, reason } => {
+                write!(f, "generation {gen} did not start: {reason}")
+            }
+            ReloadFailure::ExitedBeforeServing { gen, pid, status } => write!(
+                f,
+                "generation {gen} (child pid {pid}) exited before it served ({})",
+                status.describe()
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Failed(e) => e.fmt(f),
+            ReloadError::Stopping => write!(f, "steward is stopping"),
+            ReloadError::Exiting(code) => write!(f, "steward is exiting with code {code}"),
+            ReloadError::Refused(mode) => write!(f, "cannot reload while {}", mode.as_str()),
+        }
+    }
+}
+
+/// The control socket's answer to `steward reload`: the message of an ok or an error reply.
+pub fn reload_reply(result: &Result<GenId, ReloadError>) -> Result<String, String> {
+    match result {
+        Ok(gen) => Ok(format!("reloaded: generation {gen} serves")),
+        Err(e) => Err(format!("reload failed: {e}")),
+    }
+}
+
+/// The control socket's answer to `steward restart`.
+pub fn restart_reply(result: Result<(), Mode>) -> Result<String, String> {
+    match result {
+        Ok(()) => Ok("restarting: a new generation starts, the old one drains".to_string()),
+        Err(mode) => Err(format!("cannot restart while {}", mode.as_str())),
+    }
+}
+
+/// "N requests in flight", or what is known without a count.
+struct InFlight(Option<usize>);
+
+impl fmt::Display for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(1) => write!(f, "1 request in flight"),
+            Some(n) => write!(f, "{n} requests in flight"),
+            None => write!(f, "the child still running"),
+        }
+    }
+}
+
+/// The time left until a deadline, if there is one.
+struct TimeLeft(Option<Duration>);
+
+impl fmt::Display for TimeLeft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "{:.1} s left", d.as_secs_f64()),
+            None => write!(f, "no deadline"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The words operators, the README and the end-to-end tests rely on, one fact at a time.
+
+    use super::*;
+
+    const S25: Duration = Duration::from_secs(25);
+
+    fn text(f: Fact) -> String {
+        f.to_string()
+    }
+
+    #[test]
+    fn a_child_status_is_described_by_its_code_or_its_signals_name() {
+        assert_eq!(ChildStatus::Code(3).describe(), "exit code 3");
+        assert_eq!(ChildStatus::Signal(9).describe(), "signal 9 (SIGKILL)");
+    }
+
+    /// These names are journal field values (`STEWARD_KILL_REASON`, ...) operators filter on.
+    #[test]
+    fn stop_signals_kill_reasons_and_spawn_causes_keep_their_journal_names() {
+        assert_eq!(
+            [StopSignal::Term.as_str(), StopSignal::Int.as_str()],
+            ["SIGTERM", "SIGINT"]
+        );
+        assert_eq!(
+            [
+                KillReason::Drained,
+                KillReason::Deadline,
+                KillReason::StartTimeout,
+                KillReason::Operator,
+                KillReason::Unhealthy
+            ]
+            .map(KillReason::as_str),
+            [
+                "drained",
+                "deadline",
+                "start-timeout",
+                "operator",
+                "unhealthy"
+            ]
+        );
+        assert_eq!(
+            [Why::Start, Why::Reload, Why::Restart, Why::Crash].map(Why::as_str),
+            ["start", "reload", "restart", "crash recovery"]
+        );
+    }
+
+    #[test]
+    fn modes_keep_the_names_steward_status_shows() {
+        assert_eq!(
+            [
+                Mode::Starting,
+                Mode::Serving,
+                Mode::Reloading,
+                Mode::Backoff,
+                Mode::Stopping,
+                Mode::Exited
+            ]
+            .map(Mode::as_str),
+            [
+                "starting",
+                "serving",
+                "reloading",
+                "backoff",
+                "stopping",
+                "exited"
+            ]
+        );
+    }
+
+    #[test]
+    fn serving_names_the_generation_its_pid_its_restarts_and_the_reload() {
+        let serving = |restarts, reload| Fact::Serving {
+            gen: 2,
+            pid: 43,
+            restarts,
+            reload,
+        };
+        assert_eq!(
+            text(serving(0, None)),
+            "serving: generation 2, child pid 43"
+        );
+        assert_eq!(
+            text(serving(1, None)),
+            "serving: generation 2, child pid 43, 1 restart"
+        );
+        assert_eq!(
+            text(serving(3, Some(Ok(())))),
+            "serving: generation 2, child pid 43, 3 restarts (reloaded)"
+        );
+        assert_eq!(
+            text(serving(0, Some(Err(ReloadFailure::Check("bad".into()))))),
+            "serving: generation 2, child pid 43 (reload failed: configuration check failed: bad)"
+        );
+    }
+
+    #[test]
+    fn a_spawned_generation_says_why_it_starts() {
+        for (why, word) in [
+            (Why::Start, "starting"),
+            (Why::Reload, "reloading"),
+            (Why::Crash, "restarting"),
+            (Why::Restart, "restarting"),
+        ] {
+            assert_eq!(
+                text(Fact::Spawned {
+                    gen: 2,
+                    pid: 43,
+                    why
+                }),
+                format!("{word}: generation 2, child pid 43, waiting until it serves")
+            );
+        }
+    }
+
+    #[test]
+    fn the_stop_says_what_it_interrupted_and_the_time_left() {
+        let began = |during, left| {
+            text(Fact::StopBegan {
+                signal: StopSignal::Term,
+                during,
+                pid: 42,
+                left,
+            })
+        };
+        assert_eq!(
+            began(Mode::Serving, Some(S25)),
+            "stopping: SIGTERM received, draining child pid 42, 25.0 s left"
+        );
+        assert_eq!(
+            began(Mode::Starting, None),
+            "stopping: SIGTERM received before the child was ready, draining child pid 42, no deadline"
+        );
+        assert_eq!(
+            began(Mode::Reloading, Some(S25)),
+            "stopping: SIGTERM received during a reload, draining child pid 42, 25.0 s left"
+        );
+        assert_eq!(
+            text(Fact::StopUnderWay),
+            "SIGTERM while stopping: the stop is already under way"
+        );
+    }
+
+    #[test]
+    fn draining_counts_requests_in_flight_and_time_left() {
+        let draining = |in_flight, pids, left| {
+            text(Fact::Draining {
+                in_flight,
+                pids,
+                left,
+            })
+        };
+        assert_eq!(
+            draining(Some(3), vec![42], Some(S25)),
+            "draining: 3 requests in flight, child pid 42, 25.0 s left"
+        );
+        assert_eq!(
+            draining(Some(1), vec![42, 43], Some(Duration::from_secs(24))),
+            "draining: 1 request in flight, child pid 42, 43, 24.0 s left"
+        );
+        assert_eq!(
+            draining(None, vec![42], None),
+            "draining: the child still running, child pid 42, no deadline"
+        );
+    }
+
+    #[test]
+    fn each_kill_says_why() {
+        let kill = |reason| {
+            text(Fact::Killing {
+                gen: 1,
+                pid: 42,
+                reason,
+                in_flight: Some(1),
+                start_timeout: Duration::from_millis(1500),
+                health_failed: 3,
+            })
+        };
+        for (reason, words) in [
+            (
+                KillReason::Drained,
+                "stopping: generation 1 drained, no request in flight; ending child pid 42",
+            ),
+            (
+                KillReason::Deadline,
+                "killing: stop deadline reached for generation 1 with 1 request in flight; SIGKILL to child pid 42 and its process tree",
+            ),
+            (
+                KillReason::StartTimeout,
+                "killing: generation 1 (child pid 42) did not become ready within 1.5 s",
+            ),
+            (
+                KillReason::Operator,
+                "killing: second SIGINT; SIGKILL to child pid 42 and its process tree",
+            ),
+            (
+                KillReason::Unhealthy,
+                "restarting: generation 1 (child pid 42) failed 3 health probes in a row; killing it",
+            ),
+        ] {
+            assert_eq!(kill(reason), words);
+        }
+    }
+
+    #[test]
+    fn a_generation_ending_says_how() {
+        let status = ChildStatus::Code(0);
+        assert_eq!(
+            text(Fact::Stopped {
+                gen: 1,
+                pid: 42,
+                status
+            }),
+            "generation 1 (child pid 42) stopped (exit code 0)"
+        );
+        assert_eq!(
+            text(Fact::Retired {
+                gen: 1,
+                pid: 42,
+                status
+            }),
+            "generation 1 (child pid 42) retired (exit code 0)"
+        );
+        assert_eq!(
+            text(Fact::Exited {
+                gen: 1,
+                pid: 42,
+                status
+            }),
+            "generation 1 (child pid 42) exited (exit code 0)"
+        );
+        assert_eq!(
+            text(Fact::NeverServed { gen: 1, pid: 42 }),
+            "exited: generation 1 (child pid 42) never served"
+        );
+        assert_eq!(
+            text(Fact::EndedBeforeReady { pid: 42, status }),
+            "exited: child pid 42 ended before it was ready (exit code 0)"
+        );
+        assert_eq!(
+            text(Fact::StartFailed {
+                reason: "ENOENT".into()
+            }),
+            "failed: ENOENT"
+        );
+    }
+
+    #[test]
+    fn a_crash_says_what_ended_the_backoff_and_the_count() {
+        let what = Crash::Ended {
+            gen: 1,
+            pid: 42,
+            status: ChildStatus::Signal(9),
+        };
+        let backoff = Duration::from_millis(200);
+        assert_eq!(
+            text(Fact::Crashed {
+                what: what.clone(),
+                backoff,
+                crashes: 2,
+                allowed: 3,
+                window: Duration::from_secs(300),
+            }),
+            "generation 1: child pid 42 ended on its own (signal 9 (SIGKILL)); restarting in 200 ms (crash 2 of 3 allowed within 300 s)"
+        );
+        assert_eq!(
+            text(Fact::RestartingIn {
+                what: Crash::Unhealthy { gen: 1, pid: 42 },
+                backoff
+            }),
+            "restarting in 200 ms: generation 1 (child pid 42) was unhealthy"
+        );
+        assert_eq!(
+            text(Fact::GaveUp {
+                what: Crash::DidNotStart {
+                    gen: 2,
+                    reason: "ENOENT".into()
+                },
+                crashes: None
+            }),
+            "exited: generation 2 did not start: ENOENT"
+        );
+        assert_eq!(
+            text(Fact::GaveUp {
+                what,
+                crashes: Some((4, Duration::from_secs(300)))
+            }),
+            "exited: generation 1: child pid 42 ended on its own (signal 9 (SIGKILL)); 4 crashes within 300 s, giving up (systemd's Restart= decides)"
+        );
+    }
+
+    #[test]
+    fn reloads_say_what_they_check_queue_and_why_they_fail() {
+        assert_eq!(
+            text(Fact::Checking { old: 1 }),
+            "reloading: checking the new configuration (generation 1 keeps serving)"
+        );
+        assert_eq!(
+            text(Fact::ReloadQueued {
+                during: Mode::Reloading
+            }),
+            "reload requested during a reload: it will run once this one ends"
+        );
+        assert_eq!(
+            text(Fact::ReloadQueued {
+                during: Mode::Backoff
+            }),
+            "reload requested while backoff: it will run once the child serves"
+        );
+        let exited = ReloadFailure::ExitedBeforeServing {
+            gen: 2,
+            pid: 43,
+            status: ChildStatus::Code(1),
+        };
+        assert_eq!(
+            text(Fact::ReloadFailed(exited.clone())),
+            "reload failed: generation 2 (child pid 43) exited before it served (exit code 1); the old generation keeps serving"
+        );
+        assert_eq!(
+            ReloadError::Failed(ReloadFailure::DidNotStart {
+                gen: 2,
+                reason: "no".into()
+            })
+            .to_string(),
+            "generation 2 did not start: no"
+        );
+        assert_eq!(
+            Crash::Reload(exited).to_string(),
+            "generation 2 (child pid 43) exited before it served (exit code 1)"
+        );
+        assert_eq!(ReloadError::Stopping.to_string(), "steward is stopping");
+        assert_eq!(
+            ReloadError::Exiting(2).to_string(),
+            "steward is exiting with code 2"
+        );
+        assert_eq!(
+            ReloadError::Refused(Mode::Stopping).to_string(),
+            "cannot reload while stopping"
+        );
+    }
+
+    #[test]
+    fn the_control_socket_answers_reloads_and_restarts() {
+        assert_eq!(
+            reload_reply(&Ok(2)),
+            Ok("reloaded: generation 2 serves".to_string())
+        );
+        assert_eq!(
+            reload_reply(&Err(ReloadError::Stopping)),
+            Err("reload failed: steward is stopping".to_string())
+        );
+        assert_eq!(
+            restart_reply(Ok(())),
+            Ok("restarting: a new generation starts, the old one drains".to_string())
+        );
+        assert_eq!(
+            restart_reply(Err(Mode::Backoff)),
+            Err("cannot restart while backoff".to_string())
+        );
+    }
+
+    #[test]
+    fn restarts_and_health_probes_say_what_happened() {
+        assert_eq!(
+            text(Fact::RestartIgnored {
+                during: Mode::Backoff
+            }),
+            "restart ignored while backoff"
+        );
+        assert_eq!(
+            text(Fact::HealthFailed {
+                gen: 1,
+                in_a_row: 2
+            }),
+            "generation 1 failed its health probe (2 in a row)"
+        );
+    }
+}
