@@ -125,7 +125,14 @@ impl NotifySocket {
             // Ends when the scratch directory (and the socket file) is gone and the read
             // times out, or the process exits.
             let _ = sock.set_read_timeout(Some(Duration::from_secs(60)));
-            while let Ok(n) = sock.recv(&mut buf) {
+            loop {
+                let n = match sock.recv(&mut buf) {
+                    Ok(n) => n,
+                    // A signal to the test process must not end the receiver: steward's
+                    // next datagram would then be refused and READY never seen.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
                 if let Ok(mut v) = sink.lock() {
                     v.push((
                         Instant::now(),

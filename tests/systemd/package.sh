@@ -42,27 +42,16 @@ if [[ -e /usr/bin/steward || -e /etc/steward ]]; then
 fi
 
 failures=0
-current=""
-failed_here=0
 summary=()
-fail() {
-  echo "  FAIL [$current]: $*"
-  failed_here=1
-}
-ok() { echo "  ok   $*"; }
-expect_eq() {
-  if [[ $2 == "$3" ]]; then ok "$1 = $2"; else fail "$1 = '$2', expected '$3'"; fi
-}
-expect_match() {
-  if [[ $2 =~ $3 ]]; then ok "$1 ~ /$3/"; else fail "$1 does not match /$3/: '$2'"; fi
-}
+# shellcheck source=tests/systemd/expect.sh
+source "$repo/tests/systemd/expect.sh"
 begin() {
   current=$1
-  failed_here=0
+  scenario_failed=0
   echo "== step $current"
 }
 end() {
-  if ((failed_here)); then
+  if ((scenario_failed)); then
     failures=$((failures + 1))
     summary+=("| $current | FAIL |")
     echo "  -- journal of $UNIT (last 30 lines):"

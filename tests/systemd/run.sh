@@ -55,23 +55,8 @@ done
 
 failures=0
 summary=()
-current=""
-scenario_failed=0
-
-fail() {
-  echo "  FAIL [$current]: $*"
-  scenario_failed=1
-}
-ok() { echo "  ok   $*"; }
-
-# expect_eq WHAT ACTUAL EXPECTED
-expect_eq() {
-  if [[ $2 == "$3" ]]; then ok "$1 = $2"; else fail "$1 = '$2', expected '$3'"; fi
-}
-# expect_match WHAT TEXT REGEX
-expect_match() {
-  if [[ $2 =~ $3 ]]; then ok "$1 ~ /$3/"; else fail "$1 does not match /$3/: '$2'"; fi
-}
+# shellcheck source=tests/systemd/expect.sh
+source "$repo/tests/systemd/expect.sh"
 # expect_lt WHAT SECONDS LIMIT
 expect_lt() {
   if awk -v a="$2" -v b="$3" 'BEGIN { exit !(a < b) }'; then ok "$1 = ${2}s < ${3}s"; else fail "$1 = ${2}s, not < ${3}s"; fi
@@ -566,7 +551,7 @@ retired=""
 for _ in $(seq 1 100); do
   retired=$(journal_since "$c" -u "$UNIT" -o cat | grep -E "generation 1's child exited and left [0-9]+ processes in its cgroup; killed them" || true)
   if [[ -z $retired ]]; then
-    killed=$(journal_since "$c" -u "$UNIT" STEWARD_ESCALATION=drained STEWARD_GENERATION=1 -o verbose | sed -n 's/^ *STEWARD_KILLED=//p' | head -1)
+    killed=$(journal_since "$c" -u "$UNIT" -o export | awk -v RS= '/\nSTEWARD_ESCALATION=drained\n/ && /\nSTEWARD_GENERATION=1\n/ { if (match($0, /\nSTEWARD_KILLED=[0-9]+/)) { print substr($0, RSTART + 16, RLENGTH - 16); exit } }')
     [[ -n $killed ]] && retired="generation 1 drained, its cgroup killed: $killed processes"
   fi
   [[ -n $retired ]] && break
