@@ -27,9 +27,9 @@ const IDLE_POLLS: u32 = 2;
 pub(crate) struct Drain {
     draining: AtomicBool,
     next_id: AtomicU64,
-    /// The connections the wrapped services are serving, by id: their peer, when it is an
-    /// IP address.
-    serving: Mutex<HashMap<u64, Option<SocketAddr>>>,
+    /// The connections the wrapped services are serving, by id: their local and peer
+    /// addresses, when both are IP addresses.
+    serving: Mutex<HashMap<u64, Option<(SocketAddr, SocketAddr)>>>,
     /// Local ports of the connections the wrapped services accepted: the listening ports
     /// whose downstream sockets must be gone before exiting.
     ports: Mutex<HashSet<u16>>,
@@ -57,7 +57,7 @@ impl Drain {
     ) -> Serving {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut s) = self.serving.lock() {
-            s.insert(id, peer);
+            s.insert(id, local.zip(peer));
         }
         if let (Some(local), Ok(mut p)) = (local, self.ports.lock()) {
             p.insert(local.port());
@@ -97,19 +97,25 @@ impl Drain {
                     .collect()
             })
             .unwrap_or_default();
-        let own: HashSet<SocketAddr> = pairs.iter().map(|(local, _)| *local).collect();
+        // A connection is the process's own when the process also holds its other end: a
+        // socket whose (local, peer) is this one's (peer, local). Comparing the peer with
+        // the process's local addresses alone is not enough: Linux gives the same ephemeral
+        // port to connections to different destinations, so a client's port may also be
+        // the local port of one of the process's upstream connections.
+        let own: HashSet<(SocketAddr, SocketAddr)> = pairs.iter().copied().collect();
+        let is_own = |local: SocketAddr, peer: SocketAddr| own.contains(&(peer, local));
         let served = self
             .serving
             .lock()
             .map(|s| {
                 s.values()
-                    .filter(|peer| peer.is_none_or(|p| !own.contains(&p)))
+                    .filter(|pair| pair.is_none_or(|(local, peer)| !is_own(local, peer)))
                     .count()
             })
             .unwrap_or(0);
         let sockets = pairs
             .iter()
-            .filter(|(local, peer)| ports.contains(&local.port()) && !own.contains(peer))
+            .filter(|(local, peer)| ports.contains(&local.port()) && !is_own(*local, *peer))
             .count();
         served.max(sockets)
     }
@@ -183,4 +189,81 @@ fn watch(drain: Arc<Drain>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::process::{Command, Stdio};
+
+    use nix::sys::socket::{
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+
+    /// A TCP socket of this process bound to `port` with SO_REUSEADDR, connected to `to`.
+    fn connected_from(port: u16, to: SocketAddr) -> TcpStream {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        setsockopt(&fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
+        bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).expect("bind");
+        let SocketAddr::V4(v4) = to else {
+            panic!("IPv4 expected")
+        };
+        connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).expect("connect");
+        TcpStream::from(fd)
+    }
+
+    #[test]
+    fn a_client_whose_port_is_also_the_local_port_of_an_upstream_connection_is_a_client() {
+        // The process's upstream connection: local 127.0.0.1:Q to an "origin" it serves
+        // itself (both ends are the process's own).
+        let origin = TcpListener::bind("127.0.0.1:0").expect("origin");
+        let upstream = connected_from(0, origin.local_addr().expect("addr"));
+        let q = upstream.local_addr().expect("addr").port();
+        let (_origin_side, _) = origin.accept().expect("accept upstream");
+        // A client in another process whose connection comes from the same port Q, as
+        // Linux allows for connections to different destinations.
+        let service = TcpListener::bind("127.0.0.1:0").expect("service");
+        let target = service.local_addr().expect("addr");
+        let mut client = Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',{q}))\ns.connect(('127.0.0.1',{}))\nprint('connected',flush=True)\nsys.stdin.read()",
+                    target.port()
+                ),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let (served, peer) = service.accept().expect("accept the client");
+        assert_eq!(
+            peer.port(),
+            q,
+            "the client's port is the upstream's local port"
+        );
+        let drain = Arc::new(Drain::default());
+        let _serving = drain.enter(served.local_addr().ok(), Some(peer));
+        assert_eq!(drain.clients(), 1);
+        drop(client.stdin.take());
+        let _ = client.wait();
+    }
+
+    #[test]
+    fn a_connection_from_the_process_to_itself_is_no_client() {
+        let service = TcpListener::bind("127.0.0.1:0").expect("service");
+        let _own_client = TcpStream::connect(service.local_addr().expect("addr")).expect("connect");
+        let (served, peer) = service.accept().expect("accept");
+        let drain = Arc::new(Drain::default());
+        let _serving = drain.enter(served.local_addr().ok(), Some(peer));
+        assert_eq!(drain.clients(), 0);
+    }
 }
