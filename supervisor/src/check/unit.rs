@@ -536,12 +536,7 @@ pub const SYSTEMD_DEFAULT_NOFILE: Nofile = Nofile {
 /// A `LimitNOFILE=` value as systemd reads it: `N` (both limits), `SOFT:HARD`, with
 /// `infinity` for either (`RLIM_INFINITY`). A soft limit above the hard one is refused.
 fn nofile_of(value: &str) -> Option<Nofile> {
-    let one = |v: &str| -> Option<u64> {
-        match v.trim() {
-            "infinity" => Some(u64::MAX),
-            n => n.parse().ok(),
-        }
-    };
+    let one = |v: &str| rlimit(v.trim()).ok();
     let (soft, hard) = match value.split_once(':') {
         Some((s, h)) => (one(s)?, one(h)?),
         None => {
@@ -552,7 +547,8 @@ fn nofile_of(value: &str) -> Option<Nofile> {
     (soft <= hard).then_some(Nofile { soft, hard })
 }
 
-/// A limit as `systemctl show` prints it: a number or `infinity`.
+/// A limit as `systemctl show` prints it and a unit file writes it: a number or
+/// `infinity` (`RLIM_INFINITY`).
 fn rlimit(text: &str) -> Result<u64, String> {
     match text {
         "infinity" => Ok(u64::MAX),
