@@ -88,7 +88,8 @@ pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
     };
     let Platform { outer, unit } = platform().await;
     let deadline = stop_deadline(config, &outer).map_err(|msg| fail(exit::CONFIG, msg))?;
-    let nofile = checks(config, unit.as_ref()).map_err(|msg| fail(exit::CONFIG, msg))?;
+    let unit = unit.as_ref();
+    let nofile = checks(config, unit.ok()).map_err(|msg| fail(exit::CONFIG, msg))?;
     let Runtime {
         dir,
         control,
@@ -96,10 +97,10 @@ pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
     } = runtime(config, &worker, &deadline)
         .await
         .map_err(|(code, msg)| fail(code, msg))?;
-    let store = fd_store(config, unit.as_ref()).then_some(&notifier);
+    let store = fd_store(config, unit.ok()).then_some(&notifier);
     let sockets = listeners(config, store).map_err(|msg| fail(exit::OSERR, msg))?;
     let reload_first = early_signals(&mut signals).await?;
-    let cgroups = containment(&worker, &outer).await?;
+    let cgroups = containment(&worker, &outer, unit).await?;
     let watchdog = notify::watchdog_interval();
     if let Some(w) = watchdog {
         info!(
@@ -174,9 +175,10 @@ async fn process() -> Result<Process, Stop> {
 
 struct Platform {
     outer: Outer,
-    /// The unit's properties for the start-up check; `None` outside systemd, or when
-    /// systemd does not answer (the check then goes without them).
-    unit: Option<UnitProps>,
+    /// The unit's properties, for the start-up check, the fd store and `Delegate=`; `Err`
+    /// says why there are none (outside systemd, or systemd did not answer: the check then
+    /// goes without them).
+    unit: Result<UnitProps, String>,
 }
 
 /// What the service manager says about the unit steward runs in.
@@ -192,11 +194,10 @@ async fn platform() -> Platform {
         );
     }
     let unit = match systemd::under_systemd() {
-        true => UnitProps::query_own()
-            .await
-            .map_err(|e| tracing::debug!(error = %e, "unit properties unavailable"))
-            .ok(),
-        false => None,
+        true => UnitProps::query_own().await.inspect_err(|e| {
+            tracing::debug!(error = %e, "unit properties unavailable");
+        }),
+        false => Err("not a systemd service".to_string()),
     };
     Platform { outer, unit }
 }
@@ -379,14 +380,19 @@ async fn early_signals(signals: &mut Signals) -> Result<bool, Stop> {
 }
 
 /// What keeps every process a generation starts within steward's reach: the subreaper
-/// flag, and a cgroup per generation where the unit delegates.
-async fn containment(worker: &Worker, outer: &Outer) -> Result<Cgroups, Stop> {
+/// flag, and a cgroup per generation where the unit delegates (`Delegate=`, from the
+/// unit's properties [`platform`] read).
+async fn containment(
+    worker: &Worker,
+    outer: &Outer,
+    unit: Result<&UnitProps, &String>,
+) -> Result<Cgroups, Stop> {
     if let Err(e) = child::become_subreaper() {
         warn!(error = %e, "cannot become child subreaper; orphaned grandchildren would escape");
     }
     let (unit_name, delegated) = match outer {
         Outer::Systemd(u) => {
-            let delegated = systemd::query_delegate(&u.unit).await.unwrap_or_else(|e| {
+            let delegated = unit.map(|p| p.delegate.value).unwrap_or_else(|e| {
                 warn!("cannot ask whether unit {} has Delegate=yes: {e}", u.unit);
                 false
             });

@@ -108,42 +108,13 @@ async fn systemctl(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether `unit` has `Delegate=yes`, which lets steward arrange cgroups below it.
-pub async fn query_delegate(unit: &str) -> Result<bool, String> {
-    let dbus_err = match tokio::time::timeout(DBUS_TIMEOUT, delegate_via_dbus(unit)).await {
-        Ok(Ok(d)) => return Ok(d),
-        Ok(Err(e)) => e,
-        Err(_) => format!("no answer within {} s", DBUS_TIMEOUT.as_secs()),
-    };
-    let text = systemctl(&["show", "-p", "Delegate", "--value", unit])
-        .await
-        .map_err(|e| format!("D-Bus: {dbus_err}; systemctl: {e}"))?;
-    Ok(text.trim() == "yes")
-}
-
-async fn delegate_via_dbus(unit: &str) -> Result<bool, String> {
-    let conn = zbus::Connection::system()
-        .await
-        .map_err(|e| format!("system bus: {e}"))?;
-    let path: OwnedObjectPath = call(&conn, MANAGER_PATH, MANAGER, "GetUnit", &(unit)).await?;
-    let v: OwnedValue = call(
-        &conn,
-        path.as_str(),
-        PROPERTIES,
-        "Get",
-        &("org.freedesktop.systemd1.Service", "Delegate"),
-    )
-    .await?;
-    bool::try_from(v).map_err(|e| format!("Delegate: {e}"))
-}
+/// One interface's properties as D-Bus `GetAll` returns them.
+pub type Properties = HashMap<String, OwnedValue>;
 
 /// How a caller reads a unit's properties from either answer: systemd's D-Bus
 /// `GetAll` of the unit's `Unit` and `Service` interfaces, or `systemctl show -p
 /// <properties>` text. This module fetches; the caller (`steward check`'s unit reader)
 /// decides what the properties mean, so asking systemd does not depend on judging units.
-/// One interface's properties as D-Bus `GetAll` returns them.
-pub type Properties = HashMap<String, OwnedValue>;
-
 pub struct Decoder<T> {
     /// The properties `systemctl show -p` is asked for.
     pub show_properties: &'static str,
