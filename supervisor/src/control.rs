@@ -97,6 +97,16 @@ impl Reply {
     }
 }
 
+/// An answer worded elsewhere: `Ok` is the message, `Err` the error.
+impl From<Result<String, String>> for Reply {
+    fn from(result: Result<String, String>) -> Reply {
+        match result {
+            Ok(message) => Reply::ok(message),
+            Err(error) => Reply::err(error),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub state: String,

@@ -23,6 +23,10 @@ use crate::config::ConfigError;
 pub const PINGORA_DEFAULT_GRACE: u64 = 300;
 pub const PINGORA_DEFAULT_SHUTDOWN_TIMEOUT: u64 = 5;
 
+/// The effective conf's name in steward's runtime directory: the file the child is
+/// started with (`-c`).
+pub const EFFECTIVE_CONF: &str = "pingora.yaml";
+
 /// The upgrade socket's name in steward's runtime directory: the effective conf's
 /// `upgrade_sock`, where each generation waits for its listeners.
 pub const UPGRADE_SOCK: &str = "upgrade.sock";

@@ -22,27 +22,24 @@ use crate::config::{fmt_duration, Config, DrainMode};
 use crate::control::{
     self, Command, GenStatus, HealthStats, Reply, Request, Status, TimelineEntry,
 };
-use crate::deadline::{self, Deadline};
+use crate::deadline::{Deadline, FINAL_REAP};
 use crate::lifecycle::{
     Action, ChildStatus, Event, GenId, KillReason, Lifecycle, Mode, StopSignal, Why, CHECK_TIMEOUT,
 };
 use crate::limits::ChildNofile;
 use crate::notify::Notifier;
+use crate::pingora_conf::{EFFECTIVE_CONF, UPGRADE_SOCK};
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Received, Signals};
 use crate::sockets::Sockets;
-use crate::startup::{
-    self, child_nofile, log_nofile, write_effective, Stop, EFFECTIVE_CONF, FILE_TIMEOUT,
-};
+use crate::startup::{self, child_nofile, log_nofile, write_effective, Stop, FILE_TIMEOUT};
 use crate::tcp::{self, DrainCount, Snapshot};
 use crate::worker::{Worker, WorkerError};
-use crate::{child, container, exit, files, pingora_conf, probe, procfs, render, upgrade};
+use crate::{child, container, exit, files, probe, procfs, render, upgrade};
 
-/// Names in the runtime directory.
+/// Names in the runtime directory, beside [`EFFECTIVE_CONF`] and [`UPGRADE_SOCK`].
 const NEXT_CONF: &str = "pingora.next.yaml";
-use pingora_conf::UPGRADE_SOCK;
 const CHECK_OUTPUT: &str = "check.log";
-use deadline::FINAL_REAP;
 /// How long a child may take to open its upgrade socket (Pingora itself gives up after ~6 s).
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
 /// One readiness attempt; short, so a connection the old generation took costs little.
@@ -791,10 +788,7 @@ impl Driver {
                         ),
                         Err(e) => warn!(steward_phase = "serving", "reload failed: {e}"),
                     }
-                    let reply = match render::reload_reply(&result) {
-                        Ok(msg) => Reply::ok(msg),
-                        Err(msg) => Reply::err(msg),
-                    };
+                    let reply = Reply::from(render::reload_reply(&result));
                     self.record(&match &result {
                         Ok(gen) => format!("reload done: generation {gen}"),
                         Err(e) => format!("reload failed: {e}"),
@@ -812,10 +806,7 @@ impl Driver {
                     }
                 }
                 Action::RestartAnswered { waiter, result } => {
-                    let reply = match render::restart_reply(result) {
-                        Ok(msg) => Reply::ok(msg),
-                        Err(msg) => Reply::err(msg),
-                    };
+                    let reply = Reply::from(render::restart_reply(result));
                     if let Some(tx) = self.waiters.remove(&waiter) {
                         let _ = tx.send(reply);
                     }

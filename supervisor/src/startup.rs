@@ -34,15 +34,13 @@ use crate::deadline::{self, Deadline, Outer};
 use crate::lifecycle::Policy;
 use crate::limits::{self, ChildNofile, NofileSetting};
 use crate::notify::{self, Notifier};
-use crate::pingora_conf::UPGRADE_SOCK;
+use crate::pingora_conf::{EFFECTIVE_CONF, UPGRADE_SOCK};
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Received, Signals};
 use crate::sockets::{Origin, Sockets};
 use crate::worker::Worker;
 use crate::{check, child, container, exit, files, pingora_conf, runtime_dir, systemd};
 
-/// The effective Pingora conf's name in the runtime directory.
-pub const EFFECTIVE_CONF: &str = "pingora.yaml";
 /// How long a read of a configuration file may take on the I/O worker. Files are
 /// regular and capped ([`files`]), so only a stuck disk makes one late.
 pub const FILE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::{Config, DeadlineSetting, DrainMode, Probe};
 use crate::deadline::{Deadline, DeadlineError};
 use crate::limits::NofileSetting;
-use crate::pingora_conf::{self, UPGRADE_SOCK};
+use crate::pingora_conf::{self, EFFECTIVE_CONF, UPGRADE_SOCK};
 
 /// Both documents, each introduced by a comment saying where it comes from.
 pub fn render(
@@ -166,7 +166,7 @@ pub fn pingora_yaml(
     };
     let mut out = format!(
         "# The effective Pingora conf the child is started with (-c {}):\n",
-        runtime_dir.join("pingora.yaml").display()
+        runtime_dir.join(EFFECTIVE_CONF).display()
     );
     match pingora_conf::effective(source, value, &runtime_dir.join(UPGRADE_SOCK)) {
         Ok(eff) => {
