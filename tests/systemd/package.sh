@@ -18,7 +18,7 @@ STEPS=(
   "P1 dpkg -i: user, files, conffiles; enabled, not started"
   "P2 systemctl enable --now serves, as the steward user"
   "P3 upgrade while running: restarted, edited conffile kept"
-  "P4 upgrade while stopped: stays stopped"
+  "P4 upgrade while stopped: stays stopped; disable kept"
   "P5 dpkg -r stops and masks; dpkg -P forgets"
 )
 
@@ -125,6 +125,11 @@ sd_systemctl stop "$UNIT"
 if out=$(dpkg_i); then ok "dpkg -i over the stopped package exits 0"; else fail "dpkg -i: $out"; fi
 expect_eq "ActiveState after the upgrade" "$(show ActiveState)" inactive
 expect_eq "is-enabled" "$(sd_systemctl is-enabled "$UNIT" || true)" enabled
+# The administrator's choice outlives an upgrade (deb-systemd-helper's state).
+sd_systemctl disable --quiet "$UNIT"
+if out=$(dpkg_i); then ok "dpkg -i over the disabled package exits 0"; else fail "dpkg -i: $out"; fi
+expect_eq "is-enabled after an upgrade of a disabled unit" "$(sd_systemctl is-enabled "$UNIT" || true)" disabled
+sd_systemctl enable --quiet "$UNIT"
 end
 
 # P5 ------------------------------------------------------------------------------------
@@ -138,6 +143,8 @@ if sd_run test -e /etc/steward/steward.toml; then ok "conffiles kept by dpkg -r"
 expect_eq "is-enabled after removal" "$(sd_systemctl is-enabled "$UNIT" 2>/dev/null || true)" masked
 if out=$(sd_run dpkg -P steward 2>&1); then ok "dpkg -P exits 0"; else fail "dpkg -P: $out"; fi
 if sd_run test -e /etc/steward/steward.toml; then fail "conffiles still there after purge"; else ok "conffiles purged"; fi
+expect_match "the steward user after purge (Debian keeps system users)" "$(sd_run getent passwd steward || true)" '^steward:'
+
 expect_match "is-enabled after purge" "$(sd_systemctl is-enabled "$UNIT" 2>&1 || true)" 'not-found|No such file|Failed to get unit file state'
 end
 
