@@ -268,13 +268,10 @@ pub fn check(args: &CheckArgs) -> Checked {
 /// The runtime directory `steward run` would use: `runtime_dir` from its TOML, else the
 /// unit's first `RuntimeDirectory=` (systemd makes it under /run), else the default.
 fn runtime_dir_of(config: &Config, unit: Option<&UnitProps>) -> PathBuf {
-    if let Some(d) = &config.runtime_dir {
-        return d.clone();
-    }
-    match unit.and_then(|u| u.runtime_directory.value.first()) {
-        Some(d) => Path::new("/run").join(d),
-        None => crate::runtime_dir::choose(None),
-    }
+    let from_unit = unit
+        .and_then(|u| u.runtime_directory.value.first())
+        .map(|d| Path::new("/run").join(d));
+    crate::runtime_dir::choose(config.runtime_dir.as_deref().or(from_unit.as_deref()))
 }
 
 /// The checks `steward run` makes at start-up, after it has read its config and asked
