@@ -391,11 +391,8 @@ fn stop_timeout_env_minus_margin_is_the_deadline_for_a_child_ignoring_sigterm() 
         true,
     );
     s.wait_log("READY=1", Duration::from_secs(20));
-    let child = s
-        .log_text()
-        .split("started child pid ")
-        .nth(1)
-        .and_then(|t| t.split(':').next()?.trim().parse::<i32>().ok())
+    let child = *started_child_pids(&s.log_text())
+        .first()
         .expect("child pid in the log");
     let t = Instant::now();
     s.signal(Signal::SIGTERM);

@@ -206,14 +206,6 @@ impl Drop for Container {
     }
 }
 
-/// The child pids steward logged starting ("started child pid N: ..."), in order.
-fn started_children(log: &str) -> Vec<i32> {
-    log.split("started child pid ")
-        .skip(1)
-        .filter_map(|t| t.split(':').next()?.trim().parse().ok())
-        .collect()
-}
-
 #[test]
 fn podman_stop_during_a_2_s_request_returns_its_response_and_steward_exits_0_before_the_timeout() {
     let test =
@@ -269,7 +261,7 @@ fn podman_kill_hup_reloads_to_a_new_child_with_every_request_served_and_pid_1_ke
     let image = Image::build("reload");
     let c = Container::run(&image, "reload");
     let steward_pid = c.inspect("{{.State.Pid}}");
-    let first = started_children(&c.logs());
+    let first = started_child_pids(&c.logs());
     assert_eq!(first.len(), 1, "log:\n{}", c.logs());
 
     // Requests one after another through the reload, each on a new connection.
@@ -305,7 +297,7 @@ fn podman_kill_hup_reloads_to_a_new_child_with_every_request_served_and_pid_1_ke
     stop.store(true, Ordering::SeqCst);
     let results = load.join().expect("load thread");
 
-    let children = started_children(&log);
+    let children = started_child_pids(&log);
     assert_eq!(children.len(), 2, "log:\n{log}");
     let (old, new) = (children[0], children[1]);
     assert_ne!(old, new, "log:\n{log}");

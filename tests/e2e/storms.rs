@@ -51,14 +51,6 @@ fn wait_status(
     }
 }
 
-/// Every generation's child pid, from steward's log ("started child pid N: ...").
-fn generation_pids(log: &str) -> Vec<i32> {
-    log.split("started child pid ")
-        .skip(1)
-        .filter_map(|s| s.split(':').next()?.trim().parse().ok())
-        .collect()
-}
-
 fn wait_log(s: &Setup, needle: &str, timeout: Duration) {
     let end = Instant::now() + timeout;
     while !s.steward.log_text().contains(needle) {
@@ -88,7 +80,7 @@ fn stat(pid: i32) -> Option<(i32, i32)> {
 /// After steward exited: nothing of any generation is left, escapees included.
 fn assert_nothing_left(s: &Setup, steward_pid: i32) {
     let log = s.steward.log_text();
-    let pids = generation_pids(&log);
+    let pids = started_child_pids(&log);
     assert!(!pids.is_empty() || !log.contains("started child"), "{log}");
     let escapees = s.escapees();
     // Every generation left one, so the check below cannot pass for want of escapees.
@@ -260,7 +252,7 @@ fn a_thousand_sighups_under_load_are_coalesced_and_drop_nothing() {
         Ok(200)
     );
     // Exactly one generation alive: every earlier one is gone.
-    let pids = generation_pids(&log);
+    let pids = started_child_pids(&log);
     assert_eq!(pids.len() as u64, gen, "{pids:?}");
     for old in &pids[..pids.len() - 1] {
         let end = Instant::now() + Duration::from_secs(10);
@@ -371,7 +363,7 @@ fn sigterm_during_a_reload_stops_both_generations_and_fails_the_reload_client() 
         "the request in flight finishes; log:\n{log}"
     );
     assert!(log.contains("during a reload"), "{log}");
-    let pids = generation_pids(&log);
+    let pids = started_child_pids(&log);
     assert_eq!(pids.len(), 2, "{log}");
     let msgs = s.notify.messages();
     assert!(
@@ -511,7 +503,7 @@ fn sighup_during_a_stop_is_refused_and_the_stop_completes() {
         "{log}"
     );
     assert_eq!(
-        generation_pids(&log).len(),
+        started_child_pids(&log).len(),
         1,
         "no generation started: {log}"
     );
@@ -555,6 +547,6 @@ fn second_sigint_during_a_reload_kills_both_generations_and_exits_0() {
     // The request the operator chose to cut is cut, well before its 15 s.
     let (r, _) = slow.join().expect("slow request");
     assert_ne!(r.map(|r| r.0), Ok(200), "cut by the second SIGINT");
-    assert_eq!(generation_pids(&log).len(), 2, "{log}");
+    assert_eq!(started_child_pids(&log).len(), 2, "{log}");
     assert_nothing_left(&s, pid);
 }

@@ -490,12 +490,7 @@ impl Steward {
         let end = Instant::now() + timeout;
         loop {
             let text = self.log_text();
-            if let Some(pid) = text
-                .split("started child pid ")
-                .nth(1)
-                .and_then(|s| s.split(':').next())
-                .and_then(|s| s.trim().parse().ok())
-            {
+            if let Some(&pid) = started_child_pids(&text).first() {
                 return Some(pid);
             }
             if Instant::now() >= end {
@@ -1182,4 +1177,12 @@ pub fn memory_kib(pid: i32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Every generation's child pid, in order, from steward's log ("started child pid N: ...").
+pub fn started_child_pids(log: &str) -> Vec<i32> {
+    log.split("started child pid ")
+        .skip(1)
+        .filter_map(|s| s.split(':').next()?.trim().parse().ok())
+        .collect()
 }
