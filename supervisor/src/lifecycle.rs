@@ -120,6 +120,13 @@ pub enum Event {
     Ready {
         gen: GenId,
     },
+    /// The generation passed its probe, but no process of it holds these listeners that
+    /// steward handed over: a key matched none of its own addresses, so those ports
+    /// would be served by nobody.
+    Unclaimed {
+        gen: GenId,
+        listeners: Unclaimed,
+    },
     Exited {
         gen: GenId,
         status: ChildStatus,
@@ -180,6 +187,12 @@ pub enum Action {
     },
     /// Close steward's copies of the listening sockets.
     CloseSockets,
+    /// End a generation whose start went wrong (quietly: `reason` says why, and is
+    /// reported as its failed start).
+    Reject {
+        gen: GenId,
+        reason: String,
+    },
     /// Answer these reload waiters.
     ReloadFinished {
         waiters: Vec<u64>,
@@ -199,6 +212,13 @@ pub enum Action {
     Warn(Fact),
     /// Leave with this exit code once every descendant is reaped.
     Exit(i32),
+}
+
+/// Listeners a generation did not claim, and the configuration that names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unclaimed {
+    pub keys: Vec<String>,
+    pub config: std::path::PathBuf,
 }
 
 /// What happened, as the machine knows it; the `render` module words it.
@@ -666,6 +686,7 @@ impl Lifecycle {
             Event::Spawned { gen, pid } => self.spawned(gen, pid, now),
             Event::SpawnFailed { gen, reason, code } => self.spawn_failed(gen, reason, code, now),
             Event::Ready { gen } => self.ready(gen, now),
+            Event::Unclaimed { gen, listeners } => self.unclaimed(gen, listeners, now),
             Event::Exited { gen, status } => self.exited(gen, status, now),
             Event::Drain {
                 gen,
@@ -757,6 +778,26 @@ impl Lifecycle {
             ),
             Role::Other => vec![],
         }
+    }
+
+    /// A generation that serves without all of steward's listeners did not start: a
+    /// reload fails with the old generation untouched, a first start ends steward with
+    /// the configuration error, a restart backs off as any failed start does.
+    fn unclaimed(&mut self, gen: GenId, listeners: Unclaimed, now: Instant) -> Vec<Action> {
+        let starting = self
+            .gens
+            .get(&gen)
+            .is_some_and(|g| g.state == GenState::Starting);
+        if !starting || self.role(gen) == Role::Other {
+            return vec![];
+        }
+        let reason = listeners.to_string();
+        let mut out = vec![Action::Reject {
+            gen,
+            reason: reason.clone(),
+        }];
+        out.extend(self.spawn_failed(gen, reason, exit::CONFIG, now));
+        out
     }
 
     fn ready(&mut self, gen: GenId, now: Instant) -> Vec<Action> {

@@ -15,6 +15,8 @@ enum Op {
     Spawned(Index),
     SpawnFailed(Index),
     Ready(Index),
+    /// It passed its probe without every listener.
+    Unclaimed(Index),
     Exited(Index, ChildStatus),
     Drain(Index, usize, bool),
     Stop(StopSignal),
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<Index>().prop_map(Op::Spawned),
         1 => any::<Index>().prop_map(Op::SpawnFailed),
         6 => any::<Index>().prop_map(Op::Ready),
+        1 => any::<Index>().prop_map(Op::Unclaimed),
         2 => (any::<Index>(), status).prop_map(|(i, s)| Op::Exited(i, s)),
         3 => (any::<Index>(), 0..3usize, any::<bool>()).prop_map(|(i, n, c)| Op::Drain(i, n, c)),
         1 => prop_oneof![Just(StopSignal::Term), Just(StopSignal::Int)].prop_map(Op::Stop),
@@ -113,6 +116,13 @@ impl Observer {
                 code: exit::CONFIG,
             },
             Op::Ready(i) => Event::Ready { gen: pick(i) },
+            Op::Unclaimed(i) => Event::Unclaimed {
+                gen: pick(i),
+                listeners: crate::lifecycle::Unclaimed {
+                    keys: vec!["127.0.0.1:8080".into()],
+                    config: "/etc/steward/steward.toml".into(),
+                },
+            },
             Op::Exited(i, status) => Event::Exited {
                 gen: pick(i),
                 status: *status,

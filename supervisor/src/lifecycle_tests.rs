@@ -1483,3 +1483,54 @@ async fn a_check_that_passed_in_time_has_no_timer() {
     m.handle(Event::Spawned { gen: 2, pid: 43 }, now());
     assert_eq!(m.next_wakeup(), Some(now() + Duration::from_secs(60)));
 }
+
+fn unclaimed(gen: GenId) -> Event {
+    Event::Unclaimed {
+        gen,
+        listeners: crate::lifecycle::Unclaimed {
+            keys: vec!["127.0.0.1:8080".into()],
+            config: "/etc/steward/steward.toml".into(),
+        },
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_generation_serving_without_a_listener_is_rejected_and_steward_exits_78() {
+    let mut m = starting();
+    let a = m.handle(unclaimed(1), now());
+    assert!(
+        matches!(a.first(), Some(Action::Reject { gen: 1, reason }) if reason.contains("127.0.0.1:8080")),
+        "{a:?}"
+    );
+    assert_eq!(a.last(), Some(&Action::Exit(exit::CONFIG)), "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_whose_generation_left_a_listener_unclaimed_fails_with_the_old_one_serving() {
+    let mut m = serving();
+    next_generation_started(&mut m, Some(7));
+    let a = m.handle(unclaimed(2), now());
+    assert!(
+        matches!(a.first(), Some(Action::Reject { gen: 2, .. })),
+        "{a:?}"
+    );
+    assert!(
+        a.iter().any(|x| matches!(x, Action::ReloadFinished { waiters, result: Err(_) } if waiters == &vec![7])),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Terminate { gen: 1 })),
+        "{a:?}"
+    );
+    assert_eq!(
+        (m.mode(), m.current().map(|g| g.id)),
+        (Mode::Serving, Some(1))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unclaimed_listeners_of_a_serving_generation_change_nothing() {
+    let mut m = serving();
+    assert_eq!(m.handle(unclaimed(1), now()), vec![]);
+    assert_eq!(m.mode(), Mode::Serving);
+}

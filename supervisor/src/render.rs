@@ -10,7 +10,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::lifecycle::{
-    ChildStatus, Crash, Fact, GenId, KillReason, Mode, ReloadError, ReloadFailure, StopSignal, Why,
+    ChildStatus, Crash, Fact, GenId, KillReason, Mode, ReloadError, ReloadFailure, StopSignal,
+    Unclaimed, Why,
 };
 
 impl Mode {
@@ -244,6 +245,17 @@ impl fmt::Display for Fact {
     }
 }
 
+impl fmt::Display for Unclaimed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the child did not claim listener(s) {} handed over by steward: sockets.listen entries must match the child's own listener addresses byte for byte (fix: sockets.listen in {})",
+            self.keys.join(", "),
+            self.config.display()
+        )
+    }
+}
+
 impl fmt::Display for Crash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -329,6 +341,247 @@ impl fmt::Display for TimeLeft {
             None => write!(f, "no deadline"),
         }
     }
+}
+
+/// What a kill's log line says besides the kill itself.
+pub struct KillContext<'a> {
+    pub deadline: &'a crate::deadline::Deadline,
+    pub ready_timeout: Duration,
+    pub health_failures: u32,
+    /// The mode steward is in when the kill ends.
+    pub phase: &'static str,
+}
+
+/// The log line of a finished kill.
+pub fn log_kill(
+    kill: &crate::effects::Kill,
+    result: Result<usize, crate::worker::WorkerError>,
+    ctx: &KillContext<'_>,
+) {
+    use tracing::{error, info, warn};
+    let crate::effects::Kill {
+        gen,
+        pid,
+        reason,
+        elapsed_ms,
+        in_flight,
+    } = *kill;
+    let killed = match result {
+        Ok(n) => n,
+        Err(e) => {
+            error!(
+                steward_generation = gen,
+                steward_child_pid = pid,
+                "SIGKILL to child pid {pid}'s process tree did not finish: {e}"
+            );
+            return;
+        }
+    };
+    let Some(reason) = reason else {
+        tracing::debug!("killed child pid {pid}'s process tree ({killed} processes)");
+        return;
+    };
+    let deadline = ctx.deadline;
+    match reason {
+        KillReason::Deadline => warn!(
+            steward_phase = "killing",
+            steward_escalation = "deadline",
+            steward_generation = gen,
+            steward_child_pid = pid,
+            steward_signal = "SIGKILL",
+            steward_deadline_ms = deadline.value.map(|d| d.as_millis() as u64).unwrap_or(0),
+            steward_deadline_source = deadline.source_tag(),
+            steward_elapsed_ms = elapsed_ms,
+            steward_in_flight = in_flight.unwrap_or(0) as u64,
+            steward_killed = killed as u64,
+            "stop deadline reached after {elapsed_ms} ms: SIGKILL to child pid {pid}'s process tree ({killed} processes), {} in flight were cut; {}",
+            in_flight.map(|n| format!("{n} requests")).unwrap_or_else(|| "whatever was".into()),
+            deadline.describe()
+        ),
+        KillReason::Drained => info!(
+            steward_phase = ctx.phase,
+            steward_escalation = "drained",
+            steward_generation = gen,
+            steward_child_pid = pid,
+            steward_signal = "SIGKILL",
+            steward_elapsed_ms = elapsed_ms,
+            steward_killed = killed as u64,
+            "child pid {pid} drained after {elapsed_ms} ms (no request in flight); ended it instead of waiting out its grace period"
+        ),
+        KillReason::StartTimeout => error!(
+            steward_phase = "killing",
+            steward_escalation = "start-timeout",
+            steward_generation = gen,
+            steward_child_pid = pid,
+            steward_signal = "SIGKILL",
+            steward_killed = killed as u64,
+            "child pid {pid} did not serve within ready.timeout {}; killed its process tree",
+            crate::config::fmt_duration(ctx.ready_timeout)
+        ),
+        KillReason::Operator => warn!(
+            steward_phase = "killing",
+            steward_escalation = "operator",
+            steward_generation = gen,
+            steward_child_pid = pid,
+            steward_signal = "SIGKILL",
+            steward_elapsed_ms = elapsed_ms,
+            steward_killed = killed as u64,
+            "second SIGINT after {elapsed_ms} ms: SIGKILL to child pid {pid}'s process tree"
+        ),
+        KillReason::Unhealthy => warn!(
+            steward_phase = "serving",
+            steward_escalation = "unhealthy",
+            steward_generation = gen,
+            steward_child_pid = pid,
+            steward_signal = "SIGKILL",
+            steward_killed = killed as u64,
+            "child pid {pid} failed {} health probes in a row; killed its process tree to replace it (listeners kept)",
+            ctx.health_failures
+        ),
+    }
+}
+
+/// Descendants steward reaped that were no generation's child. Debug, not info: as a
+/// container's PID 1 every orphan of the namespace lands here. One record per batch: a
+/// killed fork bomb leaves hundreds at once.
+pub fn log_orphans(orphans: &[(nix::unistd::Pid, ChildStatus)]) {
+    match orphans {
+        [] => {}
+        [(pid, status)] => tracing::debug!(
+            steward_reaped_pid = pid.as_raw(),
+            "reaped orphaned descendant pid {pid} ({})",
+            status.describe()
+        ),
+        many => {
+            let shown: Vec<String> = many.iter().take(5).map(|(p, _)| p.to_string()).collect();
+            tracing::debug!(
+                steward_reaped = many.len() as u64,
+                "reaped {} orphaned descendants (pids {}{})",
+                many.len(),
+                shown.join(", "),
+                if many.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+/// `steward status`'s answer, from the machine and what the driver remembers.
+pub fn status(
+    machine: &crate::lifecycle::Lifecycle,
+    deadline: &crate::deadline::Deadline,
+    timeline: &crate::timeline::Timeline,
+    health: &crate::control::HealthStats,
+    started: std::time::Instant,
+) -> crate::control::Status {
+    let now = tokio::time::Instant::now();
+    let current = machine.current();
+    crate::control::Status {
+        state: machine.mode().as_str().to_string(),
+        pid: std::process::id(),
+        generation: current.map(|g| g.id).unwrap_or(0),
+        child_pid: current.and_then(|g| g.pid),
+        uptime_s: started.elapsed().as_secs_f64(),
+        child_uptime_s: current
+            .and_then(|g| g.serving_since)
+            .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+        restarts: machine.restarts(),
+        // The drain's last count, not a fresh one: status answers from memory, and the
+        // sockets are read only on the I/O worker.
+        in_flight: machine
+            .gens()
+            .filter_map(|g| g.in_flight)
+            .reduce(|a, b| a + b),
+        generations: machine
+            .gens()
+            .map(|g| crate::control::GenStatus {
+                generation: g.id,
+                pid: g.pid,
+                state: format!("{:?}", g.state).to_lowercase(),
+                in_flight: g.in_flight,
+            })
+            .collect(),
+        deadline: deadline.describe(),
+        last_event: timeline.last(),
+        health: health.clone(),
+        timeline: timeline.entries(now),
+    }
+}
+
+/// The journal line of `READY=1`.
+pub fn log_ready(
+    status: &str,
+    current: Option<&crate::lifecycle::Gen>,
+    probe: &crate::config::Probe,
+) {
+    let now = tokio::time::Instant::now();
+    let (id, pid, since) = current
+        .map(|g| (g.id, g.pid.unwrap_or(0), g.spawned))
+        .unwrap_or((0, 0, now));
+    let ms = now.saturating_duration_since(since).as_millis() as u64;
+    tracing::info!(
+        steward_phase = "serving",
+        steward_generation = id,
+        steward_child_pid = pid,
+        steward_elapsed_ms = ms,
+        "{status} ({} passed {ms} ms after spawn); READY=1",
+        probe.describe()
+    );
+}
+
+/// The journal line of `STOPPING=1`, with the deadline and where it came from.
+pub fn log_stopping(
+    status: &str,
+    pid: u32,
+    signal: Option<StopSignal>,
+    deadline: &crate::deadline::Deadline,
+) {
+    tracing::info!(
+        steward_phase = "stopping",
+        steward_child_pid = pid,
+        steward_signal = signal.map(StopSignal::as_str).unwrap_or(""),
+        steward_deadline_ms = deadline.value.map(|d| d.as_millis() as u64).unwrap_or(0),
+        steward_deadline_source = deadline.source_tag(),
+        "{status}; STOPPING=1; {}",
+        deadline.describe()
+    );
+}
+
+/// The journal line of a finished reload; returns its timeline entry.
+pub fn log_reload_finished(result: &Result<GenId, ReloadError>) -> String {
+    match result {
+        Ok(gen) => {
+            tracing::info!(
+                steward_phase = "serving",
+                steward_generation = *gen,
+                "reload done: generation {gen} serves"
+            );
+            format!("reload done: generation {gen}")
+        }
+        Err(e) => {
+            tracing::warn!(steward_phase = "serving", "reload failed: {e}");
+            format!("reload failed: {e}")
+        }
+    }
+}
+
+/// steward's last journal line. `stopped`: a stop signal ended it (else its child did).
+pub fn log_exit(code: i32, stopped: bool, elapsed: Option<Duration>, reaped: usize) {
+    let elapsed_ms = elapsed.map(|d| d.as_millis() as u64);
+    tracing::info!(
+        steward_phase = "exited",
+        steward_exit_code = code,
+        steward_stop = if stopped { "stopped" } else { "child-exited" },
+        steward_elapsed_ms = elapsed_ms.unwrap_or(0),
+        steward_reaped = reaped as u64,
+        "steward exits with code {code}{}",
+        elapsed_ms
+            .map(|ms| format!(" {ms} ms after the stop began"))
+            .unwrap_or_default()
+    );
 }
 
 #[cfg(test)]

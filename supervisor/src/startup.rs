@@ -416,7 +416,7 @@ async fn containment(
 }
 
 /// The lifecycle's numbers from the configuration and the resolved deadline.
-fn policy(config: &Config, deadline: &Deadline) -> Policy {
+pub fn policy(config: &Config, deadline: &Deadline) -> Policy {
     Policy {
         deadline: deadline.value,
         start_timeout: config.ready.timeout,
