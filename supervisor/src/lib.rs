@@ -59,18 +59,41 @@
 //! drives random event sequences through it and checks what none may break (one current
 //! generation at most, no exit while a generation is left, every waiter answered once, no
 //! kill before the deadline unless drained, a deadline that never moves later). It
-//! decides what the driver would otherwise decide beside it: the answer to a `restart`
-//! (through waiters, as a reload's) and when a reload's configuration check has run out
-//! of time (a timer of its own, in `next_wakeup`). Its
-//! actions carry facts (which generation, which pid, why, how long, how many), and
-//! [`render`] alone puts them into words: the journal's messages, `STATUS=` and the
-//! control socket's replies say one thing one way. [`run`] is the thin driver
-//! that owns the processes, signals, sockets and timers, feeds events in and carries
-//! actions out. Nothing slow runs on its loop: every blocking read (`/proc`, netlink,
-//! cgroup files, configuration files, a `-t` run's output) and every kill loop runs on
-//! the one I/O thread of [`worker`], whose context the blocking modules require, so the
-//! loop cannot call them; [`files`] reads operator files as regular files of bounded size. Logs go through `tracing`, to journald with `STEWARD_*` fields under
-//! systemd ([`logging`]).
+//! decides everything: signals that arrive while start-up is still preparing (a stop
+//! exits before any child, a SIGHUP becomes one reload once generation 1 serves), the
+//! answer to a `restart` (through waiters, as a reload's), when a reload's check has run
+//! out of time (a timer of its own, in `next_wakeup`), and that a generation serving
+//! without every listener steward handed it did not start. Its actions carry facts
+//! (which generation, which pid, why, how long, how many), and [`render`] alone puts
+//! them into words: the journal's messages, `STATUS=`, the control socket's replies and
+//! `steward status` say one thing one way.
+//!
+//! [`run`] is the thin driver: one loop over signals, the control socket, timers and
+//! work finished off the loop, feeding events in and carrying actions out through the
+//! [`effects::Effects`] trait. [`effects::System`] is the real world; the driver's tests
+//! put a fake child behind the same trait. What happens between a generation's spawn and
+//! its first served request (the listener hand-off, the probe, reading what it holds) is
+//! one task per generation ([`generation`]), cancelled by dropping it, so a generation
+//! that exits, drains or is killed is never reported ready. A reload's configuration
+//! check is [`reload_check`]; health probes, which alone feed the watchdog while serving,
+//! are [`health`]; `steward status`'s memory of the last reload or stop is [`timeline`].
+//! Nothing slow runs on the loop: every blocking read (`/proc`, netlink, cgroup files,
+//! configuration files, a `-t` run's output) and every kill loop runs on the one I/O
+//! thread of [`worker`], whose context the blocking modules require, so the loop cannot
+//! call them; [`files`] reads operator files as regular files of bounded size. Logs go
+//! through `tracing`, to journald with `STEWARD_*` fields under systemd ([`logging`]).
+//!
+//! ```text
+//!  main ─ config ─ startup ──(Plan)──▶ run (driver) ◀──events── signals, control, timers
+//!           │        │                   │    │
+//!           │        ├ systemd, unit     │    └─ lifecycle (no I/O) ─ render (words)
+//!           │        ├ deadline          │
+//!           │        ├ check (findings)  └─ effects (System | fake) ─┬─ generation ─ upgrade, probe
+//!           │        ├ runtime_dir,                                  ├─ reload_check, health
+//!           │        │ pingora_conf                                  ├─ child, cgroup, notify
+//!           │        ├ sockets, limits                               └─ worker ─ tcp, sockdiag,
+//!           │        └ container                                                 procfs, peek
+//! ```
 
 pub mod cgroup;
 pub mod check;

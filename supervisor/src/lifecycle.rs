@@ -155,6 +155,8 @@ pub enum Event {
     },
     /// A timer the machine asked for through [`Lifecycle::next_wakeup`] is due.
     Tick,
+    /// steward's start-up is over: generation 1 may start.
+    Start,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +256,12 @@ pub enum Fact {
     },
     /// A second SIGTERM, which changes nothing.
     StopUnderWay,
+    /// A stop signal arrived before generation 1 was started: steward leaves at once.
+    StopBeforeStart {
+        signal: StopSignal,
+    },
+    /// A reload was asked for before generation 1 was started: one runs once it serves.
+    ReloadBeforeStart,
     /// The draining generations' requests in flight (`None`: not counted yet).
     Draining {
         in_flight: Option<usize>,
@@ -428,6 +436,11 @@ const STATUS_REFRESH: Duration = Duration::from_secs(1);
 /// generation or a waiter it has no use for, and a transition builds the next phase whole.
 #[derive(Debug)]
 enum Phase {
+    /// steward's start-up is still under way (no generation yet); `pending`: reloads
+    /// asked for meanwhile, run once generation 1 serves.
+    Preparing {
+        pending: Option<Vec<u64>>,
+    },
     /// `current` was spawned and has not served yet; `pending`: reloads asked for meanwhile.
     Starting {
         current: GenId,
@@ -541,9 +554,11 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// A machine about to start generation 1; carry out the returned actions.
-    pub fn start(policy: Policy, now: Instant) -> (Self, Vec<Action>) {
-        let mut m = Lifecycle {
-            phase: Phase::Exited { stopped: None },
+    /// A machine still preparing: signals are decided (a stop ends steward before any
+    /// child, a reload waits for generation 1) until [`Event::Start`] starts it.
+    pub fn new(policy: Policy) -> Self {
+        Lifecycle {
+            phase: Phase::Preparing { pending: None },
             policy,
             gens: BTreeMap::new(),
             last_gen: 0,
@@ -551,18 +566,57 @@ impl Lifecycle {
             consecutive_crashes: 0,
             restarts: 0,
             served_once: false,
-        };
-        let (current, spawn) = m.spawn(Why::Start, now);
-        m.phase = Phase::Starting {
-            current,
-            pending: None,
-        };
+        }
+    }
+
+    /// A machine whose start-up is over: generation 1 is asked for.
+    pub fn start(policy: Policy, now: Instant) -> (Self, Vec<Action>) {
+        let mut m = Lifecycle::new(policy);
+        let spawn = m.handle(Event::Start, now);
         (m, spawn)
+    }
+
+    /// Before generation 1: only a stop or a reload means anything yet.
+    fn preparing(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let Phase::Preparing { pending } = &mut self.phase else {
+            return vec![];
+        };
+        match event {
+            Event::Start => {
+                let pending = pending.take();
+                let (current, spawn) = self.spawn(Why::Start, now);
+                self.phase = Phase::Starting { current, pending };
+                spawn
+            }
+            Event::Stop(signal) => {
+                self.phase = Phase::Exited { stopped: None };
+                vec![
+                    Action::Note(Fact::StopBeforeStart { signal }),
+                    Action::Exit(exit::OK),
+                ]
+            }
+            Event::Reload { waiter } => {
+                let first = pending.is_none();
+                pending.get_or_insert_with(Vec::new).extend(waiter);
+                first
+                    .then_some(Action::Note(Fact::ReloadBeforeStart))
+                    .into_iter()
+                    .collect()
+            }
+            Event::Restart { waiter } => waiter
+                .map(|waiter| Action::RestartAnswered {
+                    waiter,
+                    result: Err(Mode::Starting),
+                })
+                .into_iter()
+                .collect(),
+            _ => vec![],
+        }
     }
 
     pub fn mode(&self) -> Mode {
         match &self.phase {
-            Phase::Starting { .. } => Mode::Starting,
+            Phase::Preparing { .. } | Phase::Starting { .. } => Mode::Starting,
             Phase::Serving { .. } => Mode::Serving,
             Phase::Reloading(_) => Mode::Reloading,
             Phase::Backoff { .. } => Mode::Backoff,
@@ -577,7 +631,10 @@ impl Lifecycle {
             Phase::Starting { current, .. } | Phase::Serving { current } => Some(*current),
             Phase::Reloading(r) => r.step.old(),
             Phase::Stopping(s) => s.current,
-            Phase::Backoff { .. } | Phase::Leaving { .. } | Phase::Exited { .. } => None,
+            Phase::Preparing { .. }
+            | Phase::Backoff { .. }
+            | Phase::Leaving { .. }
+            | Phase::Exited { .. } => None,
         }
     }
 
@@ -627,9 +684,9 @@ impl Lifecycle {
     #[cfg(test)]
     fn unanswered(&self) -> Vec<u64> {
         match &self.phase {
-            Phase::Starting { pending, .. } | Phase::Backoff { pending, .. } => {
-                pending.clone().unwrap_or_default()
-            }
+            Phase::Preparing { pending }
+            | Phase::Starting { pending, .. }
+            | Phase::Backoff { pending, .. } => pending.clone().unwrap_or_default(),
             Phase::Reloading(r) => r
                 .waiters
                 .iter()
@@ -679,10 +736,13 @@ impl Lifecycle {
     }
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        if let Phase::Exited { .. } = self.phase {
-            return vec![];
+        match self.phase {
+            Phase::Exited { .. } => return vec![],
+            Phase::Preparing { .. } => return self.preparing(event, now),
+            _ => {}
         }
         let mut out = match event {
+            Event::Start => vec![],
             Event::Spawned { gen, pid } => self.spawned(gen, pid, now),
             Event::SpawnFailed { gen, reason, code } => self.spawn_failed(gen, reason, code, now),
             Event::Ready { gen } => self.ready(gen, now),
@@ -974,9 +1034,9 @@ impl Lifecycle {
     /// Every reload waiter the phase holds, taken out of it.
     fn take_waiters(&mut self) -> Vec<u64> {
         match &mut self.phase {
-            Phase::Starting { pending, .. } | Phase::Backoff { pending, .. } => {
-                pending.take().unwrap_or_default()
-            }
+            Phase::Preparing { pending }
+            | Phase::Starting { pending, .. }
+            | Phase::Backoff { pending, .. } => pending.take().unwrap_or_default(),
             Phase::Reloading(r) => {
                 let mut w = std::mem::take(&mut r.waiters);
                 w.extend(r.pending.take().unwrap_or_default());
@@ -1243,7 +1303,9 @@ impl Lifecycle {
                     during: Mode::Reloading,
                 })]
             }
-            Phase::Starting { pending, .. } | Phase::Backoff { pending, .. } => {
+            Phase::Preparing { pending }
+            | Phase::Starting { pending, .. }
+            | Phase::Backoff { pending, .. } => {
                 // Before a generation serves there is nothing to hand over from, but the
                 // request must not be lost: the configuration may have changed after the
                 // starting generation read it. Coalesced like a reload during a reload,

@@ -1534,3 +1534,44 @@ async fn unclaimed_listeners_of_a_serving_generation_change_nothing() {
     assert_eq!(m.handle(unclaimed(1), now()), vec![]);
     assert_eq!(m.mode(), Mode::Serving);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_before_the_start_exits_0_without_a_child() {
+    let mut m = Lifecycle::new(policy());
+    let a = m.handle(Event::Stop(StopSignal::Term), now());
+    assert_eq!(a.last(), Some(&Action::Exit(exit::OK)), "{a:?}");
+    assert!(spawns(&a).is_empty());
+    assert!(m.handle(Event::Start, now()).is_empty());
+    assert_eq!(m.mode(), Mode::Exited);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_before_the_start_runs_once_generation_1_serves() {
+    let mut m = Lifecycle::new(policy());
+    let first = m.handle(Event::Reload { waiter: None }, now());
+    assert_eq!(first, vec![Action::Note(Fact::ReloadBeforeStart)]);
+    assert!(m.handle(Event::Reload { waiter: None }, now()).is_empty());
+    assert_eq!(
+        spawns(&m.handle(Event::Start, now())),
+        vec![(1, Why::Start)]
+    );
+    m.handle(Event::Spawned { gen: 1, pid: 42 }, now());
+    let a = m.handle(Event::Ready { gen: 1 }, now());
+    assert!(a.contains(&Action::CheckConfig), "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_the_start_nothing_else_happens() {
+    let mut m = Lifecycle::new(policy());
+    for ev in [
+        Event::Tick,
+        Event::Health { ok: false },
+        Event::Ready { gen: 1 },
+    ] {
+        assert!(m.handle(ev, now()).is_empty());
+    }
+    assert_eq!(
+        (m.mode(), m.current().map(|g| g.id)),
+        (Mode::Starting, None)
+    );
+}

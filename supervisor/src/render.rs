@@ -127,6 +127,13 @@ impl fmt::Display for Fact {
             Fact::StopUnderWay => {
                 write!(f, "SIGTERM while stopping: the stop is already under way")
             }
+            Fact::StopBeforeStart { .. } => {
+                write!(f, "stop signal before the child was started; exiting")
+            }
+            Fact::ReloadBeforeStart => write!(
+                f,
+                "SIGHUP before the child was started: one reload will run once it serves"
+            ),
             Fact::Draining {
                 in_flight,
                 pids,

@@ -65,7 +65,7 @@ async fn run_inner(config: Config) -> i32 {
         policy: plan.policy,
         netlink: plan.netlink,
         watchdog: plan.watchdog,
-        reload_first: plan.reload_first,
+        early: plan.early,
     };
     Driver::new(effects, setup)
         .run(signal_rx, plan.control, done_rx)
@@ -80,8 +80,8 @@ pub struct Setup {
     /// Socket facts from netlink (cheap) or /proc/net/tcp (not): the drain poll's floor.
     pub netlink: bool,
     pub watchdog: Option<Duration>,
-    /// A SIGHUP arrived before the first generation: one reload once it serves.
-    pub reload_first: bool,
+    /// Signals that arrived during start-up, before the driver's loop.
+    pub early: Vec<Received>,
 }
 
 /// What the driver knows about a running generation.
@@ -100,7 +100,8 @@ struct Generation {
 pub struct Driver<E: Effects> {
     effects: E,
     machine: Lifecycle,
-    first: Vec<Action>,
+    /// Signals that arrived during start-up: the machine hears them before it starts.
+    early: Vec<Received>,
     config: Config,
     /// The configuration a reload's check runs on, until its generation spawns.
     checking: Option<Config>,
@@ -126,17 +127,12 @@ pub struct Driver<E: Effects> {
 
 impl<E: Effects> Driver<E> {
     pub fn new(effects: E, setup: Setup) -> Self {
-        let (machine, first) = Lifecycle::start(setup.policy, Instant::now());
-        let mut queue = VecDeque::new();
-        if setup.reload_first {
-            queue.push_back(Event::Reload { waiter: None });
-        }
         let health = Health::new(health::interval(&setup.config.health, setup.watchdog));
         Driver {
             health,
             effects,
-            machine,
-            first,
+            machine: Lifecycle::new(setup.policy),
+            early: setup.early,
             config: setup.config,
             checking: None,
             deadline: setup.deadline,
@@ -151,7 +147,7 @@ impl<E: Effects> Driver<E> {
             waiters: HashMap::new(),
             next_waiter: 1,
             timeline: Timeline::default(),
-            queue,
+            queue: VecDeque::new(),
         }
     }
 
@@ -162,10 +158,11 @@ impl<E: Effects> Driver<E> {
         mut control: mpsc::Receiver<Request>,
         mut done: mpsc::UnboundedReceiver<Done>,
     ) -> i32 {
-        let first = std::mem::take(&mut self.first);
-        if let Some(code) = self.carry_out(first) {
-            return self.finish(code, &mut done).await;
+        for sig in std::mem::take(&mut self.early) {
+            let ev = self.signal(sig);
+            self.queue.extend(ev);
         }
+        self.queue.push_back(Event::Start);
         loop {
             while let Some(ev) = self.queue.pop_front() {
                 let actions = self.machine.handle(ev, Instant::now());

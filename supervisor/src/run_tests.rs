@@ -152,6 +152,15 @@ fn config() -> Config {
 }
 
 fn start(world: World) -> Harness {
+    start_full(world, vec![])
+}
+
+/// A driver that heard `early` during its start-up.
+fn start_with_early(early: Vec<Received>) -> Harness {
+    start_full(World::default(), early)
+}
+
+fn start_full(world: World, early: Vec<Received>) -> Harness {
     let world = Rc::new(RefCell::new(world));
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (ctl_tx, ctl_rx) = mpsc::channel(4);
@@ -174,7 +183,7 @@ fn start(world: World) -> Harness {
         deadline,
         netlink: true,
         watchdog: None,
-        reload_first: false,
+        early,
     };
     let driver = tokio::task::spawn_local(Driver::new(fake, setup).run(sig_rx, ctl_rx, done_rx));
     Harness {
@@ -472,5 +481,31 @@ fn a_generations_exit_is_taken_from_the_reap_not_from_its_pid_alone() {
             "{:?}",
             h.did()
         );
+    });
+}
+
+#[test]
+fn a_sigterm_during_start_up_exits_0_before_any_child() {
+    local(async {
+        let h = start_with_early(vec![Received::Hup, Received::Term]);
+        let world = h.world.clone();
+        assert_eq!(h.exit_code().await, exit::OK);
+        assert!(!world.borrow().did.iter().any(|d| d.starts_with("spawn")));
+    });
+}
+
+#[test]
+fn a_sighup_during_start_up_reloads_once_generation_1_serves() {
+    local(async {
+        let h = start_with_early(vec![Received::Hup, Received::Hup]);
+        h.settle().await;
+        assert_eq!(h.position("check"), None, "{:?}", h.did());
+        h.serves(1, &[]).await;
+        assert!(
+            h.position("spawn 2 Reload Next /bin/new").is_some(),
+            "{:?}",
+            h.did()
+        );
+        assert_eq!(h.did().iter().filter(|d| d.starts_with("check")).count(), 1);
     });
 }

@@ -14,7 +14,7 @@
 //! 5. [`runtime`]: the private runtime directory, the control socket claimed first, then
 //!    the effective Pingora conf.
 //! 6. [`listeners`]: the sockets every generation is handed.
-//! 7. [`early_signals`]: the signals that arrived meanwhile, decided before any child.
+//! 7. [`early_signals`]: the signals that arrived meanwhile, for the machine to decide.
 //! 8. [`containment`]: the subreaper flag and the generations' cgroups.
 //!
 //! The configuration itself is read before this (`steward run` exits 78 on an error
@@ -65,8 +65,8 @@ pub struct Plan {
     pub control: mpsc::Receiver<Request>,
     pub control_file: RemoveOnDrop,
     pub sockets: Sockets,
-    /// A SIGHUP arrived before the first generation: one reload once it serves.
-    pub reload_first: bool,
+    /// Signals that arrived during start-up, for the machine to decide.
+    pub early: Vec<Received>,
     pub cgroups: Cgroups,
     pub watchdog: Option<Duration>,
     pub policy: Policy,
@@ -97,7 +97,7 @@ pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
         .map_err(|(code, msg)| fail(code, msg))?;
     let store = fd_store(config, unit.ok()).then_some(&notifier);
     let sockets = listeners(config, store).map_err(|msg| fail(exit::OSERR, msg))?;
-    let reload_first = early_signals(&mut signals).await?;
+    let early = early_signals(&mut signals).await;
     let cgroups = containment(&worker, &outer, unit).await?;
     let watchdog = notify::watchdog_interval();
     if let Some(w) = watchdog {
@@ -118,7 +118,7 @@ pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
         control,
         control_file,
         sockets,
-        reload_first,
+        early,
         cgroups,
         watchdog,
     })
@@ -328,53 +328,18 @@ fn listeners(config: &Config, store: Option<&Notifier>) -> Result<Sockets, Strin
     Ok(sockets)
 }
 
-/// Signals that arrived while steward prepared. Every one is drained and decided here,
-/// none thrown away unseen: a stop ends steward before anything was started (exit 0); a
-/// SIGHUP is kept (`Ok(true)`) and becomes one reload once the first generation serves,
-/// since the configuration may have changed after steward read it.
-/// Bounded: a storm still arriving must not hold the start back; whatever comes later is
-/// read by the main loop, where the lifecycle decides (a stop before READY, or a reload
-/// coalesced until READY).
-async fn early_signals(signals: &mut Signals) -> Result<bool, Stop> {
-    let mut reload = false;
+/// The signals that arrived during start-up, in order, for the machine to decide
+/// (`Lifecycle` is still preparing: a stop ends steward before any child, a SIGHUP
+/// becomes one reload once generation 1 serves).
+async fn early_signals(signals: &mut Signals) -> Vec<Received> {
+    let mut early = vec![];
     for _ in 0..HANDLED_SIGNALS {
-        let Some(sig) = signals.pending().await else {
-            break;
-        };
-        match sig {
-            Received::Term | Received::Int => {
-                info!(
-                    steward_phase = "exited",
-                    steward_signal = if sig == Received::Term {
-                        "SIGTERM"
-                    } else {
-                        "SIGINT"
-                    },
-                    "stop signal before the child was started; exiting"
-                );
-                return Err(Stop(exit::OK));
-            }
-            Received::Hup => {
-                if !reload {
-                    info!(
-                        steward_phase = "starting",
-                        steward_signal = "SIGHUP",
-                        "SIGHUP before the child was started: one reload will run once it serves"
-                    );
-                }
-                reload = true;
-            }
-            // Nothing of steward's has run yet; the main loop reaps whatever there is on
-            // the next SIGCHLD.
-            Received::Child => {}
-            Received::Forward(s) => warn!(
-                steward_phase = "starting",
-                steward_signal = s.as_str(),
-                "{s} before the child was started: no child to pass it to; dropped"
-            ),
+        match signals.pending().await {
+            Some(sig) => early.push(sig),
+            None => break,
         }
     }
-    Ok(reload)
+    early
 }
 
 /// What keeps every process a generation starts within steward's reach: the subreaper
