@@ -7,7 +7,7 @@
 //! nothing or harm under a supervisor, a readiness address that is not one of the child's
 //! listeners, and files that do not parse.
 //!
-//! Reading ([`unit`], [`pingora`], [`crate::systemd`]) is kept apart from judging
+//! Reading ([`unit`](mod@unit), [`pingora`], [`crate::systemd`]) is kept apart from judging
 //! ([`rules`], pure functions) and from showing ([`report`]). `steward run` asks the same
 //! rules at start-up through [`startup_findings`] and stops with exit 78 on an error.
 
