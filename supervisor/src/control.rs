@@ -356,6 +356,36 @@ async fn request_within(
         })
 }
 
+/// Requests waiting for their answer, by the id the lifecycle knows them by.
+#[derive(Default)]
+pub struct Waiters {
+    last: u64,
+    waiting: std::collections::HashMap<u64, oneshot::Sender<Reply>>,
+}
+
+impl Waiters {
+    /// Keeps `reply` until its answer; the id to answer it by.
+    pub fn wait(&mut self, reply: oneshot::Sender<Reply>) -> u64 {
+        self.last += 1;
+        self.waiting.insert(self.last, reply);
+        self.last
+    }
+
+    /// Answers one waiter (once: a second answer finds nobody).
+    pub fn answer(&mut self, id: u64, reply: Reply) {
+        if let Some(tx) = self.waiting.remove(&id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Answers everyone still waiting.
+    pub fn answer_all(&mut self, reply: Reply) {
+        for (_, tx) in self.waiting.drain() {
+            let _ = tx.send(reply.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use nix::unistd::Pid;
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::config::Probe;
 use crate::lifecycle::GenId;
@@ -40,11 +40,9 @@ impl Drop for Work {
     }
 }
 
-/// What the side work found; each is reported at most once, in this order.
+/// What the side work found: one of these, once (the hand-off itself is only logged).
 #[derive(Debug)]
 pub enum Progress {
-    /// The child took these listeners over its upgrade socket.
-    HandedOver { keys: Vec<String> },
     /// The child answered its probe. `unclaimed`: listeners steward handed over that no
     /// process of the generation holds (a key that matched none of its own addresses).
     Served {
@@ -114,7 +112,11 @@ async fn side_work(plan: Plan, worker: Worker, report: impl Fn(Progress)) {
             r = &mut handed, if !handed_done => {
                 handed_done = true;
                 match r {
-                    Ok(Some(keys)) => report(Progress::HandedOver { keys }),
+                    Ok(Some(keys)) => info!(
+                        steward_generation = gen,
+                        "generation {gen}: listeners handed over ({})",
+                        keys.join(" ")
+                    ),
                     Ok(None) => {}
                     Err(e) => return report(failed(e)),
                 }
@@ -179,5 +181,86 @@ async fn wait_ready(probe: Probe, interval: Duration, pgid: i32, worker: &Worker
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// What the driver holds of each running generation: its child's pid, what it serves,
+/// the configuration it runs when that is a reload's candidate, and its side work.
+#[derive(Default)]
+pub struct Generations(std::collections::HashMap<GenId, Held>);
+
+struct Held {
+    pid: Pid,
+    /// What it serves (ports, listeners), taken once it serves or before its SIGTERM:
+    /// its requests in flight are its downstream connections on these ports.
+    snap: Option<Snapshot>,
+    /// Adopted as the running configuration once the reload that started it succeeds.
+    candidate: Option<crate::config::Config>,
+    /// Dropping it cancels the side work.
+    work: Option<Work>,
+}
+
+impl Generations {
+    pub fn insert(
+        &mut self,
+        gen: GenId,
+        pid: Pid,
+        candidate: Option<crate::config::Config>,
+        work: Option<Work>,
+    ) {
+        let held = Held {
+            pid,
+            snap: None,
+            candidate,
+            work,
+        };
+        self.0.insert(gen, held);
+    }
+
+    pub fn contains(&self, gen: GenId) -> bool {
+        self.0.contains_key(&gen)
+    }
+
+    /// The generation whose child `pid` is, taken out of the table.
+    pub fn remove_child(&mut self, pid: Pid) -> Option<GenId> {
+        let gen = self.0.iter().find(|(_, h)| h.pid == pid).map(|(g, _)| *g)?;
+        self.0.remove(&gen);
+        Some(gen)
+    }
+
+    /// Takes the generation out of the table; its child's pid.
+    pub fn remove(&mut self, gen: GenId) -> Option<Pid> {
+        self.0.remove(&gen).map(|h| h.pid)
+    }
+
+    /// What it serves is known now (the first snapshot stays); `false`: no such generation.
+    pub fn snapshot(&mut self, gen: GenId, snap: Snapshot) -> bool {
+        let Some(h) = self.0.get_mut(&gen) else {
+            return false;
+        };
+        h.snap.get_or_insert(snap);
+        true
+    }
+
+    /// Its side work ends (it served, drains or is killed); its pid, and whether what it
+    /// serves is still unknown.
+    pub fn settle(&mut self, gen: GenId) -> Option<(Pid, bool)> {
+        let h = self.0.get_mut(&gen)?;
+        h.work = None;
+        Some((h.pid, h.snap.is_none()))
+    }
+
+    /// The configuration it runs, if it was a reload's candidate.
+    pub fn take_candidate(&mut self, gen: GenId) -> Option<crate::config::Config> {
+        self.0.get_mut(&gen)?.candidate.take()
+    }
+
+    /// Pid and snapshot of each of `gens` whose snapshot has arrived.
+    pub fn drain_targets(&self, gens: impl Iterator<Item = GenId>) -> Vec<(GenId, i32, Snapshot)> {
+        gens.filter_map(|g| {
+            let h = self.0.get(&g)?;
+            Some((g, h.pid.as_raw(), h.snap.clone()?))
+        })
+        .collect()
     }
 }

@@ -76,7 +76,7 @@
 //! one task per generation ([`generation`]), cancelled by dropping it, so a generation
 //! that exits, drains or is killed is never reported ready. A reload's configuration
 //! check is [`reload_check`]; health probes, which alone feed the watchdog while serving,
-//! are [`health`]; `steward status`'s memory of the last reload or stop is [`timeline`].
+//! are [`health`]; the drain count's rhythm is [`drain_poll`]; `steward status`'s memory of the last reload or stop is [`timeline`].
 //! Nothing slow runs on the loop: every blocking read (`/proc`, netlink, cgroup files,
 //! configuration files, a `-t` run's output) and every kill loop runs on the one I/O
 //! thread of [`worker`], whose context the blocking modules require, so the loop cannot
@@ -102,6 +102,7 @@ pub mod config;
 pub mod container;
 pub mod control;
 pub mod deadline;
+pub mod drain_poll;
 pub mod duration;
 pub mod effects;
 pub mod exit;

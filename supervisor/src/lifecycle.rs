@@ -182,10 +182,14 @@ pub enum Action {
     Terminate {
         gen: GenId,
     },
-    /// SIGKILL the generation's process group and every descendant.
+    /// SIGKILL the generation's process group and every descendant. `drain_began` and
+    /// `in_flight`: since when it drained and what it was last counted to hold, for the
+    /// kill's log line.
     KillTree {
         gen: GenId,
         reason: KillReason,
+        drain_began: Option<Instant>,
+        in_flight: Option<usize>,
     },
     /// Close steward's copies of the listening sockets.
     CloseSockets,
@@ -968,7 +972,12 @@ impl Lifecycle {
         } else {
             out.push(Action::Note(status));
         }
-        out.push(Action::KillTree { gen, reason });
+        out.push(Action::KillTree {
+            gen,
+            reason,
+            drain_began: g.drain_began,
+            in_flight: g.in_flight,
+        });
         out
     }
 

@@ -227,7 +227,7 @@ impl Observer {
 
         // No kill before the deadline unless drained (or the operator's second SIGINT).
         for a in actions {
-            let Action::KillTree { gen, reason } = a else {
+            let Action::KillTree { gen, reason, .. } = a else {
                 continue;
             };
             let g = m.gen(*gen);

@@ -59,7 +59,7 @@ fn next_generation_started(m: &mut Lifecycle, waiter: Option<u64>) {
 fn kills(a: &[Action]) -> Vec<(GenId, KillReason)> {
     a.iter()
         .filter_map(|a| match a {
-            Action::KillTree { gen, reason } => Some((*gen, *reason)),
+            Action::KillTree { gen, reason, .. } => Some((*gen, *reason)),
             _ => None,
         })
         .collect()

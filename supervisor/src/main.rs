@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use steward::config::{Config, DEFAULT_CONFIG_PATH};
 use steward::control::{self, Reply};
+use steward::effects::System;
 use steward::logging::{self, LogTarget};
-use steward::{exit, run, runtime_dir};
+use steward::run::{Driver, Setup};
+use steward::{exit, runtime_dir, startup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -335,13 +337,50 @@ fn print_reply(reply: &Reply) {
     }
 }
 
+/// `steward run`: start-up's plan, handed to the driver with the real world behind its
+/// effects; steward's exit code once the last child is gone.
+async fn supervise(config: Config) -> i32 {
+    let plan = match startup::prepare(&config).await {
+        Ok(plan) => plan,
+        Err(startup::Stop(code)) => return code,
+    };
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let _control_file = plan.control_file;
+    // The driver hears signals on a channel, as its tests feed them.
+    let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut signals = plan.signals;
+    tokio::task::spawn_local(async move { while signal_tx.send(signals.next().await).is_ok() {} });
+    let effects = System {
+        worker: plan.worker,
+        done: done_tx,
+        notifier: plan.notifier,
+        dir: plan.dir,
+        sockets: plan.sockets,
+        cgroups: plan.cgroups,
+        deadline: plan.deadline.clone(),
+        nofile: plan.nofile,
+        check: None,
+    };
+    let setup = Setup {
+        config,
+        deadline: plan.deadline,
+        policy: plan.policy,
+        netlink: plan.netlink,
+        watchdog: plan.watchdog,
+        early: plan.early,
+    };
+    Driver::new(effects, setup)
+        .run(signal_rx, plan.control, done_rx)
+        .await
+}
+
 fn run_supervisor(cfg: Config) -> i32 {
     // One thread: the child's parent-death signal is tied to the thread that forked it.
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(run::run(cfg)),
+        Ok(rt) => rt.block_on(tokio::task::LocalSet::new().run_until(supervise(cfg))),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             exit::OSERR

@@ -7,70 +7,24 @@
 //! configuration it runs and its side work, plus what `steward status` shows. It decides
 //! nothing the machine could; its tests (`run_tests.rs`) drive it with a fake child.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant as StdInstant};
 
-use nix::unistd::Pid;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, Interval};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DrainMode};
-use crate::control::{Command, Reply, Request, Status};
+use crate::control::{Command, Reply, Request, Status, Waiters};
 use crate::deadline::Deadline;
-use crate::effects::{Conf, Done, Effects, Kill, Notice, System, KILL_TIMEOUT};
-use crate::generation::{Progress, Work};
+use crate::drain_poll::DrainPoll;
+use crate::effects::{Conf, Done, Effects, Kill, Notice, KILL_TIMEOUT};
+use crate::generation::{Generations, Progress};
 use crate::health::{self, Health};
 use crate::lifecycle::{Action, Event, GenId, Lifecycle, Mode, StopSignal, Unclaimed, Why};
 use crate::render::{self, KillContext};
 use crate::signals::Received;
-use crate::startup::{self, Stop};
-use crate::tcp::Snapshot;
 use crate::timeline::Timeline;
-
-/// The slowest drain poll where netlink is refused: each poll then reads the whole
-/// `/proc/net/tcp`, whose cost grows with every socket of the host.
-const PROCFS_DRAIN_POLL: Duration = Duration::from_millis(100);
-
-/// Runs the supervisor until the last child is gone; returns steward's exit code.
-pub async fn run(config: Config) -> i32 {
-    let local = tokio::task::LocalSet::new();
-    local.run_until(run_inner(config)).await
-}
-
-async fn run_inner(config: Config) -> i32 {
-    let plan = match startup::prepare(&config).await {
-        Ok(plan) => plan,
-        Err(Stop(code)) => return code,
-    };
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let _control_file = plan.control_file;
-    let (signal_tx, signal_rx) = mpsc::unbounded_channel();
-    let mut signals = plan.signals;
-    tokio::task::spawn_local(async move { while signal_tx.send(signals.next().await).is_ok() {} });
-    let effects = System {
-        worker: plan.worker,
-        done: done_tx,
-        notifier: plan.notifier,
-        dir: plan.dir,
-        sockets: plan.sockets,
-        cgroups: plan.cgroups,
-        deadline: plan.deadline.clone(),
-        nofile: plan.nofile,
-        check: None,
-    };
-    let setup = Setup {
-        config,
-        deadline: plan.deadline,
-        policy: plan.policy,
-        netlink: plan.netlink,
-        watchdog: plan.watchdog,
-        early: plan.early,
-    };
-    Driver::new(effects, setup)
-        .run(signal_rx, plan.control, done_rx)
-        .await
-}
 
 /// What the driver starts from, besides its effects.
 pub struct Setup {
@@ -84,19 +38,6 @@ pub struct Setup {
     pub early: Vec<Received>,
 }
 
-/// What the driver knows about a running generation.
-struct Generation {
-    pid: Pid,
-    /// What it serves (ports, listeners), taken once it serves or before its SIGTERM:
-    /// its requests in flight are its downstream connections on these ports.
-    snap: Option<Snapshot>,
-    /// The configuration it runs, when that is a reload's candidate: adopted once the
-    /// reload succeeds.
-    candidate: Option<Config>,
-    /// Its side work until it serves; dropping it cancels the work.
-    work: Option<Work>,
-}
-
 pub struct Driver<E: Effects> {
     effects: E,
     machine: Lifecycle,
@@ -108,18 +49,15 @@ pub struct Driver<E: Effects> {
     deadline: Deadline,
     netlink: bool,
     watchdog: Option<Duration>,
-    gens: HashMap<GenId, Generation>,
+    gens: Generations,
     started: StdInstant,
     /// Kills still running. Reaps wait for them, so a kill's log line (with how many
     /// processes it ended) comes before the exit it caused.
     kills_pending: usize,
     reap_due: bool,
     health: Health,
-    drain_poll: Option<Interval>,
-    /// Whether a drain count is running.
-    drain_counting: bool,
-    waiters: HashMap<u64, oneshot::Sender<Reply>>,
-    next_waiter: u64,
+    drain: DrainPoll,
+    waiters: Waiters,
     timeline: Timeline,
     /// Events produced while carrying out actions, fed back before waiting again.
     queue: VecDeque<Event>,
@@ -138,14 +76,12 @@ impl<E: Effects> Driver<E> {
             deadline: setup.deadline,
             netlink: setup.netlink,
             watchdog: setup.watchdog,
-            gens: HashMap::new(),
+            gens: Generations::default(),
             started: StdInstant::now(),
             kills_pending: 0,
             reap_due: false,
-            drain_poll: None,
-            drain_counting: false,
-            waiters: HashMap::new(),
-            next_waiter: 1,
+            drain: DrainPoll::default(),
+            waiters: Waiters::default(),
             timeline: Timeline::default(),
             queue: VecDeque::new(),
         }
@@ -187,7 +123,7 @@ impl<E: Effects> Driver<E> {
                         continue;
                     }
                 },
-                _ = tick_opt(&mut self.drain_poll) => {
+                _ = self.drain.tick() => {
                     self.poll_drain();
                     continue;
                 }
@@ -230,23 +166,15 @@ impl<E: Effects> Driver<E> {
         match d {
             Done::Event(Event::SpawnFailed { gen, reason, code }) => self
                 .gens
-                .contains_key(&gen)
+                .contains(gen)
                 .then(|| self.spawn_failed(gen, reason, code)),
             Done::Event(ev) => Some(ev),
             Done::Gen(gen, progress) => {
-                let g = self.gens.get_mut(&gen)?;
+                self.gens.contains(gen).then_some(())?;
                 match progress {
-                    Progress::HandedOver { keys } => {
-                        let keys = keys.join(" ");
-                        info!(
-                            steward_generation = gen,
-                            "generation {gen}: listeners handed over ({keys})"
-                        );
-                        None
-                    }
                     Progress::Served { unclaimed, snap } => {
-                        g.snap.get_or_insert(snap);
-                        g.work = None;
+                        self.gens.snapshot(gen, snap);
+                        self.gens.settle(gen);
                         match unclaimed.is_empty() {
                             true => Some(Event::Ready { gen }),
                             false => Some(Event::Unclaimed {
@@ -262,16 +190,14 @@ impl<E: Effects> Driver<E> {
                 }
             }
             Done::Terminated { gen, snap } => {
-                if let Some(g) = self.gens.get_mut(&gen) {
-                    g.snap.get_or_insert(snap);
-                }
+                self.gens.snapshot(gen, snap);
                 None
             }
             Done::Drained(counts) => {
-                self.drain_counting = false;
+                self.drain.counted();
                 for (gen, count) in counts {
                     // A generation that exited meanwhile has nothing left to count.
-                    if self.gens.contains_key(&gen) {
+                    if self.gens.contains(gen) {
                         self.queue.push_back(Event::Drain {
                             gen,
                             in_flight: count.in_flight,
@@ -317,24 +243,15 @@ impl<E: Effects> Driver<E> {
 
     /// Counts the draining generations' requests in flight; one count at a time.
     fn poll_drain(&mut self) {
-        let draining: Vec<GenId> = self.machine.draining().collect();
-        if draining.is_empty() {
-            self.drain_poll = None;
+        if self.machine.draining().next().is_none() {
+            self.drain.stop();
             return;
         }
         // A generation whose snapshot is still on its way is counted at the next tick.
-        let targets: Vec<(GenId, i32, Snapshot)> = draining
-            .iter()
-            .filter_map(|g| {
-                let rt = self.gens.get(g)?;
-                Some((*g, rt.pid.as_raw(), rt.snap.clone()?))
-            })
-            .collect();
-        if self.drain_counting || targets.is_empty() {
-            return;
+        let targets = self.gens.drain_targets(self.machine.draining());
+        if !targets.is_empty() && self.drain.begin() {
+            self.effects.count_drain(targets);
         }
-        self.drain_counting = true;
-        self.effects.count_drain(targets);
     }
 
     fn kill(&mut self, kill: Kill) {
@@ -368,9 +285,7 @@ impl<E: Effects> Driver<E> {
             });
             return None;
         }
-        let id = self.next_waiter;
-        self.next_waiter += 1;
-        self.waiters.insert(id, req.reply);
+        let id = self.waiters.wait(req.reply);
         Some(match command {
             Command::Restart => {
                 info!("restart requested on the control socket");
@@ -397,14 +312,8 @@ impl<E: Effects> Driver<E> {
     fn reap(&mut self) {
         let mut orphans = vec![];
         for (pid, status) in self.effects.reap() {
-            match self
-                .gens
-                .iter()
-                .find(|(_, g)| g.pid == pid)
-                .map(|(g, _)| *g)
-            {
+            match self.gens.remove_child(pid) {
                 Some(gen) => {
-                    self.gens.remove(&gen);
                     self.effects.forget(gen);
                     self.queue.push_back(Event::Exited { gen, status });
                 }
@@ -421,10 +330,10 @@ impl<E: Effects> Driver<E> {
     }
 
     fn reject(&mut self, gen: GenId, reason: &str) {
-        if let Some(g) = self.gens.remove(&gen) {
+        if let Some(pid) = self.gens.remove(gen) {
             self.kill(Kill {
                 gen,
-                pid: g.pid.as_raw(),
+                pid: pid.as_raw(),
                 reason: None,
                 elapsed_ms: 0,
                 in_flight: None,
@@ -472,18 +381,18 @@ impl<E: Effects> Driver<E> {
                     self.effects.notify(Notice::Status(&status));
                 }
                 Action::Terminate { gen } => self.terminate(gen),
-                Action::KillTree { gen, reason } => {
-                    let Some(g) = self.gens.get_mut(&gen) else {
+                Action::KillTree {
+                    gen,
+                    reason,
+                    drain_began,
+                    in_flight,
+                } => {
+                    let Some((pid, _)) = self.gens.settle(gen) else {
                         continue;
                     };
-                    g.work = None;
-                    let pid = g.pid.as_raw();
-                    let m = self.machine.gen(gen);
-                    let elapsed_ms = m
-                        .and_then(|g| g.drain_began)
-                        .map(|t| Instant::now().saturating_duration_since(t).as_millis() as u64)
-                        .unwrap_or(0);
-                    let in_flight = m.and_then(|g| g.in_flight);
+                    let pid = pid.as_raw();
+                    let elapsed = drain_began.map(|t| Instant::now().saturating_duration_since(t));
+                    let elapsed_ms = elapsed.map_or(0, |d| d.as_millis() as u64);
                     let reason = Some(reason);
                     self.kill(Kill {
                         gen,
@@ -500,19 +409,18 @@ impl<E: Effects> Driver<E> {
                     self.record(&text);
                     let reply = Reply::from(render::reload_reply(&result));
                     for w in waiters {
-                        self.answer(w, reply.clone());
+                        self.waiters.answer(w, reply.clone());
                     }
                     self.checking = None;
-                    let adopted = result
-                        .ok()
-                        .and_then(|gen| self.gens.get_mut(&gen)?.candidate.take());
+                    let adopted = result.ok().and_then(|gen| self.gens.take_candidate(gen));
                     if let Some(new) = adopted {
                         self.effects.install_next_conf();
                         self.config = new;
                     }
                 }
                 Action::RestartAnswered { waiter, result } => {
-                    self.answer(waiter, Reply::from(render::restart_reply(result)));
+                    let reply = Reply::from(render::restart_reply(result));
+                    self.waiters.answer(waiter, reply);
                 }
                 Action::WatchdogPing => {
                     if self.watchdog.is_some() {
@@ -533,12 +441,6 @@ impl<E: Effects> Driver<E> {
             }
         }
         None
-    }
-
-    fn answer(&mut self, waiter: u64, reply: Reply) {
-        if let Some(tx) = self.waiters.remove(&waiter) {
-            let _ = tx.send(reply);
-        }
     }
 
     fn record(&mut self, text: &str) {
@@ -563,13 +465,7 @@ impl<E: Effects> Driver<E> {
         match self.effects.spawn(gen, why, cfg, conf) {
             Ok(s) => {
                 let pid = s.pid.as_raw() as u32;
-                let g = Generation {
-                    pid: s.pid,
-                    snap: None,
-                    candidate,
-                    work: s.work,
-                };
-                self.gens.insert(gen, g);
+                self.gens.insert(gen, s.pid, candidate, s.work);
                 self.queue.push_back(Event::Spawned { gen, pid });
             }
             Err(e) => {
@@ -587,11 +483,9 @@ impl<E: Effects> Driver<E> {
     }
 
     fn terminate(&mut self, gen: GenId) {
-        let Some(g) = self.gens.get_mut(&gen) else {
+        let Some((pid, snapshot_first)) = self.gens.settle(gen) else {
             return;
         };
-        g.work = None;
-        let (pid, snapshot_first) = (g.pid, g.snap.is_none());
         self.effects
             .terminate(gen, pid, &self.config, snapshot_first);
         info!(
@@ -599,14 +493,8 @@ impl<E: Effects> Driver<E> {
             steward_child_pid = pid.as_raw(),
             "SIGTERM to generation {gen} (child pid {pid}): draining"
         );
-        if self.config.stop.drain == DrainMode::Connections && self.drain_poll.is_none() {
-            let every = match self.netlink {
-                true => self.config.stop.drain_poll,
-                false => self.config.stop.drain_poll.max(PROCFS_DRAIN_POLL),
-            };
-            let mut i = tokio::time::interval(every);
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            self.drain_poll = Some(i);
+        if self.config.stop.drain == DrainMode::Connections {
+            self.drain.start(self.config.stop.drain_poll, self.netlink);
         }
     }
 
@@ -631,21 +519,10 @@ impl<E: Effects> Driver<E> {
                 "killed {leftovers} processes the children left behind"
             );
         }
-        for (_, tx) in self.waiters.drain() {
-            let _ = tx.send(Reply::err("steward exited"));
-        }
+        self.waiters.answer_all(Reply::err("steward exited"));
         let elapsed = self.machine.stop_elapsed(Instant::now());
         render::log_exit(code, self.machine.stop_signal().is_some(), elapsed, reaped);
         code
-    }
-}
-
-async fn tick_opt(i: &mut Option<Interval>) {
-    match i {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -17,7 +17,8 @@ use crate::deadline::Source;
 use crate::effects::{BoxFuture, NotStarted, Spawned};
 use crate::exit;
 use crate::lifecycle::ChildStatus;
-use crate::tcp::DrainCount;
+use crate::startup;
+use crate::tcp::{DrainCount, Snapshot};
 
 /// The fake world: what the driver did, in order, and a child that behaves as told.
 #[derive(Default)]
