@@ -20,6 +20,13 @@ const POLL: Duration = Duration::from_millis(5);
 /// Polls in a row with nothing left before the process exits: a connection between its
 /// accept and its first poll by the runtime is in neither count for a moment.
 const IDLE_POLLS: u32 = 2;
+/// While the services still serve more connections than the process's own, the socket
+/// scan is skipped (something is surely left) but still runs this often, so own
+/// connections opened since the last scan delay the exit by at most this much...
+const SCAN_AT_LEAST_EVERY: Duration = Duration::from_millis(100);
+/// ...or, where one scan is slow (tens of thousands of sockets), this many times its
+/// own length, so the skipped scans keep the watcher under a tenth of a core.
+const SCAN_SPACING: u32 = 10;
 
 /// What the process is serving, shared by the wrapped services, the health endpoint and
 /// the drain watcher.
@@ -33,6 +40,18 @@ pub(crate) struct Drain {
     /// Local ports of the connections the wrapped services accepted: the listening ports
     /// whose downstream sockets must be gone before exiting.
     ports: Mutex<HashSet<u16>>,
+    /// How many times the process's sockets were scanned (what a drain costs).
+    scans: AtomicU64,
+}
+
+/// What the drain watcher remembers between polls.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Connections the services serve that the last scan found to be the process's own.
+    own_served: usize,
+    last_scan: Option<Instant>,
+    /// How long the last scan took.
+    scan_took: Duration,
 }
 
 /// Held while a wrapped service serves a connection.
@@ -87,6 +106,39 @@ impl Drain {
     /// not a read of the namespace's whole TCP table (tens of thousands of TIME_WAIT rows
     /// on a busy host).
     fn clients(&self) -> usize {
+        self.scan().0
+    }
+
+    /// The client connections left, as [`Self::clients`] counts them, without scanning
+    /// every socket of the process at each poll: at tens of thousands of connections a
+    /// scan costs two calls per socket, and a drain polls every few milliseconds. While
+    /// the services serve more connections than the last scan found to be the process's
+    /// own, at least one client is surely left and the scan waits (up to
+    /// [`SCAN_AT_LEAST_EVERY`], or ten times as long as a scan takes). Only a scan ever
+    /// answers 0, so the exit is decided on a full count.
+    fn left(&self, watch: &mut Watch, now: Instant) -> usize {
+        let served = self.connections();
+        let spacing = SCAN_AT_LEAST_EVERY.max(watch.scan_took * SCAN_SPACING);
+        let due = watch
+            .last_scan
+            .is_none_or(|t| now.saturating_duration_since(t) >= spacing);
+        if served > watch.own_served && !due {
+            return served - watch.own_served;
+        }
+        let began = Instant::now();
+        let (clients, own_served) = self.scan();
+        *watch = Watch {
+            own_served,
+            last_scan: Some(now),
+            scan_took: began.elapsed(),
+        };
+        clients
+    }
+
+    /// The client connections left, and how many of the served connections are the
+    /// process's own.
+    fn scan(&self) -> (usize, usize) {
+        self.scans.fetch_add(1, Ordering::Relaxed);
         let ports = self.ports.lock().map(|p| p.clone()).unwrap_or_default();
         let pairs: Vec<(SocketAddr, SocketAddr)> = std::fs::read_dir("/proc/self/fd")
             .map(|dir| {
@@ -104,20 +156,22 @@ impl Drain {
         // the local port of one of the process's upstream connections.
         let own: HashSet<(SocketAddr, SocketAddr)> = pairs.iter().copied().collect();
         let is_own = |local: SocketAddr, peer: SocketAddr| own.contains(&(peer, local));
-        let served = self
+        let (served, own_served) = self
             .serving
             .lock()
             .map(|s| {
-                s.values()
-                    .filter(|pair| pair.is_none_or(|(local, peer)| !is_own(local, peer)))
-                    .count()
+                let own = s
+                    .values()
+                    .filter(|pair| pair.is_some_and(|(local, peer)| is_own(local, peer)))
+                    .count();
+                (s.len() - own, own)
             })
-            .unwrap_or(0);
+            .unwrap_or((0, 0));
         let sockets = pairs
             .iter()
             .filter(|(local, peer)| ports.contains(&local.port()) && !is_own(*local, *peer))
             .count();
-        served.max(sockets)
+        (served.max(sockets), own_served)
     }
 
     /// Marks the drain as begun (the health endpoint answers 503) and starts the thread
@@ -167,6 +221,7 @@ fn watch(drain: Arc<Drain>) {
         let mut int = signal(SignalKind::interrupt()).ok();
         let started = Instant::now();
         let mut idle_polls = 0;
+        let mut watch = Watch::default();
         loop {
             tokio::select! {
                 _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
@@ -175,20 +230,69 @@ fn watch(drain: Arc<Drain>) {
                 }
                 _ = tokio::time::sleep(POLL) => {}
             }
-            if drain.clients() == 0 {
+            if drain.left(&mut watch, Instant::now()) == 0 {
                 idle_polls += 1;
             } else {
                 idle_polls = 0;
             }
             if idle_polls >= IDLE_POLLS {
                 log::info!(
-                    "drained: no request in flight; exiting after {} ms",
-                    started.elapsed().as_millis()
+                    "drained: no request in flight; exiting after {} ms ({} socket scans)",
+                    started.elapsed().as_millis(),
+                    drain.scans.load(Ordering::Relaxed)
                 );
                 std::process::exit(0);
             }
         }
     });
+}
+
+/// What a drain's polling costs with `connections` client connections open in this
+/// process (each a loopback TCP connection, so twice as many sockets), over `window` of
+/// polls every [`POLL`]: time spent deciding, and socket scans, when every poll scans
+/// (`every`) and with the scan skipped while clients are surely left (`throttled`). For
+/// `bench/drain-scan`, which reports it; not part of the API.
+#[doc(hidden)]
+pub fn poll_cost(connections: usize, window: Duration) -> std::io::Result<[(Duration, u64); 2]> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    // The clients live in another process, as in a real drain (a connection whose both
+    // ends are this process's is its own, never a client).
+    let mut clients = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,sys\nk=[socket.create_connection(('127.0.0.1',{port})) for _ in range({connections})]\nsys.stdin.read()"
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    let drain = Arc::new(Drain::default());
+    let mut held = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let (server, peer) = listener.accept()?;
+        held.push((drain.enter(server.local_addr().ok(), Some(peer)), server));
+    }
+    let measure = |throttle: bool| {
+        let before = drain.scans.load(Ordering::Relaxed);
+        let (mut busy, mut watch, end) =
+            (Duration::ZERO, Watch::default(), Instant::now() + window);
+        while Instant::now() < end {
+            let t = Instant::now();
+            let left = match throttle {
+                true => drain.left(&mut watch, t),
+                false => drain.clients(),
+            };
+            std::hint::black_box(left);
+            busy += t.elapsed();
+            std::thread::sleep(POLL);
+        }
+        (busy, drain.scans.load(Ordering::Relaxed) - before)
+    };
+    let cost = [measure(false), measure(true)];
+    drop(clients.stdin.take());
+    let _ = clients.wait();
+    Ok(cost)
 }
 
 #[cfg(test)]
@@ -255,6 +359,56 @@ mod tests {
         assert_eq!(drain.clients(), 1);
         drop(client.stdin.take());
         let _ = client.wait();
+    }
+
+    /// A served connection whose addresses are not IP (counted, never the process's own).
+    fn serve_one(drain: &Arc<Drain>) -> Serving {
+        drain.enter(None, None)
+    }
+
+    #[test]
+    fn while_clients_are_served_the_sockets_are_not_scanned_at_every_poll() {
+        let drain = Arc::new(Drain::default());
+        let _a = serve_one(&drain);
+        let _b = serve_one(&drain);
+        let mut watch = Watch::default();
+        let t0 = Instant::now();
+        assert_eq!(drain.left(&mut watch, t0), 2);
+        for ms in [5, 10, 50, 95] {
+            assert!(drain.left(&mut watch, t0 + Duration::from_millis(ms)) >= 1);
+        }
+        assert_eq!(drain.scans.load(Ordering::Relaxed), 1);
+        drain.left(&mut watch, t0 + SCAN_AT_LEAST_EVERY);
+        assert_eq!(drain.scans.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn once_no_more_is_served_than_the_own_connections_every_poll_scans() {
+        let drain = Arc::new(Drain::default());
+        let served = serve_one(&drain);
+        let mut watch = Watch::default();
+        let t0 = Instant::now();
+        drain.left(&mut watch, t0);
+        drop(served);
+        // Nothing served any more: the answer 0 must come from a scan, right away.
+        assert_eq!(drain.left(&mut watch, t0 + Duration::from_millis(5)), 0);
+        assert_eq!(drain.scans.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn an_own_connection_among_the_served_is_remembered_by_the_scan() {
+        let service = TcpListener::bind("127.0.0.1:0").expect("service");
+        let _own_client = TcpStream::connect(service.local_addr().expect("addr")).expect("connect");
+        let (served, peer) = service.accept().expect("accept");
+        let drain = Arc::new(Drain::default());
+        let _serving = drain.enter(served.local_addr().ok(), Some(peer));
+        let mut watch = Watch::default();
+        let t0 = Instant::now();
+        assert_eq!(drain.left(&mut watch, t0), 0);
+        assert_eq!(watch.own_served, 1);
+        // One served connection, and it is the process's own: each poll scans again.
+        assert_eq!(drain.left(&mut watch, t0 + Duration::from_millis(5)), 0);
+        assert_eq!(drain.scans.load(Ordering::Relaxed), 2);
     }
 
     #[test]

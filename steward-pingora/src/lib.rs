@@ -64,6 +64,8 @@
 #![deny(missing_docs)]
 
 mod drain;
+#[doc(hidden)]
+pub use drain::poll_cost as drain_poll_cost;
 mod graceful;
 mod health;
 
