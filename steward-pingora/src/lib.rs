@@ -66,6 +66,8 @@
 mod drain;
 mod graceful;
 mod health;
+mod inherit;
+mod listening;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -78,7 +80,11 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
+use inherit::Inherited;
+
 pub use graceful::{Graceful, CLEANUP_DELAY};
+pub use inherit::{InheritError, LISTENERS_ENV, REPORT_ENV};
+pub use listening::StewardService;
 
 /// What [`install`] sets up besides the drain.
 #[derive(Debug, Clone, Default)]
@@ -118,6 +124,10 @@ pub enum Error {
         /// The error from `socket`, `bind` or `listen`.
         source: std::io::Error,
     },
+    /// steward named inherited listeners (`child.handoff = "inherit"`) that cannot be
+    /// taken.
+    #[error("listeners inherited from steward: {0}")]
+    Inherit(#[from] InheritError),
 }
 
 /// The drain [`install`] set up on a server: makes the services whose connections it
@@ -126,6 +136,7 @@ pub enum Error {
 pub struct Steward {
     drain: Arc<drain::Drain>,
     health: Option<SocketAddr>,
+    inherited: Arc<Inherited>,
 }
 
 /// Sets `server` up to drain and exit as soon as its last connection is done, and to
@@ -136,7 +147,13 @@ pub struct Steward {
 /// a port already in use by another program fails now, with [`Error::HealthBind`]; another
 /// process of the same server may hold it (SO_REUSEPORT), as the next generation does
 /// during a reload.
+///
+/// Under steward with `child.handoff = "inherit"`, the listening sockets steward passed at
+/// exec are taken here, and each service made through the returned [`Steward`] listens on
+/// the ones under its own keys instead of binding (see [`LISTENERS_ENV`]); the health
+/// endpoint answers only once every such service has claimed its listeners.
 pub fn install(server: &mut Server, settings: Settings) -> Result<Steward, Error> {
+    let inherited = Arc::new(Inherited::from_env()?);
     let drain = Arc::new(drain::Drain::default());
     let listener = settings.health.as_deref().map(bind_health).transpose()?;
     let health = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -145,9 +162,14 @@ pub fn install(server: &mut Server, settings: Settings) -> Result<Steward, Error
         Watch {
             drain: drain.clone(),
             health: Mutex::new(listener),
+            inherited: inherited.clone(),
         },
     ));
-    Ok(Steward { drain, health })
+    Ok(Steward {
+        drain,
+        health,
+        inherited,
+    })
 }
 
 fn bind_health(addr: &str) -> Result<TcpListener, Error> {
@@ -170,7 +192,7 @@ impl Steward {
         &self,
         conf: &Arc<ServerConf>,
         inner: SV,
-    ) -> Service<Graceful<HttpProxy<SV>>>
+    ) -> StewardService<HttpProxy<SV>>
     where
         SV: ProxyHttp + Send + Sync + 'static,
         SV::CTX: Send + Sync,
@@ -182,12 +204,17 @@ impl Steward {
     }
 
     /// A listening service named `name` for any Pingora app, whose connections hold the
-    /// drain and whose idle keep-alive connections are closed gracefully.
-    pub fn service<A>(&self, name: &str, app: A) -> Service<Graceful<A>>
+    /// drain and whose idle keep-alive connections are closed gracefully. It is Pingora's
+    /// listening [`Service`] (`add_tcp` and the rest reach it through `Deref`), which
+    /// listens on the sockets inherited from steward under its keys, if any.
+    pub fn service<A>(&self, name: &str, app: A) -> StewardService<A>
     where
         A: ServerApp + Send + Sync + 'static,
     {
-        Service::new(name.to_string(), Graceful::new(app, self.drain.clone()))
+        StewardService::new(
+            Service::new(name.to_string(), Graceful::new(app, self.drain.clone())),
+            self.inherited.clone(),
+        )
     }
 
     /// Where the health endpoint listens, if there is one (the port the system chose when
@@ -202,11 +229,19 @@ impl Steward {
 struct Watch {
     drain: Arc<drain::Drain>,
     health: Mutex<Option<TcpListener>>,
+    inherited: Arc<Inherited>,
 }
 
 #[async_trait]
 impl BackgroundService for Watch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Healthy means serving: not before every service has its inherited listeners
+        // (a shutdown meanwhile ends the wait: the drain must still begin).
+        self.inherited.running();
+        tokio::select! {
+            _ = self.inherited.settled() => {}
+            _ = shutdown.wait_for(|&down| down) => {}
+        }
         let listener = self.health.lock().ok().and_then(|mut l| l.take());
         let health = listener.map(|l| {
             let addr = l.local_addr().ok();

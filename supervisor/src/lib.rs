@@ -108,6 +108,7 @@ pub mod exit;
 pub mod files;
 pub mod generation;
 pub mod health;
+pub mod inherit;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;
