@@ -25,7 +25,6 @@
 //! (`child::spawn`); steward's own copies stay close-on-exec, so no `-t` check or
 //! other spawn inherits them.
 
-use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -85,7 +84,7 @@ pub enum Plan {
     Own,
     /// Pingora's `-u` hand-off ([`crate::upgrade::hand_off`] after the spawn).
     Upgrade,
-    /// Inherited across exec; the report follows the spawn ([`after_spawn`]).
+    /// Inherited across exec; the report follows the spawn ([`await_report`]).
     Inherit(Passed, Report),
 }
 
@@ -118,35 +117,6 @@ impl Plan {
             Plan::Own | Plan::Upgrade => None,
         }
     }
-}
-
-/// What follows a spawn with inherited listeners: the report, whose result tells whether
-/// the spawn failed, and the gate the readiness probe waits behind, open once the child
-/// reported (the probe and the check that the child holds every listener then see only
-/// what it serves).
-pub fn after_spawn(
-    report: Report,
-    pid: Pid,
-    timeout: Duration,
-) -> (
-    impl Future<Output = Result<String, HandoffError>>,
-    impl Future<Output = ()>,
-) {
-    let (open, gate) = tokio::sync::oneshot::channel::<()>();
-    let reported = async move {
-        let r = await_report(report, pid, timeout).await;
-        if r.is_ok() {
-            let _ = open.send(());
-        }
-        r
-    };
-    // A report that failed fails the spawn, which drops the probe: the gate stays shut.
-    let gate = async move {
-        if gate.await.is_err() {
-            std::future::pending::<()>().await
-        }
-    };
-    (reported, gate)
 }
 
 /// Checks the keys as the upgrade hand-off does and opens the report pipe.
