@@ -227,3 +227,50 @@ fn a_stock_pingora_child_told_to_inherit_fails_its_start_naming_the_setting() {
         "never ready"
     );
 }
+
+/// What process `pid` holds above stdin, stdout and stderr: the link targets.
+fn held_above_stdio(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<i32>().ok())
+                        .is_some_and(|fd| fd > 2)
+                })
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                // Sockets and pipes name their inode; `anon_inode:[eventfd]` names a kind.
+                .filter(|t| t.starts_with("socket:[") || t.starts_with("pipe:["))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_child_on_inherited_listeners_shares_no_descriptor_with_steward_but_the_listeners() {
+    let s = start(Kind::StewardProxy, Some("inherit"));
+    let (_, pid) = current_child(&s);
+    // Every sockets.listen entry: the proxy's and the demo origin's.
+    let config = std::fs::read_to_string(s.scratch.path.join("steward.toml")).expect("config");
+    let listeners: Vec<String> = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = ["))
+        .expect("sockets.listen")
+        .split('"')
+        .filter(|a| a.contains(':'))
+        .map(|a| format!("socket:[{}]", listener_inode(port(a))))
+        .collect();
+    assert_eq!(listeners.len(), 2, "{config}");
+    let stewards = held_above_stdio(s.steward.pid());
+    let shared: Vec<String> = held_above_stdio(pid)
+        .into_iter()
+        .filter(|t| stewards.contains(t))
+        .collect();
+    assert!(
+        shared.iter().all(|t| listeners.contains(t)),
+        "shared beyond the listeners {listeners:?}: {shared:?}"
+    );
+    assert!(listeners.iter().all(|l| shared.contains(l)), "{shared:?}");
+}
