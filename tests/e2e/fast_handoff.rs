@@ -202,7 +202,7 @@ fn a_stock_pingora_child_keeps_pingoras_upgrade_hand_off_and_serves_steward_s_li
 }
 
 #[test]
-fn a_stock_pingora_child_told_to_inherit_fails_its_start_naming_the_setting() {
+fn a_stock_pingora_child_told_to_inherit_is_refused_at_start_by_the_check() {
     let mut s = Setup::start_opts(
         Kind::StockPingora,
         USER_YAML,
@@ -216,15 +216,61 @@ fn a_stock_pingora_child_told_to_inherit_fails_its_start_naming_the_setting() {
     );
     let status = s.wait_exit(Duration::from_secs(30));
     let log = s.steward.log_text();
-    assert_ne!(status.code(), Some(0), "log:\n{log}");
+    assert_eq!(status.code(), Some(78), "log:\n{log}");
     assert!(
-        log.contains("did not report the listeners it took")
-            && log.contains("child.handoff = \"upgrade\""),
+        log.contains("handoff-unsupported") && log.contains("handoff = \"upgrade\""),
         "log:\n{log}"
     );
     assert!(
         s.notify.messages().iter().all(|m| !m.contains("READY=1")),
         "never ready"
+    );
+}
+
+#[test]
+fn a_child_that_never_reports_its_inherited_listeners_fails_its_start_naming_the_setting() {
+    // A stock Pingora server behind a script that holds steward-pingora's marker, so the
+    // start-up check lets it through: only the missing report can stop it.
+    let scratch = Scratch::new("inherit-noreport");
+    let origin = Origin::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let wrapper = scratch.write_executable(
+        "claims-to-inherit.sh",
+        &format!(
+            "#!/bin/sh\n# STEWARD_LISTENERS_REPORT\nexec {} \"$@\"\n",
+            bin("stock-pingora").display()
+        ),
+    );
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\"]\nhandoff = \"inherit\"\n[child.env]\nSTOCK_LISTEN = \"{listen}\"\nSTOCK_UPSTREAM = \"{}\"\n[ready]\ntcp = \"{listen}\"\n[sockets]\nlisten = [\"{listen}\"]\n",
+            scratch.path.display(),
+            wrapper.display(),
+            origin.addr
+        ),
+    );
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let status = steward.wait(Duration::from_secs(30)).expect("exits");
+    let log = steward.log_text();
+    assert_eq!(status.code(), Some(78), "log:\n{log}");
+    assert!(
+        log.contains("did not report the listeners it took")
+            && log.contains("child.handoff = \"upgrade\""),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn a_user_s_binary_with_steward_pingora_inherits_steward_s_listener() {
+    let s = start(Kind::Library, Some("inherit"));
+    let (_, pid) = current_child(&s);
+    let inode = listener_inode(port(&s.proxy));
+    assert!(holds(pid, inode), "the example serves steward's listener");
+    assert!(!command_line(&s, 1).contains(" -u "));
+    assert_eq!(
+        http_get(&s.proxy, "/", Duration::from_secs(2)).map(|r| r.0),
+        Ok(200)
     );
 }
 
