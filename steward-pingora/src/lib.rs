@@ -15,8 +15,11 @@
 //!   with an `X-Served-By-Pid` header naming the process. The next generation of a reload
 //!   binds the same port (SO_REUSEPORT); a draining process that sees it there leaves the
 //!   port to it, so a health check during the reload never reaches the process going away.
+//! - under steward with `child.handoff = "inherit"`, listens on the sockets steward passed
+//!   at exec ([`LISTENERS_ENV`]) instead of waiting for them on Pingora's upgrade socket,
+//!   whose receiver polls once a second: each generation serves within milliseconds.
 //!
-//! It does nothing with systemd: no `sd_notify`, no socket activation. Run the server under
+//! It does nothing else with systemd: no `sd_notify`, no socket activation. Run the server under
 //! [steward](https://docs.rs/steward) for that, or alone: `systemctl stop` of such a
 //! server ends at its last request too.
 //!
