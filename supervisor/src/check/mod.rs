@@ -460,7 +460,9 @@ fn evaluate_steward(
 
 /// Whether `program` can take inherited listeners: a server built with steward-pingora
 /// reads [`crate::inherit::REPORT_ENV`], so the variable's name is in its binary (a
-/// stock Pingora server knows nothing of it). `None` when the program cannot be read.
+/// stock Pingora server knows nothing of it). `None` when that cannot be told: the
+/// program cannot be read, or it is a script (`#!`), a wrapper whose `exec` of the real
+/// server passes the descriptors and the environment on.
 fn inherits(program: &Path) -> Option<bool> {
     // A server binary is tens of MiB; anything larger is not read whole.
     const MAX: u64 = 512 << 20;
@@ -469,6 +471,9 @@ fn inherits(program: &Path) -> Option<bool> {
         return None;
     }
     let bytes = std::fs::read(program).ok()?;
+    if bytes.starts_with(b"#!") {
+        return None;
+    }
     let marker = crate::inherit::REPORT_ENV.as_bytes();
     Some(bytes.windows(marker.len()).any(|w| w == marker))
 }
