@@ -15,8 +15,11 @@
 //!   with an `X-Served-By-Pid` header naming the process. The next generation of a reload
 //!   binds the same port (SO_REUSEPORT); a draining process that sees it there leaves the
 //!   port to it, so a health check during the reload never reaches the process going away.
+//! - under steward with `child.handoff = "inherit"`, listens on the sockets steward passed
+//!   at exec ([`LISTENERS_ENV`]) instead of waiting for them on Pingora's upgrade socket,
+//!   whose receiver polls once a second: each generation serves within milliseconds.
 //!
-//! It does nothing with systemd: no `sd_notify`, no socket activation. Run the server under
+//! It does nothing else with systemd: no `sd_notify`, no socket activation. Run the server under
 //! [steward](https://docs.rs/steward) for that, or alone: `systemctl stop` of such a
 //! server ends at its last request too.
 //!
@@ -68,6 +71,8 @@ mod drain;
 pub use drain::poll_cost as drain_poll_cost;
 mod graceful;
 mod health;
+mod inherit;
+mod listening;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -80,7 +85,11 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
+use inherit::Inherited;
+
 pub use graceful::{Graceful, CLEANUP_DELAY};
+pub use inherit::{InheritError, LISTENERS_ENV, REPORT_ENV};
+pub use listening::StewardService;
 
 /// What [`install`] sets up besides the drain.
 #[derive(Debug, Clone, Default)]
@@ -120,6 +129,10 @@ pub enum Error {
         /// The error from `socket`, `bind` or `listen`.
         source: std::io::Error,
     },
+    /// steward named inherited listeners (`child.handoff = "inherit"`) that cannot be
+    /// taken.
+    #[error("listeners inherited from steward: {0}")]
+    Inherit(#[from] InheritError),
 }
 
 /// The drain [`install`] set up on a server: makes the services whose connections it
@@ -128,6 +141,7 @@ pub enum Error {
 pub struct Steward {
     drain: Arc<drain::Drain>,
     health: Option<SocketAddr>,
+    inherited: Arc<Inherited>,
 }
 
 /// Sets `server` up to drain and exit as soon as its last connection is done, and to
@@ -138,7 +152,13 @@ pub struct Steward {
 /// a port already in use by another program fails now, with [`Error::HealthBind`]; another
 /// process of the same server may hold it (SO_REUSEPORT), as the next generation does
 /// during a reload.
+///
+/// Under steward with `child.handoff = "inherit"`, the listening sockets steward passed at
+/// exec are taken here, and each service made through the returned [`Steward`] listens on
+/// the ones under its own keys instead of binding (see [`LISTENERS_ENV`]); the health
+/// endpoint answers only once every such service has claimed its listeners.
 pub fn install(server: &mut Server, settings: Settings) -> Result<Steward, Error> {
+    let inherited = Arc::new(Inherited::from_env()?);
     let drain = Arc::new(drain::Drain::default());
     let listener = settings.health.as_deref().map(bind_health).transpose()?;
     let health = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -147,9 +167,14 @@ pub fn install(server: &mut Server, settings: Settings) -> Result<Steward, Error
         Watch {
             drain: drain.clone(),
             health: Mutex::new(listener),
+            inherited: inherited.clone(),
         },
     ));
-    Ok(Steward { drain, health })
+    Ok(Steward {
+        drain,
+        health,
+        inherited,
+    })
 }
 
 fn bind_health(addr: &str) -> Result<TcpListener, Error> {
@@ -172,7 +197,7 @@ impl Steward {
         &self,
         conf: &Arc<ServerConf>,
         inner: SV,
-    ) -> Service<Graceful<HttpProxy<SV>>>
+    ) -> StewardService<HttpProxy<SV>>
     where
         SV: ProxyHttp + Send + Sync + 'static,
         SV::CTX: Send + Sync,
@@ -184,12 +209,17 @@ impl Steward {
     }
 
     /// A listening service named `name` for any Pingora app, whose connections hold the
-    /// drain and whose idle keep-alive connections are closed gracefully.
-    pub fn service<A>(&self, name: &str, app: A) -> Service<Graceful<A>>
+    /// drain and whose idle keep-alive connections are closed gracefully. It is Pingora's
+    /// listening [`Service`] (`add_tcp` and the rest reach it through `Deref`), which
+    /// listens on the sockets inherited from steward under its keys, if any.
+    pub fn service<A>(&self, name: &str, app: A) -> StewardService<A>
     where
         A: ServerApp + Send + Sync + 'static,
     {
-        Service::new(name.to_string(), Graceful::new(app, self.drain.clone()))
+        StewardService::new(
+            Service::new(name.to_string(), Graceful::new(app, self.drain.clone())),
+            self.inherited.clone(),
+        )
     }
 
     /// Where the health endpoint listens, if there is one (the port the system chose when
@@ -204,11 +234,19 @@ impl Steward {
 struct Watch {
     drain: Arc<drain::Drain>,
     health: Mutex<Option<TcpListener>>,
+    inherited: Arc<Inherited>,
 }
 
 #[async_trait]
 impl BackgroundService for Watch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Healthy means serving: not before every service has its inherited listeners
+        // (a shutdown meanwhile ends the wait: the drain must still begin).
+        self.inherited.running();
+        tokio::select! {
+            _ = self.inherited.settled() => {}
+            _ = shutdown.wait_for(|&down| down) => {}
+        }
         let listener = self.health.lock().ok().and_then(|mut l| l.take());
         let health = listener.map(|l| {
             let addr = l.local_addr().ok();

@@ -18,6 +18,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::config::ChildConfig;
+use crate::inherit::Listeners;
 use crate::lifecycle::ChildStatus;
 use crate::limits::Nofile;
 use crate::procfs;
@@ -35,7 +36,7 @@ const PRIVATE_ENV: &[&str] = &[
 
 pub enum SpawnMode<'a> {
     Serve {
-        upgrade: bool,
+        listeners: Listeners<'a>,
     },
     /// `output` is the file the run's stdout and stderr go to, opened by the caller.
     Test {
@@ -47,8 +48,8 @@ pub enum SpawnMode<'a> {
 /// close-on-exec, so none reaches a child: whoever started steward may have left a pipe or
 /// a socket open (a shell, a CI runner, a test harness), and a child holding the write end
 /// of someone's pipe keeps its reader waiting for ever. systemd's `LISTEN_FDS` sockets are
-/// handed over explicitly through the upgrade socket, never by inheritance. Returns how
-/// many were marked.
+/// handed over explicitly (through the upgrade socket, or named in the child's environment
+/// with only those left open), never by accident. Returns how many were marked.
 pub fn close_inherited_on_exec() -> usize {
     let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
@@ -83,8 +84,9 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// Spawns the child with `-c <effective conf>` appended. Must be called from the thread
 /// that lives as long as steward: the parent-death signal fires when the forking *thread*
 /// exits, which is why steward runs a current-thread runtime.
-/// With `upgrade`, the child is started with Pingora's `-u` and waits for its listeners
-/// on its upgrade socket. With `test`, it is started with `-t` (check the configuration
+/// With [`Listeners::Upgrade`], the child is started with Pingora's `-u` and waits for its
+/// listeners on its upgrade socket; with [`Listeners::Inherit`], it inherits them across
+/// exec (only they lose close-on-exec, in the child) and their variables. With `test`, it is started with `-t` (check the configuration
 /// and exit) and its output goes to `output`.
 /// With `cgroup_procs` (an open `cgroup.procs`), the child moves itself into that cgroup
 /// before exec, so not one of its processes is ever forked outside it.
@@ -99,11 +101,19 @@ pub fn spawn(
 ) -> io::Result<Pid> {
     let mut cmd = Command::new(&cfg.program);
     cmd.args(&cfg.args);
+    let mut keep_open: Vec<RawFd> = vec![];
     match &mode {
-        SpawnMode::Serve { upgrade: true } => {
+        SpawnMode::Serve {
+            listeners: Listeners::Upgrade,
+        } => {
             cmd.arg("-u");
         }
-        SpawnMode::Serve { upgrade: false } => {}
+        SpawnMode::Serve {
+            listeners: Listeners::Own,
+        } => {}
+        SpawnMode::Serve {
+            listeners: Listeners::Inherit(passed),
+        } => keep_open.extend_from_slice(passed.keep_open()),
         SpawnMode::Test { output } => {
             cmd.arg("-t");
             cmd.stdout(output.try_clone()?).stderr(output.try_clone()?);
@@ -118,6 +128,17 @@ pub fn spawn(
     for var in PRIVATE_ENV {
         cmd.env_remove(var);
     }
+    // Set here only: an operator's child.env or steward's own environment must not name
+    // descriptors to a child that did not get them.
+    for var in [crate::inherit::LISTENERS_ENV, crate::inherit::REPORT_ENV] {
+        cmd.env_remove(var);
+    }
+    if let SpawnMode::Serve {
+        listeners: Listeners::Inherit(passed),
+    } = &mode
+    {
+        cmd.envs(passed.env().iter().map(|(k, v)| (k, v)));
+    }
     let parent = nix::unistd::getpid();
     // Built before the fork: the closure only copies it.
     let rlimit = nofile.map(|n| libc::rlimit {
@@ -125,11 +146,18 @@ pub fn spawn(
         rlim_max: n.hard,
     });
     // SAFETY: the closure runs between fork and exec in the child; it only makes
-    // async-signal-safe syscalls (write, setrlimit, prctl, getppid) on values captured by
-    // copy, and allocates nothing (a failed setrlimit's error is an OS error code, which
-    // `io::Error` holds without allocating).
+    // async-signal-safe syscalls (write, fcntl, setrlimit, prctl, getppid) on values
+    // captured by move before the fork, and allocates nothing (a failed call's error is an
+    // OS error code, which `io::Error` holds without allocating).
     unsafe {
         cmd.pre_exec(move || {
+            // The listeners this child inherits: their flags are this process's own copy
+            // of the descriptor table, so steward's stay close-on-exec.
+            for &fd in &keep_open {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if let Some(fd) = cgroup_procs {
                 // "0" is the writing process. A failure is not fatal: the parent sees
                 // where the child ended up and falls back to process-group kills.

@@ -190,6 +190,7 @@ struct RawChild {
     /// "max", "inherit" or a number: a TOML string or integer, told apart in
     /// [`nofile_key`].
     nofile: Option<toml::Value>,
+    handoff: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +295,22 @@ pub struct ChildConfig {
     /// `child.nofile`: the child's soft open-file limit, decided against steward's own
     /// limits at each spawn ([`crate::limits`]).
     pub nofile: NofileSetting,
+    /// `child.handoff`: how each generation gets steward's listening sockets.
+    pub handoff: Handoff,
+}
+
+/// `child.handoff`: how a generation gets the listening sockets of `sockets.listen`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Handoff {
+    /// Pingora's own graceful-upgrade hand-off: the child is started with `-u` and steward
+    /// sends the sockets to its upgrade socket. Any Pingora 0.9 server takes it, but its
+    /// receiver polls once a second, so every generation starts about 1 s late.
+    #[default]
+    Upgrade,
+    /// The sockets stay open across exec and are named in the child's environment
+    /// (steward's `inherit` module); no `-u`, no wait. Needs a server built with
+    /// steward-pingora.
+    Inherit,
 }
 
 #[derive(Debug, Clone)]
@@ -531,6 +548,17 @@ fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfi
         }
     }
     let nofile = nofile_key(raw.nofile, err)?;
+    let handoff = match raw.handoff.as_deref() {
+        None | Some("upgrade") => Handoff::Upgrade,
+        Some("inherit") => Handoff::Inherit,
+        Some(other) => {
+            return Err(err(
+                "handoff",
+                format!("child.handoff = {other:?} is not \"upgrade\" or \"inherit\""),
+            )
+            .with_fix("handoff = \"inherit\" for a server built with steward-pingora (steward-proxy), \"upgrade\" for any other Pingora server"))
+        }
+    };
     Ok(ChildConfig {
         program,
         args,
@@ -538,6 +566,7 @@ fn build_child(dir: &Path, raw: RawChild, err: &KeyErr<'_>) -> Result<ChildConfi
         working_directory,
         env: raw.env,
         nofile,
+        handoff,
     })
 }
 
@@ -926,6 +955,36 @@ mod tests {
         parse(&format!(
             "[child]\ncommand = [\"/bin/sh\"]\nnofile = {value}\n[ready]\ntcp = \"127.0.0.1:1\"\n"
         ))
+    }
+
+    fn with_handoff(value: &str) -> Result<Config, ConfigError> {
+        parse(&format!(
+            "[child]\ncommand = [\"/bin/sh\"]\nhandoff = {value}\n[ready]\ntcp = \"127.0.0.1:1\"\n"
+        ))
+    }
+
+    #[test]
+    fn child_handoff_defaults_to_pingoras_upgrade_which_any_server_takes() {
+        assert_eq!(parse(MINIMAL).unwrap().child.handoff, Handoff::Upgrade);
+    }
+
+    #[test]
+    fn child_handoff_takes_upgrade_or_inherit() {
+        assert_eq!(
+            with_handoff("\"upgrade\"").unwrap().child.handoff,
+            Handoff::Upgrade
+        );
+        assert_eq!(
+            with_handoff("\"inherit\"").unwrap().child.handoff,
+            Handoff::Inherit
+        );
+    }
+
+    #[test]
+    fn child_handoff_of_another_word_is_refused_on_its_line() {
+        let e = with_handoff("\"fast\"").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("child.handoff"), "{e}");
     }
 
     #[test]

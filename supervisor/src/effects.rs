@@ -30,7 +30,7 @@ use crate::sockets::Sockets;
 use crate::startup::{child_nofile, log_nofile};
 use crate::tcp::{self, DrainCount, Snapshot};
 use crate::worker::{Worker, WorkerError};
-use crate::{child, container, deadline::Deadline, exit, probe};
+use crate::{child, container, deadline::Deadline, exit, inherit, probe};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
@@ -191,7 +191,13 @@ impl Effects for System {
             log_nofile(cfg, &nofile);
             self.nofile = nofile;
         }
-        let upgrade = !self.sockets.is_empty();
+        let listeners = inherit::Plan::new(
+            cfg.child.handoff,
+            &self.sockets.keys(),
+            &self.sockets.raw_fds(),
+        )
+        .map_err(|e| Self::not_started(e.to_string(), exit::CONFIG))?;
+        let upgrade = matches!(listeners, inherit::Plan::Upgrade);
         let cgroup = self.cgroups.prepare_generation(gen).unwrap_or_else(|e| {
             warn!(
                 steward_generation = gen,
@@ -202,7 +208,9 @@ impl Effects for System {
         let spawned = child::spawn(
             &cfg.child,
             &conf,
-            child::SpawnMode::Serve { upgrade },
+            child::SpawnMode::Serve {
+                listeners: listeners.listeners(),
+            },
             cgroup.as_ref().map(|c| c.procs_fd()),
             nofile.apply.then_some(nofile.limit),
         );
@@ -219,6 +227,8 @@ impl Effects for System {
             });
         }
         drop(cgroup);
+        // steward's end of the report pipe closes here, so the report ends with the child's.
+        let inherited = listeners.into_report();
         let pid = spawned.map_err(|e| {
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => exit::CONFIG,
@@ -261,6 +271,7 @@ impl Effects for System {
             interval: cfg.ready.interval,
             listeners: self.sockets.inodes(),
             extra_ports: self.extra_ports(cfg),
+            inherited,
         };
         let done = self.done.clone();
         let work = generation::start(plan, self.worker.clone(), move |gen, p| {

@@ -22,7 +22,7 @@ use crate::lifecycle::GenId;
 use crate::tcp::{self, Snapshot};
 use crate::upgrade::{self, HandoffError};
 use crate::worker::{Worker, WorkerError};
-use crate::{probe, procfs};
+use crate::{inherit, probe, procfs};
 
 /// How long a child may take to open its upgrade socket (Pingora itself gives up after ~6 s).
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
@@ -74,6 +74,9 @@ pub struct Plan {
     pub listeners: Vec<(String, u64)>,
     /// Ports that are the generation's besides what it binds itself.
     pub extra_ports: Vec<u16>,
+    /// With inherited listeners (`child.handoff = "inherit"`), the pipe the child reports
+    /// the keys it claimed on; the probe waits for that report ([`crate::inherit`]).
+    pub inherited: Option<inherit::Report>,
 }
 
 /// Starts the side work on the current `LocalSet`; `report` hears its progress.
@@ -93,7 +96,25 @@ async fn side_work(plan: Plan, worker: Worker, report: impl Fn(Progress)) {
         interval,
         listeners,
         extra_ports,
+        inherited,
     } = plan;
+    // Inherited listeners are held from exec on, claimed or not: nothing may count as
+    // served (the probe, the check that every listener is held) before the child has
+    // closed those it did not claim and said so.
+    if let Some(r) = inherited {
+        match inherit::await_report(r, pid, HANDOFF_TIMEOUT).await {
+            Ok(_) => info!(
+                steward_generation = gen,
+                "generation {gen}: listeners handed over ({})",
+                listeners
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Err(e) => return report(failed(e)),
+        }
+    }
     let handed = async {
         match &handoff {
             Some(h) => upgrade::hand_off(&h.path, &h.shown, &h.keys, &h.fds, pid, HANDOFF_TIMEOUT)

@@ -17,7 +17,11 @@
 //!    logged with its provenance. [`pingora_conf`] writes an
 //!    effective copy of the operator's Pingora YAML into the private [`runtime_dir`], with
 //!    the grace period clamped to fit the deadline and the upgrade socket moved out of
-//!    /tmp. [`child`] spawns the server in its own process group with a parent-death
+//!    /tmp. [`sockets`] binds `sockets.listen` once (or takes them from systemd), and every
+//!    generation gets those same sockets: through Pingora's `-u` hand-off ([`upgrade`]),
+//!    whose receiver polls once a second, or, for a server built with steward-pingora,
+//!    left open across exec and named in its environment ([`inherit`]), served within
+//!    milliseconds. [`child`] spawns the server in its own process group with a parent-death
 //!    signal and the open-file limit [`limits`] decided (by default the soft limit raised to
 //!    the hard limit); steward is a child subreaper, so no descendant can escape as an
 //!    orphan.
@@ -109,6 +113,7 @@ pub mod exit;
 pub mod files;
 pub mod generation;
 pub mod health;
+pub mod inherit;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;

@@ -32,6 +32,10 @@ pub enum HandoffError {
     Timeout { pid: i32, path: String, secs: u64 },
     #[error("sending the listeners to {path}: {err}")]
     Send { path: String, err: String },
+    /// A child started with inherited listeners (`child.handoff = "inherit"`) did not say
+    /// which it claimed.
+    #[error("child pid {pid} did not report the listeners it took within {secs} s (child.handoff = \"inherit\" needs a Pingora server built with steward-pingora; a stock Pingora server takes child.handoff = \"upgrade\")")]
+    NoReport { pid: i32, secs: u64 },
     /// Someone other than the generation's own processes answered on its upgrade socket.
     #[error("the upgrade socket {path} is held by pid {peer} (uid {uid}), not by child pid {pid} or its process group: steward sent it nothing")]
     Peer {

@@ -112,6 +112,7 @@ cases! {
     pingora_in_the_foreground_under_type_exec_is_right => "pingora-exec-foreground",
     shipped_files_raise_only_deliberate_infos => "shipped",
     correct_steward_setup_is_clean => "steward-clean",
+    a_stock_child_told_to_inherit_its_listeners_never_starts => "steward-handoff-inherit-stock-child",
     fractional_timeout_stop_sec_is_read_as_systemd_reads_it => "steward-timeout-fractional",
     kill_mode_from_a_drop_in_is_found_in_the_drop_in => "steward-kill-mode-control-group",
     kill_mode_process_is_a_risk => "steward-kill-mode-process",

@@ -46,6 +46,8 @@ pub struct Opts<'a> {
     /// More environment for steward (and so for the child).
     pub env: &'a [(&'a str, &'a str)],
     pub launcher: Launcher,
+    /// `child.handoff` (steward's default, Pingora's `-u` hand-off, when `None`).
+    pub handoff: Option<&'a str>,
 }
 
 /// A request's outcome and when it ended.
@@ -163,10 +165,14 @@ impl Setup {
                 )
             }
         };
+        let handoff = opts
+            .handoff
+            .map(|h| format!("handoff = \"{h}\"\n"))
+            .unwrap_or_default();
         let config = scratch.write(
             "steward.toml",
             &format!(
-                "runtime_dir = \"{}/run\"\n[child]\ncommand = {command}\npingora_conf = \"{}\"\n[ready]\n{ready}\ntimeout = \"20s\"\n[stop]\n{stop}\n{extra}",
+                "runtime_dir = \"{}/run\"\n[child]\ncommand = {command}\npingora_conf = \"{}\"\n{handoff}[ready]\n{ready}\ntimeout = \"20s\"\n[stop]\n{stop}\n{extra}",
                 scratch.path.display(),
                 yaml_path.display()
             ),

@@ -138,6 +138,7 @@ finding_ids! {
     UpgradeSockSharedDir / UPGRADE_SOCK_SHARED_DIR => "upgrade-sock-shared-dir",
     ReadyNotAListener / READY_NOT_A_LISTENER => "ready-not-a-listener",
     ListenerMismatch / LISTENER_MISMATCH => "listener-mismatch",
+    HandoffUnsupported / HANDOFF_UNSUPPORTED => "handoff-unsupported",
     ParseError / PARSE_ERROR => "parse-error",
     Unreadable / UNREADABLE => "unreadable",
     NoUnit / NO_UNIT => "no-unit",

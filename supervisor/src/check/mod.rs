@@ -445,13 +445,37 @@ fn evaluate_steward(
                 }
             }
         });
+    let cfg = StewardConfig { config, text };
     out.extend(rules::under_steward(
-        &StewardConfig { config, text },
+        &cfg,
         pingora.as_ref(),
         listeners.as_ref(),
         s,
     ));
+    if config.child.handoff == crate::config::Handoff::Inherit {
+        out.extend(rules::handoff(&cfg, inherits(&config.child.program)));
+    }
     out
+}
+
+/// Whether `program` can take inherited listeners: a server built with steward-pingora
+/// reads [`crate::inherit::REPORT_ENV`], so the variable's name is in its binary (a
+/// stock Pingora server knows nothing of it). `None` when that cannot be told: the
+/// program cannot be read, or it is a script (`#!`), a wrapper whose `exec` of the real
+/// server passes the descriptors and the environment on.
+fn inherits(program: &Path) -> Option<bool> {
+    // A server binary is tens of MiB; anything larger is not read whole.
+    const MAX: u64 = 512 << 20;
+    let meta = std::fs::metadata(program).ok()?;
+    if !meta.is_file() || meta.len() > MAX {
+        return None;
+    }
+    let bytes = std::fs::read(program).ok()?;
+    if bytes.starts_with(b"#!") {
+        return None;
+    }
+    let marker = crate::inherit::REPORT_ENV.as_bytes();
+    Some(bytes.windows(marker.len()).any(|w| w == marker))
 }
 
 /// `--stop-timeout`, read as `steward run` reads STEWARD_STOP_TIMEOUT.

@@ -19,7 +19,7 @@ use super::pingora::{
     PingoraConf, ProxyListeners, DEFAULT_PID_FILE, DEFAULT_UPGRADE_SOCK, GRACE, SHUTDOWN_TIMEOUT,
 };
 use super::unit::{Prop, UnitProps, SYSTEMD_DEFAULT_TIMEOUT_STOP};
-use crate::config::{find_key_line, fmt_duration, Config, DrainMode, Probe};
+use crate::config::{find_key_line, fmt_duration, Config, DrainMode, Handoff, Probe};
 use crate::deadline::{self, fmt_span, Deadline, DeadlineError, Outer, UnitTimeout};
 use crate::duration::Span;
 use crate::limits::{self, Nofile, NofileSetting};
@@ -935,6 +935,30 @@ fn socket_keys(cfg: &StewardConfig<'_>, l: &ProxyListeners) -> Vec<Finding> {
             .at(Some(cfg.at("listen")))
         })
         .collect()
+}
+
+/// `child.handoff = "inherit"` for a program that cannot take inherited listeners:
+/// `inherits` says whether the program holds steward-pingora's marker (`None`: unknown,
+/// the program could not be read).
+pub fn handoff(cfg: &StewardConfig<'_>, inherits: Option<bool>) -> Option<Finding> {
+    let c = cfg.config;
+    if c.child.handoff != Handoff::Inherit || c.sockets.is_empty() || inherits != Some(false) {
+        return None;
+    }
+    Some(
+        Finding::new(
+            HANDOFF_UNSUPPORTED,
+            Severity::Error,
+            "no generation can start: the child never reports the listeners it inherits, so steward stops it after 8 s and exits 78, and every reload fails the same way",
+        )
+        .why(format!(
+            "child.handoff = \"inherit\" needs a Pingora server built with steward-pingora, and {} does not contain its {} variable",
+            c.child.program.display(),
+            crate::inherit::REPORT_ENV
+        ))
+        .fix("handoff = \"upgrade\" (Pingora's -u hand-off, which any Pingora server takes)")
+        .at(Some(cfg.at("handoff"))),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
