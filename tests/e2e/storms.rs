@@ -60,6 +60,16 @@ fn wait_fact(s: &Setup, facts: &[(&str, &str)], timeout: Duration) {
     }
 }
 
+/// The words the operator's guide quotes for this row of its signal table: the message
+/// is the interface there, so this one assertion per key message pins its wording; the
+/// test's other assertions are about facts.
+fn the_guide_quotes(log: &str, words: &str) {
+    assert!(
+        log.contains(words),
+        "the operator's guide quotes {words:?}; log:\n{log}"
+    );
+}
+
 /// A reload asked for while one runs, queued behind it.
 const QUEUED_DURING_A_RELOAD: [(&str, &str); 2] = [
     ("steward_event", "reload-queued"),
@@ -322,6 +332,10 @@ fn sighups_during_a_reload_become_one_more_reload_after_it() {
     assert_eq!(status(&s), ("serving".to_string(), 3, 1), "one more only");
     let log = s.steward.log_text();
     let asked = count_facts(&log, &QUEUED_DURING_A_RELOAD);
+    the_guide_quotes(
+        &log,
+        "reload requested during a reload: it will run once this one ends",
+    );
     assert!(
         asked >= 2,
         "only {asked} SIGHUP seen during the reload; log:\n{log}"
@@ -399,6 +413,10 @@ fn sigterm_before_ready_stops_the_starting_child_with_exit_0() {
         ("steward_during", "starting"),
     ];
     assert!(log_has(&log, &stop_in_start), "{log}");
+    the_guide_quotes(
+        &log,
+        "stopping: SIGTERM received before the child was ready",
+    );
     let msgs = s.notify.messages();
     assert!(!msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
@@ -420,6 +438,7 @@ fn sigterm_before_the_child_starts_exits_0_without_starting_it() {
         ("steward_signal", "SIGTERM"),
     ];
     assert!(log_has(&log, &stop_first), "{log}");
+    the_guide_quotes(&log, "stop signal before the child was started; exiting");
     assert!(started_child_pids(&log).is_empty(), "{log}");
     assert_nothing_left(&s, pid);
 }
@@ -443,6 +462,10 @@ fn sighup_before_the_child_starts_becomes_one_reload_once_it_serves() {
     assert!(
         log_has(&log, &[("steward_event", "reload-before-start")]),
         "{log}"
+    );
+    the_guide_quotes(
+        &log,
+        "SIGHUP before the child was started: one reload will run once it serves",
     );
     assert_eq!(
         http_get(&s.proxy, "/", Duration::from_secs(5)).map(|r| r.0),
@@ -477,6 +500,10 @@ fn sighups_while_the_first_child_starts_become_one_reload_once_it_serves() {
         ("steward_during", "starting"),
     ];
     assert!(log_has(&log, &queued_in_start), "{log}");
+    the_guide_quotes(
+        &log,
+        "reload requested while starting: it will run once the child serves",
+    );
     assert!(!log_has(&log, &[("steward_reload", "failed")]), "{log}");
     s.steward.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(20)).code(), Some(0));
@@ -505,6 +532,7 @@ fn sighup_during_a_stop_is_refused_and_the_stop_completes() {
     assert_eq!(r.map(|r| r.0), Ok(200), "log:\n{log}");
     let refused = [("steward_reload", "failed"), ("steward_during", "stopping")];
     assert!(log_has(&log, &refused), "{log}");
+    the_guide_quotes(&log, "reload failed: cannot reload while stopping");
     assert_eq!(
         started_child_pids(&log).len(),
         1,
