@@ -1174,6 +1174,91 @@ mod tests {
         );
     }
 
+    /// `STEWARD_EVENT` and the facts beside it are journal fields operators and the
+    /// end-to-end tests filter on: a fact keeps them whatever its words.
+    #[test]
+    fn facts_keep_their_journal_event_and_fields() {
+        let killing = Fact::Killing {
+            gen: 1,
+            pid: 42,
+            reason: KillReason::Deadline,
+            in_flight: Some(1),
+            start_timeout: S25,
+            health_failed: 0,
+        }
+        .fields();
+        assert_eq!(
+            (
+                killing.event,
+                killing.generation,
+                killing.child_pid,
+                killing.escalation
+            ),
+            ("killing", Some(1), Some(42), Some("deadline"))
+        );
+        let stopped = Fact::Stopped {
+            gen: 2,
+            pid: 43,
+            status: ChildStatus::Signal(9),
+        }
+        .fields();
+        assert_eq!(
+            (stopped.event, stopped.child_exit_code, stopped.child_signal),
+            ("stopped", None, Some(9))
+        );
+        let began = Fact::StopBegan {
+            signal: StopSignal::Int,
+            during: Mode::Reloading,
+            pid: 42,
+            left: None,
+        }
+        .fields();
+        assert_eq!(
+            (began.event, began.signal, began.during),
+            ("stop-began", Some("SIGINT"), Some("reloading"))
+        );
+        let crashed = Fact::Crashed {
+            what: Crash::Ended {
+                gen: 1,
+                pid: 42,
+                status: ChildStatus::Code(3),
+            },
+            backoff: Duration::from_millis(200),
+            crashes: 2,
+            allowed: 3,
+            window: S25,
+        }
+        .fields();
+        assert_eq!(
+            (
+                crashed.event,
+                crashed.generation,
+                crashed.child_exit_code,
+                crashed.crashes,
+                crashed.crashes_allowed,
+                crashed.backoff_ms
+            ),
+            ("crashed", Some(1), Some(3), Some(2), Some(3), Some(200))
+        );
+        let queued = Fact::ReloadQueued {
+            during: Mode::Starting,
+        }
+        .fields();
+        assert_eq!(
+            (queued.event, queued.during),
+            ("reload-queued", Some("starting"))
+        );
+        let health = Fact::HealthFailed {
+            gen: 1,
+            in_a_row: 3,
+        }
+        .fields();
+        assert_eq!(
+            (health.event, health.health_failures),
+            ("health-failed", Some(3))
+        );
+    }
+
     #[test]
     fn restarts_and_health_probes_say_what_happened() {
         assert_eq!(
