@@ -104,6 +104,7 @@ async fn side_work(plan: Plan, worker: Worker, report: impl Fn(Progress)) {
     if let Some(r) = inherited {
         match inherit::await_report(r, pid, HANDOFF_TIMEOUT).await {
             Ok(_) => info!(
+                steward_event = "handed-over",
                 steward_generation = gen,
                 "generation {gen}: listeners handed over ({})",
                 listeners
@@ -134,6 +135,7 @@ async fn side_work(plan: Plan, worker: Worker, report: impl Fn(Progress)) {
                 handed_done = true;
                 match r {
                     Ok(Some(keys)) => info!(
+                        steward_event = "handed-over",
                         steward_generation = gen,
                         "generation {gen}: listeners handed over ({})",
                         keys.join(" ")

@@ -309,6 +309,203 @@ impl fmt::Display for ReloadError {
     }
 }
 
+/// A fact's journal fields: what `journalctl STEWARD_EVENT=...` and the end-to-end tests
+/// filter on, so a record is found by what happened, not by how it is worded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fields {
+    /// The fact's name (`spawned`, `serving`, `killing`, `crashed`, ...).
+    pub event: &'static str,
+    pub generation: Option<GenId>,
+    /// The fact's own child pid, when it names one.
+    pub child_pid: Option<u32>,
+    /// Why a kill is decided: [`KillReason::as_str`].
+    pub escalation: Option<&'static str>,
+    /// The mode a stop, a queued reload or an ignored restart arrived in.
+    pub during: Option<&'static str>,
+    pub signal: Option<&'static str>,
+    /// How a child ended: its exit code, or the signal that ended it.
+    pub child_exit_code: Option<i32>,
+    pub child_signal: Option<i32>,
+    pub restarts: Option<u32>,
+    /// Crashes counted within the window, and how many it allows.
+    pub crashes: Option<u64>,
+    pub crashes_allowed: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub health_failures: Option<u32>,
+}
+
+impl Fields {
+    fn ended(mut self, status: ChildStatus) -> Fields {
+        match status {
+            ChildStatus::Code(c) => self.child_exit_code = Some(c),
+            ChildStatus::Signal(s) => self.child_signal = Some(s),
+        }
+        self
+    }
+
+    fn crash(mut self, what: &Crash) -> Fields {
+        match what {
+            Crash::Unhealthy { gen, pid } => {
+                self.generation = Some(*gen);
+                self.child_pid = Some(*pid);
+            }
+            Crash::Ended { gen, pid, status } => {
+                self.generation = Some(*gen);
+                self.child_pid = Some(*pid);
+                self = self.ended(*status);
+            }
+            Crash::DidNotStart { gen, .. } => self.generation = Some(*gen),
+            Crash::Reload(e) => self = self.reload_failure(e),
+        }
+        self
+    }
+
+    fn reload_failure(mut self, e: &ReloadFailure) -> Fields {
+        match e {
+            ReloadFailure::Check(_) => {}
+            ReloadFailure::DidNotStart { gen, .. } => self.generation = Some(*gen),
+            ReloadFailure::ExitedBeforeServing { gen, pid, status } => {
+                self.generation = Some(*gen);
+                self.child_pid = Some(*pid);
+                self = self.ended(*status);
+            }
+        }
+        self
+    }
+}
+
+impl Fact {
+    /// The fact as journal fields; [`Fact`]'s `Display` is the same fact in words.
+    pub fn fields(&self) -> Fields {
+        let named = |event| Fields {
+            event,
+            ..Fields::default()
+        };
+        let gen_pid = |event, gen: &GenId, pid: &u32| Fields {
+            event,
+            generation: Some(*gen),
+            child_pid: Some(*pid),
+            ..Fields::default()
+        };
+        match self {
+            Fact::Spawned { gen, pid, .. } => gen_pid("spawned", gen, pid),
+            Fact::StartFailed { .. } => named("start-failed"),
+            Fact::Serving {
+                gen, pid, restarts, ..
+            } => Fields {
+                restarts: Some(*restarts),
+                ..gen_pid("serving", gen, pid)
+            },
+            Fact::Checking { old } => Fields {
+                generation: Some(*old),
+                ..named("checking")
+            },
+            Fact::StopBegan {
+                signal,
+                during,
+                pid,
+                ..
+            } => Fields {
+                child_pid: Some(*pid),
+                signal: Some(signal.as_str()),
+                during: Some(during.as_str()),
+                ..named("stop-began")
+            },
+            Fact::StopUnderWay => named("stop-under-way"),
+            Fact::StopBeforeStart { signal } => Fields {
+                signal: Some(signal.as_str()),
+                ..named("stop-before-start")
+            },
+            Fact::ReloadBeforeStart => named("reload-before-start"),
+            Fact::Draining { .. } => named("draining"),
+            Fact::Killing {
+                gen, pid, reason, ..
+            } => Fields {
+                escalation: Some(reason.as_str()),
+                ..gen_pid("killing", gen, pid)
+            },
+            Fact::Stopped { gen, pid, status } => gen_pid("stopped", gen, pid).ended(*status),
+            Fact::Retired { gen, pid, status } => gen_pid("retired", gen, pid).ended(*status),
+            Fact::Exited { gen, pid, status } => gen_pid("exited", gen, pid).ended(*status),
+            Fact::NeverServed { gen, pid } => gen_pid("never-served", gen, pid),
+            Fact::EndedBeforeReady { pid, status } => Fields {
+                child_pid: Some(*pid),
+                ..named("ended-before-ready")
+            }
+            .ended(*status),
+            Fact::Crashed {
+                what,
+                backoff,
+                crashes,
+                allowed,
+                ..
+            } => Fields {
+                backoff_ms: Some(backoff.as_millis() as u64),
+                crashes: Some(*crashes as u64),
+                crashes_allowed: Some(*allowed),
+                ..named("crashed")
+            }
+            .crash(what),
+            Fact::RestartingIn { what, backoff } => Fields {
+                backoff_ms: Some(backoff.as_millis() as u64),
+                ..named("restarting-in")
+            }
+            .crash(what),
+            Fact::GaveUp { what, crashes } => Fields {
+                crashes: crashes.map(|(n, _)| n as u64),
+                ..named("gave-up")
+            }
+            .crash(what),
+            Fact::ReloadQueued { during } => Fields {
+                during: Some(during.as_str()),
+                ..named("reload-queued")
+            },
+            Fact::ReloadFailed(e) => named("reload-failed").reload_failure(e),
+            Fact::RestartIgnored { during } => Fields {
+                during: Some(during.as_str()),
+                ..named("restart-ignored")
+            },
+            Fact::HealthFailed { gen, in_a_row } => Fields {
+                generation: Some(*gen),
+                health_failures: Some(*in_a_row),
+                ..named("health-failed")
+            },
+        }
+    }
+}
+
+/// One record of a fact: `text` (the fact in words, perhaps with what systemd was told)
+/// with the fact's [`Fields`]. `pid`: the current child, for facts that name none.
+pub fn log_fact(level: tracing::Level, phase: &str, pid: u32, fact: &Fact, text: &str) {
+    let f = fact.fields();
+    macro_rules! record {
+        ($level:ident) => {
+            tracing::$level!(
+                steward_phase = phase,
+                steward_event = f.event,
+                steward_generation = f.generation,
+                steward_child_pid = f.child_pid.unwrap_or(pid),
+                steward_escalation = f.escalation,
+                steward_during = f.during,
+                steward_signal = f.signal,
+                steward_child_exit_code = f.child_exit_code,
+                steward_child_signal = f.child_signal,
+                steward_restarts = f.restarts,
+                steward_crashes = f.crashes,
+                steward_crashes_allowed = f.crashes_allowed,
+                steward_backoff_ms = f.backoff_ms,
+                steward_health_failures = f.health_failures,
+                "{text}"
+            )
+        };
+    }
+    match level {
+        tracing::Level::ERROR => record!(error),
+        tracing::Level::WARN => record!(warn),
+        _ => record!(info),
+    }
+}
+
 /// The control socket's answer to `steward reload`: the message of an ok or an error reply.
 pub fn reload_reply(result: &Result<GenId, ReloadError>) -> Result<String, String> {
     match result {
@@ -392,6 +589,7 @@ pub fn log_kill(
     match reason {
         KillReason::Deadline => warn!(
             steward_phase = "killing",
+            steward_event = "killed",
             steward_escalation = "deadline",
             steward_generation = gen,
             steward_child_pid = pid,
@@ -407,6 +605,7 @@ pub fn log_kill(
         ),
         KillReason::Drained => info!(
             steward_phase = ctx.phase,
+            steward_event = "killed",
             steward_escalation = "drained",
             steward_generation = gen,
             steward_child_pid = pid,
@@ -417,6 +616,7 @@ pub fn log_kill(
         ),
         KillReason::StartTimeout => error!(
             steward_phase = "killing",
+            steward_event = "killed",
             steward_escalation = "start-timeout",
             steward_generation = gen,
             steward_child_pid = pid,
@@ -427,6 +627,7 @@ pub fn log_kill(
         ),
         KillReason::Operator => warn!(
             steward_phase = "killing",
+            steward_event = "killed",
             steward_escalation = "operator",
             steward_generation = gen,
             steward_child_pid = pid,
@@ -437,6 +638,7 @@ pub fn log_kill(
         ),
         KillReason::Unhealthy => warn!(
             steward_phase = "serving",
+            steward_event = "killed",
             steward_escalation = "unhealthy",
             steward_generation = gen,
             steward_child_pid = pid,
@@ -521,6 +723,7 @@ pub fn status(
 /// The journal line of `READY=1`.
 pub fn log_ready(
     status: &str,
+    fact: &Fact,
     current: Option<&crate::lifecycle::Gen>,
     probe: &crate::config::Probe,
 ) {
@@ -531,8 +734,10 @@ pub fn log_ready(
     let ms = now.saturating_duration_since(since).as_millis() as u64;
     tracing::info!(
         steward_phase = "serving",
+        steward_event = fact.fields().event,
         steward_generation = id,
         steward_child_pid = pid,
+        steward_restarts = fact.fields().restarts,
         steward_elapsed_ms = ms,
         "{status} ({} passed {ms} ms after spawn); READY=1",
         probe.describe()
@@ -542,12 +747,15 @@ pub fn log_ready(
 /// The journal line of `STOPPING=1`, with the deadline and where it came from.
 pub fn log_stopping(
     status: &str,
+    fact: &Fact,
     pid: u32,
     signal: Option<StopSignal>,
     deadline: &crate::deadline::Deadline,
 ) {
     tracing::info!(
         steward_phase = "stopping",
+        steward_event = fact.fields().event,
+        steward_during = fact.fields().during,
         steward_child_pid = pid,
         steward_signal = signal.map(StopSignal::as_str).unwrap_or(""),
         steward_deadline_ms = deadline.value.map(|d| d.as_millis() as u64).unwrap_or(0),
@@ -563,13 +771,25 @@ pub fn log_reload_finished(result: &Result<GenId, ReloadError>) -> String {
         Ok(gen) => {
             tracing::info!(
                 steward_phase = "serving",
+                steward_event = "reload-finished",
+                steward_reload = "done",
                 steward_generation = *gen,
                 "reload done: generation {gen} serves"
             );
             format!("reload done: generation {gen}")
         }
         Err(e) => {
-            tracing::warn!(steward_phase = "serving", "reload failed: {e}");
+            let refused_while = match e {
+                ReloadError::Refused(mode) => Some(mode.as_str()),
+                _ => None,
+            };
+            tracing::warn!(
+                steward_phase = "serving",
+                steward_event = "reload-finished",
+                steward_reload = "failed",
+                steward_during = refused_while,
+                "reload failed: {e}"
+            );
             format!("reload failed: {e}")
         }
     }
@@ -580,6 +800,7 @@ pub fn log_exit(code: i32, stopped: bool, elapsed: Option<Duration>, reaped: usi
     let elapsed_ms = elapsed.map(|d| d.as_millis() as u64);
     tracing::info!(
         steward_phase = "exited",
+        steward_event = "exit",
         steward_exit_code = code,
         steward_stop = if stopped { "stopped" } else { "child-exited" },
         steward_elapsed_ms = elapsed_ms.unwrap_or(0),
@@ -950,6 +1171,91 @@ mod tests {
         assert_eq!(
             restart_reply(Err(Mode::Backoff)),
             Err("cannot restart while backoff".to_string())
+        );
+    }
+
+    /// `STEWARD_EVENT` and the facts beside it are journal fields operators and the
+    /// end-to-end tests filter on: a fact keeps them whatever its words.
+    #[test]
+    fn facts_keep_their_journal_event_and_fields() {
+        let killing = Fact::Killing {
+            gen: 1,
+            pid: 42,
+            reason: KillReason::Deadline,
+            in_flight: Some(1),
+            start_timeout: S25,
+            health_failed: 0,
+        }
+        .fields();
+        assert_eq!(
+            (
+                killing.event,
+                killing.generation,
+                killing.child_pid,
+                killing.escalation
+            ),
+            ("killing", Some(1), Some(42), Some("deadline"))
+        );
+        let stopped = Fact::Stopped {
+            gen: 2,
+            pid: 43,
+            status: ChildStatus::Signal(9),
+        }
+        .fields();
+        assert_eq!(
+            (stopped.event, stopped.child_exit_code, stopped.child_signal),
+            ("stopped", None, Some(9))
+        );
+        let began = Fact::StopBegan {
+            signal: StopSignal::Int,
+            during: Mode::Reloading,
+            pid: 42,
+            left: None,
+        }
+        .fields();
+        assert_eq!(
+            (began.event, began.signal, began.during),
+            ("stop-began", Some("SIGINT"), Some("reloading"))
+        );
+        let crashed = Fact::Crashed {
+            what: Crash::Ended {
+                gen: 1,
+                pid: 42,
+                status: ChildStatus::Code(3),
+            },
+            backoff: Duration::from_millis(200),
+            crashes: 2,
+            allowed: 3,
+            window: S25,
+        }
+        .fields();
+        assert_eq!(
+            (
+                crashed.event,
+                crashed.generation,
+                crashed.child_exit_code,
+                crashed.crashes,
+                crashed.crashes_allowed,
+                crashed.backoff_ms
+            ),
+            ("crashed", Some(1), Some(3), Some(2), Some(3), Some(200))
+        );
+        let queued = Fact::ReloadQueued {
+            during: Mode::Starting,
+        }
+        .fields();
+        assert_eq!(
+            (queued.event, queued.during),
+            ("reload-queued", Some("starting"))
+        );
+        let health = Fact::HealthFailed {
+            gen: 1,
+            in_a_row: 3,
+        }
+        .fields();
+        assert_eq!(
+            (health.event, health.health_failures),
+            ("health-failed", Some(3))
         );
     }
 

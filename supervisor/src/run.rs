@@ -12,7 +12,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Level};
 
 use crate::config::{Config, DrainMode};
 use crate::control::{Command, Reply, Request, Status, Waiters};
@@ -142,7 +142,11 @@ impl<E: Effects> Driver<E> {
             Received::Term => Some(Event::Stop(StopSignal::Term)),
             Received::Int => Some(Event::Stop(StopSignal::Int)),
             Received::Hup => {
-                info!(steward_signal = "SIGHUP", "SIGHUP: reload requested");
+                info!(
+                    steward_event = "reload-requested",
+                    steward_signal = "SIGHUP",
+                    "SIGHUP: reload requested"
+                );
                 Some(Event::Reload { waiter: None })
             }
             Received::Child => {
@@ -288,11 +292,17 @@ impl<E: Effects> Driver<E> {
         let id = self.waiters.wait(req.reply);
         Some(match command {
             Command::Restart => {
-                info!("restart requested on the control socket");
+                info!(
+                    steward_event = "restart-requested",
+                    "restart requested on the control socket"
+                );
                 Event::Restart { waiter: Some(id) }
             }
             _ => {
-                info!("reload requested on the control socket");
+                info!(
+                    steward_event = "reload-requested",
+                    "reload requested on the control socket"
+                );
                 Event::Reload { waiter: Some(id) }
             }
         })
@@ -339,7 +349,11 @@ impl<E: Effects> Driver<E> {
                 in_flight: None,
             });
         }
-        error!(steward_generation = gen, "generation {gen}: {reason}");
+        error!(
+            steward_event = "rejected",
+            steward_generation = gen,
+            "generation {gen}: {reason}"
+        );
     }
 
     /// Carries out the machine's actions; `Some(code)` when steward must exit.
@@ -352,31 +366,38 @@ impl<E: Effects> Driver<E> {
                     self.effects.abandon_check(&self.config);
                 }
                 Action::Spawn { gen, why } => self.spawn(gen, why),
-                Action::NotifyReady(status) => {
-                    let status = status.to_string();
-                    render::log_ready(&status, self.machine.current(), &self.config.ready.probe);
+                Action::NotifyReady(fact) => {
+                    let status = fact.to_string();
+                    render::log_ready(
+                        &status,
+                        &fact,
+                        self.machine.current(),
+                        &self.config.ready.probe,
+                    );
                     self.record(&status);
                     self.effects.notify(Notice::Ready(&status));
                 }
-                Action::NotifyReloading(status) => {
-                    let status = status.to_string();
+                Action::NotifyReloading(fact) => {
+                    let status = fact.to_string();
                     self.timeline.begin(Instant::now());
-                    info!(steward_phase = "reloading", "{status}; RELOADING=1");
+                    let text = format!("{status}; RELOADING=1");
+                    render::log_fact(Level::INFO, "reloading", self.current_pid(), &fact, &text);
                     self.record(&status);
                     self.effects.notify(Notice::Reloading(&status));
                 }
-                Action::NotifyStopping(status) => {
-                    let status = status.to_string();
+                Action::NotifyStopping(fact) => {
+                    let status = fact.to_string();
                     self.timeline.begin(Instant::now());
                     let signal = self.machine.stop_signal();
-                    render::log_stopping(&status, self.current_pid(), signal, &self.deadline);
+                    let pid = self.current_pid();
+                    render::log_stopping(&status, &fact, pid, signal, &self.deadline);
                     self.record(&status);
                     self.effects.notify(Notice::Stopping(&status));
                 }
-                Action::Status(status) => {
-                    let status = status.to_string();
+                Action::Status(fact) => {
+                    let status = fact.to_string();
                     let (phase, pid) = (self.machine.mode().as_str(), self.current_pid());
-                    info!(steward_phase = phase, steward_child_pid = pid, "{status}");
+                    render::log_fact(Level::INFO, phase, pid, &fact, &status);
                     self.record(&status);
                     self.effects.notify(Notice::Status(&status));
                 }
@@ -427,14 +448,16 @@ impl<E: Effects> Driver<E> {
                         self.effects.notify(Notice::Watchdog);
                     }
                 }
-                Action::Note(text) => {
-                    let text = text.to_string();
-                    info!(steward_phase = self.machine.mode().as_str(), "{text}");
+                Action::Note(fact) => {
+                    let text = fact.to_string();
+                    let (phase, pid) = (self.machine.mode().as_str(), self.current_pid());
+                    render::log_fact(Level::INFO, phase, pid, &fact, &text);
                     self.record(&text);
                 }
-                Action::Warn(text) => {
-                    let text = text.to_string();
-                    warn!(steward_phase = self.machine.mode().as_str(), "{text}");
+                Action::Warn(fact) => {
+                    let text = fact.to_string();
+                    let (phase, pid) = (self.machine.mode().as_str(), self.current_pid());
+                    render::log_fact(Level::WARN, phase, pid, &fact, &text);
                     self.record(&text);
                 }
                 Action::Exit(code) => return Some(code),
@@ -471,6 +494,7 @@ impl<E: Effects> Driver<E> {
             Err(e) => {
                 error!(
                     steward_phase = "starting",
+                    steward_event = "spawn-failed",
                     steward_generation = gen,
                     "{}",
                     e.reason
@@ -489,8 +513,10 @@ impl<E: Effects> Driver<E> {
         self.effects
             .terminate(gen, pid, &self.config, snapshot_first);
         info!(
+            steward_event = "terminate",
             steward_generation = gen,
             steward_child_pid = pid.as_raw(),
+            steward_signal = "SIGTERM",
             "SIGTERM to generation {gen} (child pid {pid}): draining"
         );
         if self.config.stop.drain == DrainMode::Connections {

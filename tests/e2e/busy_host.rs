@@ -16,9 +16,10 @@ use steward_e2e::*;
 const HOST_CONNECTIONS: usize = 20_000;
 
 /// Lines of steward's log that report a failed health probe.
-fn health_failures(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.contains("health probe:"))
+fn health_failures(log: &str) -> Vec<String> {
+    records_with(log, &[("steward_event", "health-failed")])
+        .into_iter()
+        .map(|r| r.line)
         .collect()
 }
 
@@ -41,7 +42,7 @@ fn a_healthy_stock_child_passes_every_health_probe_on_a_host_with_20k_connection
     let log = s.steward.log_text();
     assert_eq!(
         health_failures(&log),
-        Vec::<&str>::new(),
+        Vec::<String>::new(),
         "a healthy child failed probes; log:\n{log}"
     );
     // About 100 probes in 10 s; on a loaded machine fewer run, but each one passed.
@@ -81,8 +82,14 @@ fn a_stop_on_a_host_with_20k_connections_returns_the_request_in_flight_then_ends
     // Ordering, not timing: the response came, then steward ended the sleeping child
     // because it had drained (not because its deadline came).
     assert!(done <= exited);
-    assert!(log.contains("drained, no request in flight"), "log:\n{log}");
-    assert!(!log.contains("stop deadline reached"), "log:\n{log}");
+    assert!(
+        log_has(&log, &[("steward_escalation", "drained")]),
+        "log:\n{log}"
+    );
+    assert!(
+        !log_has(&log, &[("steward_escalation", "deadline")]),
+        "log:\n{log}"
+    );
 }
 
 /// steward-proxy with steward's own listeners, ready; its Pingora YAML is then replaced
@@ -207,6 +214,12 @@ fn without_netlink_steward_warns_once_and_the_drain_still_returns_the_request_in
         .filter(|l| l.contains("netlink sock_diag is not available"))
         .collect();
     assert_eq!(warnings.len(), 1, "log:\n{log}");
-    assert!(log.contains("steward_sockets=\"procfs\""), "log:\n{log}");
-    assert!(log.contains("drained, no request in flight"), "log:\n{log}");
+    assert!(
+        log_has(&log, &[("steward_sockets", "procfs")]),
+        "log:\n{log}"
+    );
+    assert!(
+        log_has(&log, &[("steward_escalation", "drained")]),
+        "log:\n{log}"
+    );
 }

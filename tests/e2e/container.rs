@@ -360,7 +360,7 @@ fn sigterm_to_pid_1_stops_steward_proxy_after_its_request_with_exit_0() {
         "stop took {took:?}, beyond the 8 s deadline; log:\n{log}"
     );
     assert!(
-        !log.contains("stop deadline reached"),
+        !log_has(&log, &[("steward_escalation", "deadline")]),
         "killed at the deadline instead of drained; log:\n{log}"
     );
 }
@@ -404,21 +404,28 @@ fn stop_timeout_env_minus_margin_is_the_deadline_for_a_child_ignoring_sigterm() 
         log.contains("stop deadline 3 s = STEWARD_STOP_TIMEOUT 20 s - margin 17 s (environment)"),
         "log:\n{log}"
     );
-    let escalation = log
-        .lines()
-        .find(|l| l.contains("stop deadline reached after"))
-        .unwrap_or_else(|| panic!("no deadline escalation; log:\n{log}"));
-    assert!(
-        escalation.contains("steward_deadline_source=\"environment\"")
-            || escalation.contains("steward_deadline_source=environment"),
-        "{escalation}"
+    let killed = [
+        ("steward_event", "killed"),
+        ("steward_escalation", "deadline"),
+    ];
+    let escalation =
+        find_fact(&log, &killed).unwrap_or_else(|| panic!("no deadline escalation; log:\n{log}"));
+    assert_eq!(
+        escalation.get("steward_deadline_source"),
+        Some("environment"),
+        "{escalation:?}"
     );
     // steward's kill, then the child's end by it (the child never ends on its own).
-    let kill = log.find("stop deadline reached after").expect("escalation");
-    let end = log
-        .find(&format!("(child pid {child}) stopped (signal 9 (SIGKILL))"))
+    let child_s = child.to_string();
+    let stopped = [
+        ("steward_event", "stopped"),
+        ("steward_child_pid", child_s.as_str()),
+        ("steward_child_signal", "9"),
+    ];
+    let end = find_fact(&log, &stopped)
         .unwrap_or_else(|| panic!("child {child} did not end by SIGKILL; log:\n{log}"));
-    assert!(kill < end, "log:\n{log}");
+    let at = |r: &Record| log.find(&r.line).unwrap_or(usize::MAX);
+    assert!(at(&escalation) < at(&end), "log:\n{log}");
     // Killed at the deadline, not before, and before the platform's 20 s.
     assert!(
         took >= Duration::from_millis(2900),
@@ -530,7 +537,10 @@ fn garbage_stop_timeout_is_exit_78_naming_the_variable() {
         log.contains("STEWARD_STOP_TIMEOUT=\"thirty\" is not a stop timeout"),
         "{log}"
     );
-    assert!(!log.contains("started child"), "a child was started: {log}");
+    assert!(
+        started_child_pids(&log).is_empty(),
+        "a child was started: {log}"
+    );
 }
 
 #[test]

@@ -29,9 +29,11 @@ fn child_exit_code_is_passed_on() {
     let mut steward = Steward::start(&scratch.path, &config, &[]);
     let status = steward.wait(Duration::from_secs(5)).expect("exits");
     assert_eq!(status.code(), Some(3), "log:\n{}", steward.log_text());
-    assert!(steward
-        .log_text()
-        .contains("ended before it was ready (exit code 3)"));
+    let ended = [
+        ("steward_event", "ended-before-ready"),
+        ("steward_child_exit_code", "3"),
+    ];
+    assert!(log_has(&steward.log_text(), &ended));
 }
 
 #[test]

@@ -281,7 +281,7 @@ fn child_nofile_above_the_hard_limit_stops_the_start_with_a_configuration_error(
             && log.contains("LimitNOFILE="),
         "log:\n{log}"
     );
-    assert!(!log.contains("started child pid"), "log:\n{log}");
+    assert!(started_child_pids(&log).is_empty(), "log:\n{log}");
     assert!(!Path::new(&scratch.path.join("run/control.sock")).exists());
 }
 

@@ -250,8 +250,11 @@ fn sighup_reloads() {
     let (_, old) = generation(&s);
     s.steward.signal(Signal::SIGHUP);
     assert!(
-        s.notify
-            .wait_for("serving: generation 2", Duration::from_secs(10))
+        s.steward
+            .wait_fact(
+                &[("steward_event", "serving"), ("steward_generation", "2")],
+                Duration::from_secs(10)
+            )
             .is_some(),
         "log:\n{}",
         s.steward.log_text()
@@ -287,11 +290,16 @@ fn a_stock_pingora_binary_takes_the_listeners_and_reloads() {
         "generation 1 (pid {old}) still running; log:\n{}",
         s.steward.log_text()
     );
+    let old_s = old.to_string();
+    let retired = [
+        ("steward_event", "retired"),
+        ("steward_generation", "1"),
+        ("steward_child_pid", old_s.as_str()),
+    ];
     assert!(
-        s.steward.wait_log(
-            &format!("generation 1 (child pid {old}) retired"),
-            Duration::from_secs(5)
-        ),
+        s.steward
+            .wait_fact(&retired, Duration::from_secs(5))
+            .is_some(),
         "log:\n{}",
         s.steward.log_text()
     );
@@ -311,8 +319,11 @@ fn crashed_child_is_restarted_without_refusing_a_connection() {
     std::thread::sleep(Duration::from_millis(300));
     kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill -9 the child");
     assert!(
-        s.notify
-            .wait_for("generation 2, child pid", Duration::from_secs(10))
+        s.steward
+            .wait_fact(
+                &[("steward_event", "spawned"), ("steward_generation", "2")],
+                Duration::from_secs(10)
+            )
             .is_some(),
         "log:\n{}",
         s.steward.log_text()
@@ -339,9 +350,14 @@ fn crash_loop_gives_up_with_the_childs_code() {
     let status = steward.wait(Duration::from_secs(20)).expect("gives up");
     let log = steward.log_text();
     assert_eq!(status.code(), Some(3), "log:\n{log}");
-    assert!(log.contains("giving up"), "log:\n{log}");
+    let gave_up = find_fact(&log, &[("steward_event", "gave-up")]);
     assert!(
-        log.contains("restarting in 50 ms") && log.contains("restarting in 100 ms"),
+        gave_up.is_some_and(|r| r.get("steward_crashes").is_some()),
+        "log:\n{log}"
+    );
+    assert!(
+        log_has(&log, &[("steward_backoff_ms", "50")])
+            && log_has(&log, &[("steward_backoff_ms", "100")]),
         "log:\n{log}"
     );
 }
@@ -359,8 +375,11 @@ fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
     let (_, old) = generation(&s);
     kill(Pid::from_raw(old), Signal::SIGSTOP).expect("SIGSTOP the child");
     assert!(
-        s.notify
-            .wait_for("generation 2, child pid", Duration::from_secs(10))
+        s.steward
+            .wait_fact(
+                &[("steward_event", "spawned"), ("steward_generation", "2")],
+                Duration::from_secs(10)
+            )
             .is_some(),
         "log:\n{}",
         s.steward.log_text()
@@ -373,9 +392,21 @@ fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
         http_get(&s.proxy, "/", Duration::from_secs(2)).map(|r| r.0),
         Ok(200)
     );
+    let unhealthy = [
+        ("steward_event", "killed"),
+        ("steward_escalation", "unhealthy"),
+        ("steward_generation", "1"),
+    ];
     assert!(s
         .steward
-        .wait_log("failed 3 health probes in a row", Duration::from_secs(5)));
+        .wait_fact(&unhealthy, Duration::from_secs(5))
+        .is_some());
+    let log = s.steward.log_text();
+    let third = [
+        ("steward_event", "health-failed"),
+        ("steward_health_failures", "3"),
+    ];
+    assert!(log_has(&log, &third), "log:\n{log}");
 }
 
 #[test]
@@ -388,8 +419,11 @@ fn operator_restart_keeps_the_listeners() {
     let (code, out) = steward_cli("restart", &s.control());
     assert_eq!(code, Some(0), "{out}");
     assert!(s
-        .notify
-        .wait_for("serving: generation 2", Duration::from_secs(10))
+        .steward
+        .wait_fact(
+            &[("steward_event", "serving"), ("steward_generation", "2")],
+            Duration::from_secs(10)
+        )
         .is_some());
     let (_, new) = generation(&s);
     assert!(
@@ -677,20 +711,28 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
         "generation 1 (pid {old}) outlived its request; log:\n{}",
         s.steward.log_text()
     );
+    let old_s = old.to_string();
+    let retired = [
+        ("steward_event", "retired"),
+        ("steward_generation", "1"),
+        ("steward_child_pid", old_s.as_str()),
+    ];
     assert!(
-        s.steward.wait_log(
-            &format!("generation 1 (child pid {old}) retired"),
-            Duration::from_secs(5)
-        ),
+        s.steward
+            .wait_fact(&retired, Duration::from_secs(5))
+            .is_some(),
         "log:\n{}",
         s.steward.log_text()
     );
     if kind == Kind::StockPingora {
         // Ended by steward once drained, not by its own grace period.
+        let drained = [
+            ("steward_event", "killed"),
+            ("steward_escalation", "drained"),
+            ("steward_child_pid", old_s.as_str()),
+        ];
         assert!(
-            s.steward
-                .log_text()
-                .contains(&format!("child pid {old} drained after")),
+            log_has(&s.steward.log_text(), &drained),
             "log:\n{}",
             s.steward.log_text()
         );
@@ -728,7 +770,8 @@ fn crashes_spread_wider_than_the_window_never_give_up() {
     // whatever the load (a slower machine only spreads them further).
     let config = crash_loop_in_a_2s_window(&scratch, "1500ms");
     let mut steward = Steward::start(&scratch.path, &config, &[]);
-    let crashes = |log: &str| log.matches("restarting in 1500 ms (crash").count();
+    let crashed = [("steward_event", "crashed"), ("steward_backoff_ms", "1500")];
+    let crashes = |log: &str| count_facts(log, &crashed);
     let end = Instant::now() + Duration::from_secs(60);
     while crashes(&steward.log_text()) < 5 && Instant::now() < end {
         assert!(
@@ -741,9 +784,15 @@ fn crashes_spread_wider_than_the_window_never_give_up() {
     let log = steward.log_text();
     // Five crashes, more than max_crashes = 2 in all, and steward still restarts.
     assert!(crashes(&log) >= 5, "log:\n{log}");
-    assert!(!log.contains("giving up"), "log:\n{log}");
     assert!(
-        !log.contains("(crash 3 of 2"),
+        !log_has(&log, &[("steward_event", "gave-up")]),
+        "log:\n{log}"
+    );
+    let counted = fact_values(&log, &[("steward_event", "crashed")], "steward_crashes");
+    assert!(
+        counted
+            .iter()
+            .all(|n| n.parse::<u32>().is_ok_and(|n| n <= 2)),
         "three crashes counted within the window; log:\n{log}"
     );
     assert!(steward.wait(Duration::ZERO).is_none(), "log:\n{log}");
@@ -759,7 +808,10 @@ fn crashes_inside_the_window_give_up() {
     let log = steward.log_text();
     assert_eq!(status.code(), Some(3), "log:\n{log}");
     assert!(
-        log.contains("3 crashes within 2 s, giving up"),
+        log_has(
+            &log,
+            &[("steward_event", "gave-up"), ("steward_crashes", "3")]
+        ),
         "log:\n{log}"
     );
 }

@@ -198,20 +198,27 @@ fn child_ignoring_sigterm_is_killed_with_its_grandchildren_at_the_deadline() {
     for p in pids {
         assert!(!process_alive(p), "pid {p} survived; log:\n{log}");
     }
-    let kill = log
-        .find("stop deadline reached after")
-        .unwrap_or_else(|| panic!("no deadline kill; log:\n{log}"));
-    let end = log
-        .find(&format!("(child pid {child}) stopped (signal 9 (SIGKILL))"))
+    let killed = [
+        ("steward_event", "killed"),
+        ("steward_escalation", "deadline"),
+    ];
+    let kill = find_fact(&log, &killed).unwrap_or_else(|| panic!("no deadline kill; log:\n{log}"));
+    let child_s = child.to_string();
+    let stopped = [
+        ("steward_event", "stopped"),
+        ("steward_child_pid", child_s.as_str()),
+        ("steward_child_signal", "9"),
+    ];
+    let end = find_fact(&log, &stopped)
         .unwrap_or_else(|| panic!("child {child} did not end by SIGKILL; log:\n{log}"));
-    assert!(kill < end, "log:\n{log}");
-    assert!(
-        notify
-            .wait_for("killing: stop deadline reached", Duration::ZERO)
-            .is_some(),
-        "{:?}",
-        notify.messages()
-    );
+    let at = |r: &Record| log.find(&r.line).unwrap_or(usize::MAX);
+    assert!(at(&kill) < at(&end), "log:\n{log}");
+    // The decision was systemd's STATUS too: the killing fact is a status record.
+    let killing = [
+        ("steward_event", "killing"),
+        ("steward_escalation", "deadline"),
+    ];
+    assert!(log_has(&log, &killing), "log:\n{log}");
 }
 
 #[test]
@@ -255,7 +262,10 @@ fn a_fork_bomb_racing_the_kill_is_ended_at_the_deadline() {
         .collect();
     let survivors = stubborn_survivors(&pids);
     assert!(survivors.is_empty(), "survivors {survivors:?}; log:\n{log}");
-    assert!(log.contains("stop deadline reached"), "log:\n{log}");
+    assert!(
+        log_has(&log, &[("steward_escalation", "deadline")]),
+        "log:\n{log}"
+    );
 }
 
 #[test]
@@ -481,7 +491,10 @@ fn idle_and_silent_clients_do_not_hold_the_stop(kind: Kind) {
     let status = s.wait_exit(Duration::from_secs(40));
     let log = s.steward.log_text();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
-    assert!(!log.contains("stop deadline reached"), "log:\n{log}");
+    assert!(
+        !log_has(&log, &[("steward_escalation", "deadline")]),
+        "log:\n{log}"
+    );
     let (result, done) = req.join().expect("request thread");
     let (code, body) = result.expect("the in-flight request completes");
     assert_eq!(code, 200, "{body}");
@@ -497,12 +510,29 @@ fn idle_and_silent_clients_do_not_hold_the_stop(kind: Kind) {
     // Drained: steward ended the stock child once it held nothing (it would sleep out its
     // grace period); steward-proxy and the crate's example (which logs nothing) ended
     // themselves once their last request was done.
+    let child_s = child.to_string();
+    let pid = ("steward_child_pid", child_s.as_str());
     let drained = match kind {
-        Kind::StockPingora => format!("child pid {child} drained after"),
-        Kind::StewardProxy => "drained: no request in flight; exiting".to_string(),
-        Kind::Library => format!("(child pid {child}) stopped (exit code 0)"),
+        Kind::StockPingora => log_has(
+            &log,
+            &[
+                ("steward_event", "killed"),
+                ("steward_escalation", "drained"),
+                pid,
+            ],
+        ),
+        // steward-proxy's own line: the child's words, not steward's facts.
+        Kind::StewardProxy => log.contains("drained: no request in flight; exiting"),
+        Kind::Library => log_has(
+            &log,
+            &[
+                ("steward_event", "stopped"),
+                ("steward_child_exit_code", "0"),
+                pid,
+            ],
+        ),
     };
-    assert!(log.contains(&drained), "log:\n{log}");
+    assert!(drained, "log:\n{log}");
 }
 
 #[test]
@@ -544,10 +574,13 @@ fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_with
     // The child ended itself, with its own exit code: steward's drain count may see it gone
     // and send its kill in the same moment, but a child ended by that kill (or at the
     // deadline) would show "stopped (signal 9 (SIGKILL))".
-    assert!(
-        log.contains(&format!("(child pid {child}) stopped (exit code 0)")),
-        "log:\n{log}"
-    );
+    let child_s = child.to_string();
+    let stopped = [
+        ("steward_event", "stopped"),
+        ("steward_child_pid", child_s.as_str()),
+        ("steward_child_exit_code", "0"),
+    ];
+    assert!(log_has(&log, &stopped), "log:\n{log}");
     let after = exited.saturating_duration_since(done);
     assert!(
         after < EXIT_AFTER_LAST_RESPONSE,

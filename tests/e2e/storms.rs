@@ -51,18 +51,30 @@ fn wait_status(
     }
 }
 
-fn wait_log(s: &Setup, needle: &str, timeout: Duration) {
-    let end = Instant::now() + timeout;
-    while !s.steward.log_text().contains(needle) {
-        if Instant::now() >= end {
-            panic!(
-                "no {needle:?} in the log within {timeout:?}:\n{}",
-                s.steward.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
+fn wait_fact(s: &Setup, facts: &[(&str, &str)], timeout: Duration) {
+    if s.steward.wait_fact(facts, timeout).is_none() {
+        panic!(
+            "no record of {facts:?} in the log within {timeout:?}:\n{}",
+            s.steward.log_text()
+        );
     }
 }
+
+/// The words the operator's guide quotes for this row of its signal table: the message
+/// is the interface there, so this one assertion per key message pins its wording; the
+/// test's other assertions are about facts.
+fn the_guide_quotes(log: &str, words: &str) {
+    assert!(
+        log.contains(words),
+        "the operator's guide quotes {words:?}; log:\n{log}"
+    );
+}
+
+/// A reload asked for while one runs, queued behind it.
+const QUEUED_DURING_A_RELOAD: [(&str, &str); 2] = [
+    ("steward_event", "reload-queued"),
+    ("steward_during", "reloading"),
+];
 
 /// (pid, parent pid, process group) of a running process; `None` for a zombie or when gone.
 fn stat(pid: i32) -> Option<(i32, i32)> {
@@ -81,7 +93,6 @@ fn stat(pid: i32) -> Option<(i32, i32)> {
 fn assert_nothing_left(s: &Setup, steward_pid: i32) {
     let log = s.steward.log_text();
     let pids = started_child_pids(&log);
-    assert!(!pids.is_empty() || !log.contains("started child"), "{log}");
     let escapees = s.escapees();
     // Every generation left one, so the check below cannot pass for want of escapees.
     assert_eq!(
@@ -306,11 +317,7 @@ fn sighups_during_a_reload_become_one_more_reload_after_it() {
         s.steward.signal(Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_log(
-        &s,
-        "reload requested during a reload",
-        Duration::from_secs(5),
-    );
+    wait_fact(&s, &QUEUED_DURING_A_RELOAD, Duration::from_secs(5));
     // The reload they asked for reads the configuration as it is when it runs.
     std::fs::write(&toml, good).expect("write");
     let (code, out) = reload.join().expect("reload client");
@@ -324,7 +331,11 @@ fn sighups_during_a_reload_become_one_more_reload_after_it() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(status(&s), ("serving".to_string(), 3, 1), "one more only");
     let log = s.steward.log_text();
-    let asked = log.matches("reload requested during a reload").count();
+    let asked = count_facts(&log, &QUEUED_DURING_A_RELOAD);
+    the_guide_quotes(
+        &log,
+        "reload requested during a reload: it will run once this one ends",
+    );
     assert!(
         asked >= 2,
         "only {asked} SIGHUP seen during the reload; log:\n{log}"
@@ -362,7 +373,11 @@ fn sigterm_during_a_reload_stops_both_generations_and_fails_the_reload_client() 
         Ok(200),
         "the request in flight finishes; log:\n{log}"
     );
-    assert!(log.contains("during a reload"), "{log}");
+    let stop_in_reload = [
+        ("steward_event", "stop-began"),
+        ("steward_during", "reloading"),
+    ];
+    assert!(log_has(&log, &stop_in_reload), "{log}");
     let pids = started_child_pids(&log);
     assert_eq!(pids.len(), 2, "{log}");
     let msgs = s.notify.messages();
@@ -392,9 +407,15 @@ fn sigterm_before_ready_stops_the_starting_child_with_exit_0() {
     let code = s.wait_exit(Duration::from_secs(20)).code();
     let log = s.steward.log_text();
     assert_eq!(code, Some(0), "log:\n{log}");
-    assert!(
-        log.contains("SIGTERM received before the child was ready"),
-        "{log}"
+    let stop_in_start = [
+        ("steward_event", "stop-began"),
+        ("steward_signal", "SIGTERM"),
+        ("steward_during", "starting"),
+    ];
+    assert!(log_has(&log, &stop_in_start), "{log}");
+    the_guide_quotes(
+        &log,
+        "stopping: SIGTERM received before the child was ready",
     );
     let msgs = s.notify.messages();
     assert!(!msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
@@ -412,11 +433,13 @@ fn sigterm_before_the_child_starts_exits_0_without_starting_it() {
     let code = s.wait_exit(Duration::from_secs(20)).code();
     let log = s.steward.log_text();
     assert_eq!(code, Some(0), "log:\n{log}");
-    assert!(
-        log.contains("stop signal before the child was started"),
-        "{log}"
-    );
-    assert!(!log.contains("started child pid"), "{log}");
+    let stop_first = [
+        ("steward_event", "stop-before-start"),
+        ("steward_signal", "SIGTERM"),
+    ];
+    assert!(log_has(&log, &stop_first), "{log}");
+    the_guide_quotes(&log, "stop signal before the child was started; exiting");
+    assert!(started_child_pids(&log).is_empty(), "{log}");
     assert_nothing_left(&s, pid);
 }
 
@@ -437,8 +460,12 @@ fn sighup_before_the_child_starts_becomes_one_reload_once_it_serves() {
     assert_eq!(status(&s), ("serving".to_string(), 2, 1), "one reload only");
     let log = s.steward.log_text();
     assert!(
-        log.contains("SIGHUP before the child was started: one reload will run once it serves"),
+        log_has(&log, &[("steward_event", "reload-before-start")]),
         "{log}"
+    );
+    the_guide_quotes(
+        &log,
+        "SIGHUP before the child was started: one reload will run once it serves",
     );
     assert_eq!(
         http_get(&s.proxy, "/", Duration::from_secs(5)).map(|r| r.0),
@@ -468,11 +495,16 @@ fn sighups_while_the_first_child_starts_become_one_reload_once_it_serves() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(status(&s), ("serving".to_string(), 2, 1), "one reload only");
     let log = s.steward.log_text();
-    assert!(
-        log.contains("reload requested while starting: it will run once the child serves"),
-        "{log}"
+    let queued_in_start = [
+        ("steward_event", "reload-queued"),
+        ("steward_during", "starting"),
+    ];
+    assert!(log_has(&log, &queued_in_start), "{log}");
+    the_guide_quotes(
+        &log,
+        "reload requested while starting: it will run once the child serves",
     );
-    assert!(!log.contains("cannot reload"), "{log}");
+    assert!(!log_has(&log, &[("steward_reload", "failed")]), "{log}");
     s.steward.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(20)).code(), Some(0));
     assert_nothing_left(&s, pid);
@@ -498,10 +530,9 @@ fn sighup_during_a_stop_is_refused_and_the_stop_completes() {
     assert_eq!(code, Some(0), "log:\n{log}");
     let (r, _) = slow.join().expect("slow request");
     assert_eq!(r.map(|r| r.0), Ok(200), "log:\n{log}");
-    assert!(
-        log.contains("reload failed: cannot reload while stopping"),
-        "{log}"
-    );
+    let refused = [("steward_reload", "failed"), ("steward_during", "stopping")];
+    assert!(log_has(&log, &refused), "{log}");
+    the_guide_quotes(&log, "reload failed: cannot reload while stopping");
     assert_eq!(
         started_child_pids(&log).len(),
         1,
@@ -519,11 +550,12 @@ fn second_sigint_during_a_reload_kills_both_generations_and_exits_0() {
     std::thread::sleep(Duration::from_millis(300));
     let reload = reload_held_open(&s);
     s.steward.signal(Signal::SIGINT);
-    wait_log(
-        &s,
-        "SIGINT received during a reload",
-        Duration::from_secs(5),
-    );
+    let stop_in_reload = [
+        ("steward_event", "stop-began"),
+        ("steward_signal", "SIGINT"),
+        ("steward_during", "reloading"),
+    ];
+    wait_fact(&s, &stop_in_reload, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         s.steward.wait(Duration::ZERO).is_none(),
@@ -537,7 +569,11 @@ fn second_sigint_during_a_reload_kills_both_generations_and_exits_0() {
     let log = s.steward.log_text();
     assert_eq!(code, Some(0), "log:\n{log}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert!(log.contains("second SIGINT"), "{log}");
+    let operator = [
+        ("steward_event", "killed"),
+        ("steward_escalation", "operator"),
+    ];
+    assert!(log_has(&log, &operator), "{log}");
     let (rcode, rout) = reload.join().expect("reload client");
     assert_eq!(rcode, Some(1), "{rout}");
     assert!(

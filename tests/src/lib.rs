@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod facts;
+pub use facts::{count_facts, fact_values, find_fact, log_has, parse_fields, records_with, Record};
+
 /// A binary of this workspace, built in the same profile as the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -480,6 +483,21 @@ impl Steward {
             }
             if Instant::now() >= end {
                 return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until a record of steward's log states all of `facts` ([`log_has`]); that
+    /// record, or `None` when none came within `timeout`.
+    pub fn wait_fact(&self, facts: &[(&str, &str)], timeout: Duration) -> Option<Record> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(r) = find_fact(&self.log_text(), facts) {
+                return Some(r);
+            }
+            if Instant::now() >= end {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -1179,10 +1197,10 @@ pub fn memory_kib(pid: i32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// Every generation's child pid, in order, from steward's log ("started child pid N: ...").
+/// Every generation's child pid, in order: the `spawned` facts in steward's log.
 pub fn started_child_pids(log: &str) -> Vec<i32> {
-    log.split("started child pid ")
-        .skip(1)
-        .filter_map(|s| s.split(':').next()?.trim().parse().ok())
+    fact_values(log, &[("steward_event", "spawned")], "steward_child_pid")
+        .iter()
+        .filter_map(|p| p.parse().ok())
         .collect()
 }
