@@ -112,6 +112,7 @@ pub mod effects;
 pub mod exit;
 pub mod files;
 pub mod generation;
+pub mod handover;
 pub mod health;
 pub mod inherit;
 pub mod lifecycle;
