@@ -113,8 +113,8 @@ impl Handover {
     /// Reads a document: the version first, so a newer format is refused as such rather
     /// than as garbage; then the whole, then every descriptor it names is checked.
     pub fn decode(bytes: &[u8]) -> Result<Handover, HandoverError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| HandoverError::Malformed(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| HandoverError::Malformed(e.to_string()))?;
         let found = value
             .get("version")
             .and_then(serde_json::Value::as_u64)
@@ -333,7 +333,13 @@ mod tests {
         h.listeners[0].fd = file.as_raw_fd();
         let err = Handover::decode(&h.encode()).expect_err("refused");
         assert!(
-            matches!(err, HandoverError::BadFd { problem: "is not a socket", .. }),
+            matches!(
+                err,
+                HandoverError::BadFd {
+                    problem: "is not a socket",
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -344,7 +350,13 @@ mod tests {
         h.waiters = vec![h.control_fd];
         let err = Handover::decode(&h.encode()).expect_err("refused");
         assert!(
-            matches!(err, HandoverError::BadFd { problem: "is named twice", .. }),
+            matches!(
+                err,
+                HandoverError::BadFd {
+                    problem: "is named twice",
+                    ..
+                }
+            ),
             "{err}"
         );
         let (mut h, _keep) = sample();

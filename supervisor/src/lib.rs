@@ -124,6 +124,7 @@ pub mod peek;
 pub mod pingora_conf;
 pub mod probe;
 pub mod procfs;
+pub mod reexec;
 pub mod reload_check;
 pub mod render;
 pub mod run;

@@ -26,6 +26,10 @@ use crate::render::{self, KillContext};
 use crate::signals::Received;
 use crate::timeline::Timeline;
 
+#[path = "run_reexec.rs"]
+mod reexec_hook;
+pub use reexec_hook::Upgrade;
+
 /// What the driver starts from, besides its effects.
 pub struct Setup {
     pub config: Config,
@@ -61,6 +65,9 @@ pub struct Driver<E: Effects> {
     timeline: Timeline,
     /// Events produced while carrying out actions, fed back before waiting again.
     queue: VecDeque<Event>,
+    /// steward's own binary and its upgrade under way; `None` where there is no binary to
+    /// re-execute (the tests' fake child).
+    upgrade: Option<Upgrade>,
 }
 
 impl<E: Effects> Driver<E> {
@@ -84,6 +91,7 @@ impl<E: Effects> Driver<E> {
             waiters: Waiters::default(),
             timeline: Timeline::default(),
             queue: VecDeque::new(),
+            upgrade: None,
         }
     }
 
@@ -131,6 +139,10 @@ impl<E: Effects> Driver<E> {
                     Some(ev) => ev,
                     None => continue,
                 },
+                verdict = reexec_hook::checked(&mut self.upgrade) => {
+                    self.upgrade_checked(verdict, &mut signals).await;
+                    continue;
+                }
                 _ = sleep_opt(wake) => Event::Tick,
             };
             self.queue.push_back(event);
@@ -143,7 +155,7 @@ impl<E: Effects> Driver<E> {
             Received::Int => Some(Event::Stop(StopSignal::Int)),
             Received::Hup => {
                 info!(steward_signal = "SIGHUP", "SIGHUP: reload requested");
-                Some(Event::Reload { waiter: None })
+                self.reload_requested(None)
             }
             Received::Child => {
                 if self.kills_pending > 0 {
@@ -286,16 +298,16 @@ impl<E: Effects> Driver<E> {
             return None;
         }
         let id = self.waiters.wait(req.reply);
-        Some(match command {
+        match command {
             Command::Restart => {
                 info!("restart requested on the control socket");
-                Event::Restart { waiter: Some(id) }
+                Some(Event::Restart { waiter: Some(id) })
             }
             _ => {
                 info!("reload requested on the control socket");
-                Event::Reload { waiter: Some(id) }
+                self.reload_requested(Some((id, req.conn)))
             }
-        })
+        }
     }
 
     fn status(&self) -> Status {

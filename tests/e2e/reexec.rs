@@ -1,0 +1,165 @@
+//! steward upgraded in place: its binary replaced on disk, then a reload re-executes it
+//! with the same pid, handing the listeners and the running generation to the new binary,
+//! which then reloads as usual. A new binary that cannot take over fails the reload and
+//! leaves the old steward serving. Real binaries, no systemd.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Kind, Opts, Setup, USER_YAML};
+use steward_e2e::*;
+
+/// The "installed" steward: a copy of the workspace's binary a test can replace.
+fn installed(scratch: &Scratch) -> PathBuf {
+    let path = scratch.path.join("steward");
+    std::fs::copy(bin("steward"), &path).expect("install steward");
+    path
+}
+
+/// Replaces `path` with `new` as a package manager does: a new file renamed over it, so
+/// the running binary keeps the old inode (now deleted).
+fn replace(path: &Path, new: &Path) {
+    let tmp = path.with_extension("new");
+    std::fs::copy(new, &tmp).expect("copy new binary");
+    std::fs::rename(&tmp, path).expect("rename over");
+}
+
+fn exe_of(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+fn generation(s: &Setup) -> (u64, i32, i64) {
+    let v = status_json(&s.control());
+    (
+        v["status"]["generation"].as_u64().unwrap_or(0),
+        v["status"]["child_pid"].as_i64().unwrap_or(0) as i32,
+        v["status"]["pid"].as_i64().unwrap_or(0),
+    )
+}
+
+fn start(program: &Path) -> Setup {
+    let mut s = Setup::start_opts(
+        Kind::StewardProxy,
+        USER_YAML,
+        "",
+        true,
+        "",
+        Opts {
+            program: Some(program),
+            ..Opts::default()
+        },
+    );
+    s.wait_ready();
+    s
+}
+
+#[test]
+fn a_replaced_steward_binary_is_re_executed_in_place_and_the_reload_continues_under_load() {
+    let bins = Scratch::new("reexec-bin");
+    let program = installed(&bins);
+    let s = start(&program);
+    let pid = s.steward.pid();
+    let (gen, child, _) = generation(&s);
+    assert_eq!(gen, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&s.proxy, "/", 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    replace(&program, &bin("steward"));
+    assert!(exe_of(pid).ends_with("(deleted)"), "{}", exe_of(pid));
+    let (code, out) = steward_cli("reload", &s.control());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (counts, errors) = load.join().expect("load");
+    let log = s.steward.log_text();
+    assert_eq!(code, Some(0), "{out}\nlog:\n{log}");
+    assert!(out.contains("generation 2 serves"), "{out}");
+
+    // Same process, now running the file on disk.
+    let (gen, new_child, status_pid) = generation(&s);
+    assert_eq!(status_pid, i64::from(pid));
+    assert_eq!(exe_of(pid), program.display().to_string());
+    // The old binary's child was adopted, then replaced by the successor's reload.
+    assert!(
+        log.contains(&format!("adopted generation 1 (child pid {child})")),
+        "{log}"
+    );
+    assert_eq!(gen, 2);
+    assert_ne!(new_child, child);
+    assert!(counts.ok > 0, "{counts:?}");
+    assert_eq!(
+        (counts.refused, counts.failed),
+        (0, 0),
+        "{errors:?}\nlog:\n{log}"
+    );
+}
+
+#[test]
+fn a_new_binary_that_cannot_take_over_fails_the_reload_and_the_old_steward_serves_on() {
+    let bins = Scratch::new("reexec-broken");
+    let program = installed(&bins);
+    let s = start(&program);
+    let pid = s.steward.pid();
+    let (_, child, _) = generation(&s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&s.proxy, "/", 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let broken = bins.write_executable("broken", "#!/bin/sh\necho 'segfault, say' >&2\nexit 1\n");
+    replace(&program, &broken);
+    let (code, out) = steward_cli("reload", &s.control());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (counts, errors) = load.join().expect("load");
+    let log = s.steward.log_text();
+    assert_eq!(code, Some(1), "{out}\nlog:\n{log}");
+    assert!(
+        out.contains("refused the hand-over: segfault, say"),
+        "{out}"
+    );
+
+    assert!(process_alive(pid));
+    assert!(exe_of(pid).ends_with("(deleted)"), "{}", exe_of(pid));
+    assert_eq!(generation(&s), (1, child, i64::from(pid)));
+    assert_eq!(
+        http_get(&s.proxy, "/", Duration::from_secs(2)).map(|r| r.0),
+        Ok(200)
+    );
+    assert_eq!(
+        (counts.refused, counts.failed),
+        (0, 0),
+        "{errors:?}\nlog:\n{log}"
+    );
+}
+
+#[test]
+fn a_new_file_that_is_not_executable_fails_the_reload_with_the_reason() {
+    let bins = Scratch::new("reexec-noexec");
+    let program = installed(&bins);
+    let s = start(&program);
+    let pid = s.steward.pid();
+    let plain = bins.write("plain", "not a program\n");
+    std::fs::rename(&plain, &program).expect("rename over");
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot be run"), "{out}");
+    assert!(process_alive(pid));
+    assert_eq!(generation(&s).0, 1);
+}
+
+#[test]
+fn without_a_new_binary_a_reload_stays_in_the_same_program_image() {
+    let bins = Scratch::new("reexec-same");
+    let program = installed(&bins);
+    let s = start(&program);
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!s.steward.log_text().contains("re-executing"));
+    assert_eq!(exe_of(s.steward.pid()), program.display().to_string());
+}
