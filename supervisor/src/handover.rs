@@ -1,5 +1,5 @@
 //! The state a steward hands to its successor when it re-executes itself in place (a new
-//! steward binary was installed, and a reload asked for it: [`crate::reexec`]).
+//! steward binary was installed, and a reload asked for it: reexec.rs).
 //!
 //! The successor is the same process (same pid, so systemd's MAINPID never changes) running
 //! the new program image: everything in memory is gone, every descriptor without
