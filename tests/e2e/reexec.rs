@@ -163,3 +163,77 @@ fn without_a_new_binary_a_reload_stays_in_the_same_program_image() {
     assert!(!s.steward.log_text().contains("re-executing"));
     assert_eq!(exe_of(s.steward.pid()), program.display().to_string());
 }
+
+#[test]
+fn a_new_binary_that_does_not_answer_its_check_fails_the_reload_after_the_check_timeout() {
+    let bins = Scratch::new("reexec-hang");
+    let program = installed(&bins);
+    let s = start(&program);
+    let pid = s.steward.pid();
+    let hung = bins.write_executable("hung", "#!/bin/sh\nexec sleep 60\n");
+    replace(&program, &hung);
+    let (code, out) = steward_cli("reload", &s.control());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("did not answer `handover-check` within 10 s"),
+        "{out}"
+    );
+    assert!(process_alive(pid));
+    assert_eq!(generation(&s).0, 1);
+}
+
+/// `steward run` started as a successor whose hand-over (on descriptor 9) is `document`:
+/// its exit code and log.
+fn successor_with_handover(document: &str) -> (Option<i32>, String) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let scratch = Scratch::new("reexec-successor");
+    let doc = scratch.write("handover.json", document);
+    let file = std::fs::File::open(&doc).expect("open");
+    let raw = file.as_raw_fd();
+    let mut cmd = std::process::Command::new(bin("steward"));
+    cmd.args([
+        "run",
+        "--log-target",
+        "stderr",
+        "--config",
+        "/nonexistent.toml",
+    ])
+    .env("STEWARD_HANDOVER_FD", "9")
+    .env_remove("NOTIFY_SOCKET");
+    // SAFETY: runs between fork and exec; dup2 is async-signal-safe and the descriptor
+    // is owned by `file`, alive until the child has started.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = output_within(&mut cmd, Duration::from_secs(10)).expect("steward exits");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_successor_refuses_a_handover_of_a_version_it_does_not_read() {
+    let (code, log) = successor_with_handover("{\"version\": 2}");
+    assert_eq!(code, Some(70), "{log}");
+    assert!(
+        log.contains("cannot take over from the previous steward binary: hand-over format version 2 is not one this steward reads"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_successor_refuses_a_handover_that_is_not_one() {
+    let (code, log) = successor_with_handover("garbage");
+    assert_eq!(code, Some(70), "{log}");
+    assert!(
+        log.contains("the hand-over is not a steward hand-over"),
+        "{log}"
+    );
+}
