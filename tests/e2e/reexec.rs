@@ -13,10 +13,23 @@ use std::time::Duration;
 use common::{Kind, Opts, Setup, USER_YAML};
 use steward_e2e::*;
 
+/// Copies a program with `cp`: written in this process, the file would be open for
+/// writing in every child another test thread forks meanwhile, and exec'ing it would fail
+/// with ETXTBSY until those children exec.
+fn copy_program(from: &Path, to: &Path) {
+    let ok = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp")
+        .success();
+    assert!(ok, "cp {} {}", from.display(), to.display());
+}
+
 /// The "installed" steward: a copy of the workspace's binary a test can replace.
 fn installed(scratch: &Scratch) -> PathBuf {
     let path = scratch.path.join("steward");
-    std::fs::copy(bin("steward"), &path).expect("install steward");
+    copy_program(&bin("steward"), &path);
     path
 }
 
@@ -24,7 +37,7 @@ fn installed(scratch: &Scratch) -> PathBuf {
 /// the running binary keeps the old inode (now deleted).
 fn replace(path: &Path, new: &Path) {
     let tmp = path.with_extension("new");
-    std::fs::copy(new, &tmp).expect("copy new binary");
+    copy_program(new, &tmp);
     std::fs::rename(&tmp, path).expect("rename over");
 }
 
@@ -63,7 +76,7 @@ fn start(program: &Path) -> Setup {
 fn a_replaced_steward_binary_is_re_executed_in_place_and_the_reload_continues_under_load() {
     let bins = Scratch::new("reexec-bin");
     let program = installed(&bins);
-    let s = start(&program);
+    let mut s = start(&program);
     let pid = s.steward.pid();
     let (gen, child, _) = generation(&s);
     assert_eq!(gen, 1);
@@ -92,6 +105,15 @@ fn a_replaced_steward_binary_is_re_executed_in_place_and_the_reload_continues_un
     );
     assert_eq!(gen, 2);
     assert_ne!(new_child, child);
+    // systemd hears one reload: no second READY=1 before the successor's generation
+    // serves, and no MAINPID= (the pid never changed).
+    let msgs = s.notify.messages();
+    let count = |what: &str| msgs.iter().filter(|m| m.contains(what)).count();
+    assert_eq!(
+        (count("READY=1"), count("RELOADING=1"), count("MAINPID=")),
+        (2, 1, 0),
+        "{msgs:?}"
+    );
     assert!(counts.ok > 0, "{counts:?}");
     assert_eq!(
         (counts.refused, counts.failed),
@@ -201,11 +223,16 @@ fn successor_with_handover(document: &str) -> (Option<i32>, String) {
     ])
     .env("STEWARD_HANDOVER_FD", "9")
     .env_remove("NOTIFY_SOCKET");
-    // SAFETY: runs between fork and exec; dup2 is async-signal-safe and the descriptor
-    // is owned by `file`, alive until the child has started.
+    // SAFETY: runs between fork and exec; dup2 and fcntl are async-signal-safe and the
+    // descriptor is owned by `file`, alive until the child has started.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 9) < 0 {
+            // dup2 onto itself would leave close-on-exec set: clear it instead.
+            let r = match raw {
+                9 => libc::fcntl(9, libc::F_SETFD, 0),
+                _ => libc::dup2(raw, 9),
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

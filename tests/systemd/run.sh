@@ -812,7 +812,9 @@ begin "${SCENARIOS[19]}"
 reset_unit
 sd_run install -d /opt/steward-upgrade
 sd_run cp /usr/local/bin/steward /opt/steward-upgrade/steward
-sd_dropin "$UNIT" 50-upgradable $'[Service]\nExecStart=\nExecStart=/opt/steward-upgrade/steward run --config /etc/steward/steward.toml\n'
+# WatchdogSec=2s: the watchdog must stay fed across the exec, or systemd restarts the unit
+# (a new MainPID).
+sd_dropin "$UNIT" 50-upgradable $'[Service]\nExecStart=\nExecStart=/opt/steward-upgrade/steward run --config /etc/steward/steward.toml\nWatchdogSec=2s\n'
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 main=$(show MainPID)
 # upgrade_under_load NEW: fresh connections for 4 s; 1 s in, NEW replaces steward's binary
@@ -865,6 +867,7 @@ log=$(journal_since "$c" -u "$UNIT" -o cat)
 expect_match "journal: re-executed" "$log" "re-executed in place \\(pid $main unchanged\\): adopted generation 1"
 expect_match "journal: the reload continued" "$log" "reload done: generation 2 serves"
 expect_eq ActiveState "$(show ActiveState)" active
+expect_eq NRestarts "$(show NRestarts)" 0
 # A broken new binary: the reload fails with the reason, nothing else changes.
 sd_write_file /opt/steward-upgrade/broken $'#!/bin/sh\necho "steward: broken build" >&2\nexit 1\n'
 c=$(cursor)
