@@ -113,6 +113,7 @@ impl<E: Effects> Driver<E> {
                 if let Some(code) = self.carry_out(actions) {
                     return self.finish(code, &mut done).await;
                 }
+                self.upgrade_moot();
             }
             let wake = self.machine.next_wakeup();
             let event = tokio::select! {

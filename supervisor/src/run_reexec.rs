@@ -195,6 +195,21 @@ impl<E: Effects> Driver<E> {
         self.reap();
     }
 
+    /// The machine left the steady state (a stop, a crash, a restart) while the new binary
+    /// is checked: the upgrade is abandoned at once and its waiters' reloads go to the
+    /// machine, which answers them as it answers any reload in that state (a stop's exit
+    /// must not leave them unanswered).
+    pub(super) fn upgrade_moot(&mut self) {
+        if self.machine.steady().is_some() {
+            return;
+        }
+        let Some(p) = self.upgrade.as_mut().and_then(|u| u.pending.take()) else {
+            return;
+        };
+        warn!("steward's upgrade to {} abandoned: the state moved on while the new binary was checked; the reload runs in the old binary, reload again once it is over", p.path.display());
+        self.reload_as_usual(&p);
+    }
+
     /// The machine's steady state, when the driver has nothing under way either: no kill,
     /// no reload check (work the exec would cut off). A generation's side work ends when it
     /// serves, so the machine's steady state has none.

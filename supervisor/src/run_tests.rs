@@ -239,7 +239,14 @@ impl Harness {
         let (reply, rx) = oneshot::channel();
         // No connection behind it: only a re-exec reads `conn`, and the fake has none.
         let conn = -1;
-        let _ = self.control.send(Request { command, reply, conn }).await;
+        let _ = self
+            .control
+            .send(Request {
+                command,
+                reply,
+                conn,
+            })
+            .await;
         self.settle().await;
         rx
     }

@@ -264,3 +264,37 @@ fn a_successor_refuses_a_handover_that_is_not_one() {
         "{log}"
     );
 }
+
+#[test]
+fn a_stop_during_the_new_binarys_check_stops_steward_instead_of_upgrading_it() {
+    let bins = Scratch::new("reexec-stop");
+    let program = installed(&bins);
+    let mut s = start(&program);
+    let pid = s.steward.pid();
+    let (_, child, _) = generation(&s);
+    // A new binary whose check takes 2 s, and which is steward itself otherwise.
+    let slow = bins.write_executable(
+        "slow",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = handover-check ] && sleep 2\nexec {} \"$@\"\n",
+            bin("steward").display()
+        ),
+    );
+    replace(&program, &slow);
+    let control = s.control();
+    let reload = std::thread::spawn(move || steward_cli("reload", &control));
+    assert!(s
+        .steward
+        .wait_log("before re-executing in place", Duration::from_secs(5)));
+    s.steward.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = s.steward.wait(Duration::from_secs(20));
+    let (code, out) = reload.join().expect("reload");
+    let log = s.steward.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(!log.contains("re-executing in place as"), "{log}");
+    assert!(
+        !process_alive(child),
+        "child pid {child} outlived steward pid {pid}"
+    );
+}
