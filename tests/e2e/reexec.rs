@@ -298,3 +298,55 @@ fn a_stop_during_the_new_binarys_check_stops_steward_instead_of_upgrading_it() {
         "child pid {child} outlived steward pid {pid}"
     );
 }
+
+fn open_fds(pid: i32) -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .flatten()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[test]
+fn an_upgrade_leaves_no_descriptor_behind() {
+    let bins = Scratch::new("reexec-fds");
+    let program = installed(&bins);
+    let s = start(&program);
+    let pid = s.steward.pid();
+    // One upgrade first: the first reload of a steward opens what every later one reuses.
+    replace(&program, &bin("steward"));
+    assert_eq!(steward_cli("reload", &s.control()).0, Some(0));
+    // The retired generation's drain and kill read /proc on the I/O worker for a moment.
+    let settled = || {
+        let mut fds = open_fds(pid);
+        fds.retain(|f| !f.contains(" -> /proc/"));
+        fds
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = settled();
+    for _ in 0..3 {
+        replace(&program, &bin("steward"));
+        let (code, out) = steward_cli("reload", &s.control());
+        assert_eq!(code, Some(0), "{out}");
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = settled();
+    while after.len() > before.len() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        after = settled();
+    }
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "before: {before:#?}\nafter: {after:#?}"
+    );
+}
