@@ -229,6 +229,7 @@ fn main() {
     s.steward.signal(Signal::SIGTERM);
     let _ = s.steward.wait(Duration::from_secs(10));
 
+    rows.push(steward_upgrade());
     rows.push(pingora_upgrade());
     rows.push(stop_start());
 
@@ -292,6 +293,55 @@ fn main() {
         }
         println!("\nsamples: {}", path.display());
     }
+}
+
+/// steward itself upgraded in place: its binary replaced on disk (a new file renamed over
+/// it, as a package does), then `steward reload`, which re-executes steward with the same
+/// pid and then reloads the child.
+fn steward_upgrade() -> Row {
+    let bins = Scratch::new("steward-upgrade");
+    let program = bins.path.join("steward");
+    std::fs::copy(bin("steward"), &program).expect("install steward");
+    let mut s = Setup::start_opts(
+        Kind::StewardProxy,
+        YAML,
+        "",
+        true,
+        "",
+        common::Opts {
+            program: Some(&program),
+            ..common::Opts::default()
+        },
+    );
+    s.wait_ready();
+    let (addr, control, pid) = (s.proxy.clone(), s.control(), s.steward.pid());
+    let row = measure(
+        "steward upgraded in place (binary replaced, then reload; every 2 s)",
+        &addr,
+        9.0,
+        2.0,
+        || {
+            let t = Instant::now();
+            let new = program.with_extension("new");
+            std::fs::copy(bin("steward"), &new).expect("copy");
+            std::fs::rename(&new, &program).expect("rename");
+            let (code, out) = steward_cli("reload", &control);
+            if code != Some(0) {
+                eprintln!("upgrade failed: {out}");
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        },
+    );
+    let upgrades = s.steward.log_text().matches("re-executed in place").count();
+    if upgrades == 0 || !process_alive(pid) {
+        eprintln!(
+            "steward upgrade: {upgrades} re-execs seen; steward pid {pid} alive: {}",
+            process_alive(pid)
+        );
+    }
+    s.steward.signal(Signal::SIGTERM);
+    let _ = s.steward.wait(Duration::from_secs(10));
+    row
 }
 
 /// Pingora's documented upgrade: SIGQUIT to the old process, the new one started with -u.

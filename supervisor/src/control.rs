@@ -64,6 +64,9 @@ impl Command {
 pub struct Request {
     pub command: Command,
     pub reply: oneshot::Sender<Reply>,
+    /// The connection's descriptor, open while `reply` waits: a re-exec hands it to the
+    /// successor, which answers on it ([`answer_on`]).
+    pub conn: std::os::fd::RawFd,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -205,6 +208,7 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
                     .send(Request {
                         command,
                         reply: reply_tx,
+                        conn: std::os::fd::AsRawFd::as_raw_fd(&stream),
                     })
                     .await
                     .is_err()
@@ -224,6 +228,36 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
     line.push('\n');
     let _ = stream.write_all(line.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// The listening socket a predecessor handed over (see [`crate::reexec`]), served as
+/// [`bind`]'s.
+pub fn adopt(fd: std::os::fd::OwnedFd) -> std::io::Result<UnixListener> {
+    let l = std::os::unix::net::UnixListener::from(fd);
+    l.set_nonblocking(true)?;
+    UnixListener::from_std(l)
+}
+
+/// A connection a predecessor accepted and handed over while its client waits for a
+/// reload's answer: the answer sent through the returned sender is written to it, as
+/// [`connection`] would have.
+pub fn answer_on(fd: std::os::fd::OwnedFd) -> std::io::Result<oneshot::Sender<Reply>> {
+    let std_stream = std::os::unix::net::UnixStream::from(fd);
+    std_stream.set_nonblocking(true)?;
+    let mut stream = UnixStream::from_std(std_stream)?;
+    let (tx, rx) = oneshot::channel::<Reply>();
+    tokio::task::spawn_local(async move {
+        let reply = match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Reply::err("steward is shutting down"),
+            Err(_) => Reply::err("no answer within 600 s"),
+        };
+        let mut line = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
+        line.push('\n');
+        let _ = stream.write_all(line.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    });
+    Ok(tx)
 }
 
 fn authorize(stream: &UnixStream) -> Result<(), String> {

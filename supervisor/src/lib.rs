@@ -87,6 +87,13 @@
 //! call them; [`files`] reads operator files as regular files of bounded size. Logs go
 //! through `tracing`, to journald with `STEWARD_*` fields under systemd ([`logging`]).
 //!
+//! **Upgrading steward itself.** A reload that finds steward's own binary replaced on disk,
+//! while serving one generation with nothing pending, runs the new binary's
+//! `handover-check` out of process and then re-executes steward in place ([`reexec`]):
+//! same pid, the listeners, the control socket, the serving generation and the waiting
+//! `steward reload` handed over in a versioned document ([`handover`]). The successor's
+//! start adopts them (`Lifecycle::adopt`) instead of spawning, then runs the reload.
+//!
 //! ```text
 //!  main ─ config ─ startup ──(Plan)──▶ run (driver) ◀──events── signals, control, timers
 //!           │        │                   │    │
@@ -112,6 +119,7 @@ pub mod effects;
 pub mod exit;
 pub mod files;
 pub mod generation;
+pub mod handover;
 pub mod health;
 pub mod inherit;
 pub mod lifecycle;
@@ -123,6 +131,7 @@ pub mod peek;
 pub mod pingora_conf;
 pub mod probe;
 pub mod procfs;
+pub mod reexec;
 pub mod reload_check;
 pub mod render;
 pub mod run;

@@ -1552,6 +1552,10 @@ impl Lifecycle {
     }
 }
 
+#[path = "lifecycle_adopt.rs"]
+mod adopt;
+pub use adopt::Adopted;
+
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
 mod tests;

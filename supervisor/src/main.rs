@@ -6,8 +6,9 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use steward::config::{Config, DEFAULT_CONFIG_PATH};
 use steward::control::{self, Reply};
 use steward::effects::System;
+use steward::handover::Handover;
 use steward::logging::{self, LogTarget};
-use steward::run::{Driver, Setup};
+use steward::run::{Driver, Setup, Upgrade};
 use steward::{exit, runtime_dir, startup};
 
 #[derive(Debug, Parser)]
@@ -114,6 +115,15 @@ names, any other as Pingora itself with its -c file.\n\n\
 Exit 0: no finding, or infos only; 1: warnings; 2: at least one error; 64: bad options."
     )]
     Check(steward::check::CheckArgs),
+    /// Asked of a new steward binary by the running one before it re-executes into it:
+    /// whether this build reads the running one's hand-over and loads its configuration.
+    #[command(name = "handover-check", hide = true)]
+    HandoverCheck {
+        #[arg(long, value_name = "N")]
+        handover_version: u32,
+        #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Print this manual page (roff) on standard output: `steward man | man -l -`.
     #[command(hide = true)]
     Man,
@@ -194,10 +204,19 @@ fn main() {
             if let Err(e) = steward::signals::block_early() {
                 eprintln!("steward: cannot block signals until their handlers exist: {e}");
             }
+            // Before any thread exists: it edits the environment.
+            let handover = steward::handover::Handover::from_env();
             logging::init(log_target);
-            match Config::load(&config) {
-                Ok(cfg) => run_supervisor(cfg),
-                Err(e) => {
+            match (Config::load(&config), handover) {
+                (_, Some(Err(e))) => {
+                    tracing::error!(
+                        steward_phase = "config",
+                        "cannot take over from the previous steward binary: {e}"
+                    );
+                    exit::SOFTWARE
+                }
+                (Ok(cfg), handover) => run_supervisor(cfg, handover.and_then(Result::ok)),
+                (Err(e), _) => {
                     tracing::error!(steward_phase = "config", "configuration error: {e}");
                     exit::CONFIG
                 }
@@ -207,6 +226,10 @@ fn main() {
         Command::Reload { target } => client(&target, control::Command::Reload, false),
         Command::Restart { target } => client(&target, control::Command::Restart, false),
         Command::Check(args) => steward::check::command(args),
+        Command::HandoverCheck {
+            handover_version,
+            config,
+        } => steward::reexec::check_command(handover_version, &config),
         Command::Man => {
             print!("{}", steward::manpage::render(Cli::command()));
             exit::OK
@@ -339,11 +362,15 @@ fn print_reply(reply: &Reply) {
 
 /// `steward run`: start-up's plan, handed to the driver with the real world behind its
 /// effects; steward's exit code once the last child is gone.
-async fn supervise(config: Config) -> i32 {
-    let plan = match startup::prepare(&config).await {
+/// With `handover`, this steward is the successor of an in-place re-exec
+/// (`steward::reexec`): it adopts what its predecessor handed over.
+async fn supervise(config: Config, handover: Option<Handover>) -> i32 {
+    let plan = match startup::prepare(&config, handover.as_ref()).await {
         Ok(plan) => plan,
         Err(startup::Stop(code)) => return code,
     };
+    let upgrade = Upgrade::new(plan.control_fd, &plan.sockets);
+    let policy = plan.policy;
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
     let _control_file = plan.control_file;
     // The driver hears signals on a channel, as its tests feed them.
@@ -369,18 +396,21 @@ async fn supervise(config: Config) -> i32 {
         watchdog: plan.watchdog,
         early: plan.early,
     };
-    Driver::new(effects, setup)
-        .run(signal_rx, plan.control, done_rx)
-        .await
+    let mut driver = Driver::new(effects, setup);
+    driver.enable_upgrade(upgrade);
+    if let Some(h) = handover {
+        driver.adopt(h, policy);
+    }
+    driver.run(signal_rx, plan.control, done_rx).await
 }
 
-fn run_supervisor(cfg: Config) -> i32 {
+fn run_supervisor(cfg: Config, handover: Option<Handover>) -> i32 {
     // One thread: the child's parent-death signal is tied to the thread that forked it.
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(tokio::task::LocalSet::new().run_until(supervise(cfg))),
+        Ok(rt) => rt.block_on(tokio::task::LocalSet::new().run_until(supervise(cfg, handover))),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             exit::OSERR

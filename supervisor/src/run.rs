@@ -26,6 +26,10 @@ use crate::render::{self, KillContext};
 use crate::signals::Received;
 use crate::timeline::Timeline;
 
+#[path = "run_reexec.rs"]
+mod reexec_hook;
+pub use reexec_hook::Upgrade;
+
 /// What the driver starts from, besides its effects.
 pub struct Setup {
     pub config: Config,
@@ -61,6 +65,9 @@ pub struct Driver<E: Effects> {
     timeline: Timeline,
     /// Events produced while carrying out actions, fed back before waiting again.
     queue: VecDeque<Event>,
+    /// steward's own binary and its upgrade under way; `None` where there is no binary to
+    /// re-execute (the tests' fake child).
+    upgrade: Option<Upgrade>,
 }
 
 impl<E: Effects> Driver<E> {
@@ -84,6 +91,7 @@ impl<E: Effects> Driver<E> {
             waiters: Waiters::default(),
             timeline: Timeline::default(),
             queue: VecDeque::new(),
+            upgrade: None,
         }
     }
 
@@ -105,6 +113,7 @@ impl<E: Effects> Driver<E> {
                 if let Some(code) = self.carry_out(actions) {
                     return self.finish(code, &mut done).await;
                 }
+                self.upgrade_moot();
             }
             let wake = self.machine.next_wakeup();
             let event = tokio::select! {
@@ -131,6 +140,10 @@ impl<E: Effects> Driver<E> {
                     Some(ev) => ev,
                     None => continue,
                 },
+                verdict = reexec_hook::checked(&mut self.upgrade) => {
+                    self.upgrade_checked(verdict, &mut signals).await;
+                    continue;
+                }
                 _ = sleep_opt(wake) => Event::Tick,
             };
             self.queue.push_back(event);
@@ -147,7 +160,7 @@ impl<E: Effects> Driver<E> {
                     steward_signal = "SIGHUP",
                     "SIGHUP: reload requested"
                 );
-                Some(Event::Reload { waiter: None })
+                self.reload_requested(None)
             }
             Received::Child => {
                 if self.kills_pending > 0 {
@@ -290,22 +303,22 @@ impl<E: Effects> Driver<E> {
             return None;
         }
         let id = self.waiters.wait(req.reply);
-        Some(match command {
+        match command {
             Command::Restart => {
                 info!(
                     steward_event = "restart-requested",
                     "restart requested on the control socket"
                 );
-                Event::Restart { waiter: Some(id) }
+                Some(Event::Restart { waiter: Some(id) })
             }
             _ => {
                 info!(
                     steward_event = "reload-requested",
                     "reload requested on the control socket"
                 );
-                Event::Reload { waiter: Some(id) }
+                self.reload_requested(Some((id, req.conn)))
             }
-        })
+        }
     }
 
     fn status(&self) -> Status {

@@ -237,7 +237,16 @@ impl Harness {
 
     async fn request(&self, command: Command) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.control.send(Request { command, reply }).await;
+        // No connection behind it: only a re-exec reads `conn`, and the fake has none.
+        let conn = -1;
+        let _ = self
+            .control
+            .send(Request {
+                command,
+                reply,
+                conn,
+            })
+            .await;
         self.settle().await;
         rx
     }

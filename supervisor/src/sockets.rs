@@ -163,6 +163,23 @@ impl Sockets {
         ))
     }
 
+    /// The listeners a predecessor handed over on re-exec (see [`crate::reexec`]): already
+    /// in systemd's fd store when `store` is given, so not stored again.
+    pub fn adopt(entries: Vec<(String, OwnedFd, u16)>, store: Option<&Notifier>) -> Sockets {
+        Sockets {
+            entries,
+            store: store.cloned(),
+        }
+    }
+
+    /// Each listener's key, descriptor and port, for a re-exec's hand-over.
+    pub fn entries(&self) -> Vec<(String, RawFd, u16)> {
+        self.entries
+            .iter()
+            .map(|(k, f, p)| (k.clone(), f.as_raw_fd(), *p))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

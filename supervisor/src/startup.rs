@@ -17,9 +17,15 @@
 //! 7. [`early_signals`]: the signals that arrived meanwhile, for the machine to decide.
 //! 8. [`containment`]: the subreaper flag and the generations' cgroups.
 //!
+//! A successor of a re-exec ([`crate::reexec`]) runs the same pipeline with the
+//! predecessor's [`Handover`]: the control socket and the listeners are adopted instead of
+//! bound, and the effective Pingora conf the running generation uses is kept. Its early
+//! signals go to the adopted machine, which is serving (a stop drains the generation).
+//!
 //! The configuration itself is read before this (`steward run` exits 78 on an error
 //! there, with the line), and the driver ([`super::run`]) takes the plan from here.
 
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +37,7 @@ use crate::check::UnitProps;
 use crate::config::{fmt_duration, Config, ConfigError, DrainMode};
 use crate::control::{self, Request};
 use crate::deadline::{self, Deadline, Outer};
+use crate::handover::Handover;
 use crate::lifecycle::Policy;
 use crate::limits::{self, ChildNofile, NofileSetting};
 use crate::notify::{self, Notifier};
@@ -64,6 +71,8 @@ pub struct Plan {
     /// The control socket's requests, and its file, removed when this is dropped.
     pub control: mpsc::Receiver<Request>,
     pub control_file: RemoveOnDrop,
+    /// The control socket's listening descriptor, for a re-exec's hand-over.
+    pub control_fd: std::os::fd::RawFd,
     pub sockets: Sockets,
     /// Signals that arrived during start-up, for the machine to decide.
     pub early: Vec<Received>,
@@ -73,7 +82,8 @@ pub struct Plan {
 }
 
 /// Runs the pipeline; `Err` carries steward's exit code.
-pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
+/// With `adopted`, the start of a re-exec's successor.
+pub async fn prepare(config: &Config, adopted: Option<&Handover>) -> Result<Plan, Stop> {
     let Process {
         worker,
         netlink,
@@ -92,11 +102,15 @@ pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
         dir,
         control,
         control_file,
-    } = runtime(config, &worker, &deadline)
+        control_fd,
+    } = runtime(config, &worker, &deadline, adopted)
         .await
         .map_err(|(code, msg)| fail(code, msg))?;
     let store = fd_store(config, unit.ok()).then_some(&notifier);
-    let sockets = listeners(config, store).map_err(|msg| fail(exit::OSERR, msg))?;
+    let sockets = match adopted {
+        Some(h) => adopted_listeners(h, store),
+        None => listeners(config, store).map_err(|msg| fail(exit::OSERR, msg))?,
+    };
     let early = early_signals(&mut signals).await;
     let cgroups = containment(&worker, &outer, unit).await?;
     let watchdog = notify::watchdog_interval();
@@ -117,6 +131,7 @@ pub async fn prepare(config: &Config) -> Result<Plan, Stop> {
         dir,
         control,
         control_file,
+        control_fd,
         sockets,
         early,
         cgroups,
@@ -240,6 +255,7 @@ struct Runtime {
     dir: RuntimeDir,
     control: mpsc::Receiver<Request>,
     control_file: RemoveOnDrop,
+    control_fd: std::os::fd::RawFd,
 }
 
 /// The runtime directory with the control socket claimed and the effective Pingora conf
@@ -248,6 +264,7 @@ async fn runtime(
     config: &Config,
     worker: &Worker,
     deadline: &Deadline,
+    adopted: Option<&Handover>,
 ) -> Result<Runtime, (i32, String)> {
     let failed = |e: &dyn std::fmt::Display| {
         error!(steward_phase = "config", "{e}");
@@ -258,10 +275,37 @@ async fn runtime(
     // The control socket is claimed before anything else is written: a second steward on
     // the same directory must stop here, before it overwrites the first one's conf.
     let (control_tx, control) = mpsc::channel(16);
-    let (listener, path) = control::bind(&dir).map_err(|e| failed(&e))?;
-    info!("control socket {}", path.display());
+    let listener = match adopted {
+        Some(h) => {
+            // SAFETY: the predecessor named this descriptor as its control socket, and
+            // Handover::decode checked it is an open socket named once.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(h.control_fd) };
+            let listener = control::adopt(fd).map_err(|e| failed(&e))?;
+            info!(
+                "control socket {} (kept from the previous steward binary)",
+                dir.join(control::SOCKET_NAME).display()
+            );
+            listener
+        }
+        None => {
+            let (listener, path) = control::bind(&dir).map_err(|e| failed(&e))?;
+            info!("control socket {}", path.display());
+            listener
+        }
+    };
+    let control_fd = listener.as_raw_fd();
     tokio::task::spawn_local(control::serve(listener, control_tx));
     let control_file = RemoveOnDrop(dir.clone(), control::SOCKET_NAME);
+    // The running generation was started on the effective conf there; a reload writes
+    // the next one.
+    if adopted.is_some() {
+        return Ok(Runtime {
+            dir,
+            control,
+            control_file,
+            control_fd,
+        });
+    }
     // The socket is the child's to create; whatever a dead child or someone else left
     // there would refuse the hand-off.
     match dir.clear_stale(UPGRADE_SOCK, false) {
@@ -283,6 +327,7 @@ async fn runtime(
         dir,
         control,
         control_file,
+        control_fd,
     })
 }
 
@@ -326,6 +371,25 @@ fn listeners(config: &Config, store: Option<&Notifier>) -> Result<Sockets, Strin
         );
     }
     Ok(sockets)
+}
+
+/// The listeners a predecessor handed over, as it had them.
+fn adopted_listeners(h: &Handover, store: Option<&Notifier>) -> Sockets {
+    let entries = h
+        .listeners
+        .iter()
+        .map(|l| {
+            // SAFETY: the predecessor named this descriptor as listener `key`, and
+            // Handover::decode checked it is an open socket named once.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(l.fd) };
+            info!(
+                "listener {} kept from the previous steward binary; handed to every generation",
+                l.key
+            );
+            (l.key.clone(), fd, l.port)
+        })
+        .collect();
+    Sockets::adopt(entries, store)
 }
 
 /// The signals that arrived during start-up, in order, for the machine to decide

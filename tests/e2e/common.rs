@@ -48,6 +48,8 @@ pub struct Opts<'a> {
     pub launcher: Launcher,
     /// `child.handoff` (steward's default, Pingora's `-u` hand-off, when `None`).
     pub handoff: Option<&'a str>,
+    /// The steward binary to run, when not the workspace's own.
+    pub program: Option<&'a std::path::Path>,
 }
 
 /// A request's outcome and when it ended.
@@ -177,7 +179,10 @@ impl Setup {
                 yaml_path.display()
             ),
         );
-        let steward = Steward::start_with_pending(&scratch.path, &config, &env, opts.pending);
+        let steward = match opts.program {
+            Some(p) => Steward::start_program(&scratch.path, &config, &env, opts.pending, p),
+            None => Steward::start_with_pending(&scratch.path, &config, &env, opts.pending),
+        };
         Setup {
             scratch,
             steward,

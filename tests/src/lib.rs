@@ -361,7 +361,19 @@ impl Steward {
         env: &[(&str, String)],
         pending: &[Signal],
     ) -> Steward {
-        Steward::launch(dir, config, env, pending, None)
+        Steward::launch(dir, config, env, pending, None, &bin("steward"))
+    }
+
+    /// As [`Steward::start_with_pending`], running the steward binary at `program` (a copy
+    /// a test replaces on disk, as a package upgrade does).
+    pub fn start_program(
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, String)],
+        pending: &[Signal],
+        program: &Path,
+    ) -> Steward {
+        Steward::launch(dir, config, env, pending, None, program)
     }
 
     /// As [`Steward::start`], with steward's `RLIMIT_NOFILE` set to `(soft, hard)` before
@@ -373,7 +385,7 @@ impl Steward {
         env: &[(&str, String)],
         nofile: (u64, u64),
     ) -> Steward {
-        Steward::launch(dir, config, env, &[], Some(nofile))
+        Steward::launch(dir, config, env, &[], Some(nofile), &bin("steward"))
     }
 
     fn launch(
@@ -382,10 +394,11 @@ impl Steward {
         env: &[(&str, String)],
         pending: &[Signal],
         nofile: Option<(u64, u64)>,
+        program: &Path,
     ) -> Steward {
         let log = dir.join("steward.log");
         let stderr = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(bin("steward"));
+        let mut cmd = Command::new(program);
         cmd.args(["run", "--log-target", "stderr", "--config"])
             .arg(config)
             .stdin(Stdio::null())

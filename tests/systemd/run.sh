@@ -37,6 +37,7 @@ SCENARIOS=(
   "17 watchdog pings stop for a hung child, resume"
   "18 open files: 5,000 concurrent slow requests"
   "19 SIGKILL of steward: fd store, 0 refused"
+  "20 steward upgraded in place: MainPID kept"
 )
 
 if ! reason=$(sd_can_run); then
@@ -798,6 +799,89 @@ verdict=$(kill_steward_under_load)
 expect_match "without the store, refused ($verdict)" "$verdict" '^[0-9]+ ok, [1-9][0-9]* refused'
 wait_active || fail "not restarted by Restart=on-failure"
 sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+end
+
+# 20 -----------------------------------------------------------------------------------
+# A package upgrade of steward itself: the binary is replaced on disk (a new file renamed
+# over it), then `systemctl reload` re-executes steward in place. MainPID stays, its exe
+# is the new file, and a client opening a fresh connection per request sees neither a
+# refusal nor a failure. A broken new binary fails the reload (systemctl reload exits
+# non-zero) and the old steward serves on. The shipped binary is bind-mounted read-only,
+# so the unit runs a copy in /opt that the scenario can replace.
+begin "${SCENARIOS[19]}"
+reset_unit
+sd_run install -d /opt/steward-upgrade
+sd_run cp /usr/local/bin/steward /opt/steward-upgrade/steward
+# WatchdogSec=2s: the watchdog must stay fed across the exec, or systemd restarts the unit
+# (a new MainPID).
+sd_dropin "$UNIT" 50-upgradable $'[Service]\nExecStart=\nExecStart=/opt/steward-upgrade/steward run --config /etc/steward/steward.toml\nWatchdogSec=2s\n'
+sd_systemctl start "$UNIT" || fail "systemctl start failed"
+main=$(show MainPID)
+# upgrade_under_load NEW: fresh connections for 4 s; 1 s in, NEW replaces steward's binary
+# and `systemctl reload` runs. Prints "reload exit E; N ok, R refused, F failed [errors]".
+upgrade_under_load() {
+  local out load rc=0
+  out=$(mktemp)
+  sd_run python3 - >"$out" 2>&1 <<'PY' &
+import socket, time
+end = time.monotonic() + 4.0
+ok = refused = failed = 0
+errors = []
+while time.monotonic() < end:
+    try:
+        s = socket.create_connection(("127.0.0.1", 6188), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        if data.startswith(b"HTTP/1.1 200"):
+            ok += 1
+        else:
+            failed += 1
+            errors.append(repr(data[:40]))
+    except ConnectionRefusedError:
+        refused += 1
+        time.sleep(0.01)
+    except OSError as e:
+        failed += 1
+        errors.append(str(e))
+print(f"{ok} ok, {refused} refused, {failed} failed {errors[:3]}")
+PY
+  load=$!
+  sleep 1
+  sd_run cp "$1" /opt/steward-upgrade/steward.new
+  sd_run chmod 755 /opt/steward-upgrade/steward.new
+  sd_run mv /opt/steward-upgrade/steward.new /opt/steward-upgrade/steward
+  sd_systemctl reload "$UNIT" >/dev/null 2>&1 || rc=$?
+  wait "$load" || true
+  echo "reload exit $rc; $(cat "$out")"
+  rm -f "$out"
+}
+c=$(cursor)
+verdict=$(upgrade_under_load /usr/local/bin/steward)
+expect_match "upgrade under fresh connections ($verdict)" "$verdict" '^reload exit 0; [1-9][0-9]* ok, 0 refused, 0 failed'
+expect_eq MainPID "$(show MainPID)" "$main"
+expect_eq "/proc/MainPID/exe" "$(sd_run readlink "/proc/$main/exe")" /opt/steward-upgrade/steward
+log=$(journal_since "$c" -u "$UNIT" -o cat)
+expect_match "journal: re-executed" "$log" "re-executed in place \\(pid $main unchanged\\): adopted generation 1"
+expect_match "journal: the reload continued" "$log" "reload done: generation 2 serves"
+expect_eq ActiveState "$(show ActiveState)" active
+expect_eq NRestarts "$(show NRestarts)" 0
+# A broken new binary: the reload fails with the reason, nothing else changes.
+sd_write_file /opt/steward-upgrade/broken $'#!/bin/sh\necho "steward: broken build" >&2\nexit 1\n'
+c=$(cursor)
+verdict=$(upgrade_under_load /opt/steward-upgrade/broken)
+expect_match "broken binary under fresh connections ($verdict)" "$verdict" '^reload exit [1-9][0-9]*; [1-9][0-9]* ok, 0 refused, 0 failed'
+expect_eq MainPID "$(show MainPID)" "$main"
+expect_match "/proc/MainPID/exe" "$(sd_run readlink "/proc/$main/exe")" '\(deleted\)$'
+expect_match "journal: the reason" "$(journal_since "$c" -u "$UNIT" -o cat)" "refused the hand-over: steward: broken build"
+expect_match StatusText "$(show StatusText)" "reload failed: steward's upgrade"
+expect_eq "request after the failed upgrade" "$(http_code /)" 200
+c=$(cursor)
+sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
+expect_eq Result "$(show Result)" success
+expect_no_systemd_kill "$c"
 end
 
 # ---------------------------------------------------------------------------------------
