@@ -231,7 +231,6 @@ impl Handover {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::IntoRawFd;
 
     /// A hand-over naming real, open sockets (kept alive by the returned owners).
     fn sample() -> (Handover, Vec<OwnedFd>) {
@@ -315,9 +314,15 @@ mod tests {
     #[test]
     fn a_closed_descriptor_is_refused() {
         let (mut h, _keep) = sample();
-        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let closed = a.into_raw_fd();
-        nix::unistd::close(closed).expect("close");
+        // A number no descriptor of this process can have (above its hard open-file
+        // limit): closing a real one would race the other tests' threads, which may be
+        // given the same number again at once.
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .expect("getrlimit");
+        let closed = RawFd::try_from(hard)
+            .unwrap_or(RawFd::MAX - 1)
+            .min(RawFd::MAX - 1)
+            + 1;
         h.waiters = vec![closed];
         let err = Handover::decode(&h.encode()).expect_err("refused");
         assert!(
