@@ -215,16 +215,26 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
                 {
                     Reply::err("steward is shutting down")
                 } else {
-                    match tokio::time::timeout(REPLY_TIMEOUT, reply_rx).await {
-                        Ok(Ok(r)) => r,
-                        Ok(Err(_)) => Reply::err("steward is shutting down"),
-                        Err(_) => Reply::err("no answer within 600 s"),
-                    }
+                    answer_of(reply_rx).await
                 }
             }
         },
     };
-    let mut line = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
+    write_reply(&mut stream, &reply).await;
+}
+
+/// The answer steward gives a request, or why none came.
+async fn answer_of(rx: oneshot::Receiver<Reply>) -> Reply {
+    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Reply::err("steward is shutting down"),
+        Err(_) => Reply::err("no answer within 600 s"),
+    }
+}
+
+/// One JSON line, then the connection's end.
+async fn write_reply(stream: &mut UnixStream, reply: &Reply) {
+    let mut line = serde_json::to_string(reply).unwrap_or_else(|_| "{\"ok\":false}".into());
     line.push('\n');
     let _ = stream.write_all(line.as_bytes()).await;
     let _ = stream.shutdown().await;
@@ -247,15 +257,8 @@ pub fn answer_on(fd: std::os::fd::OwnedFd) -> std::io::Result<oneshot::Sender<Re
     let mut stream = UnixStream::from_std(std_stream)?;
     let (tx, rx) = oneshot::channel::<Reply>();
     tokio::task::spawn_local(async move {
-        let reply = match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Reply::err("steward is shutting down"),
-            Err(_) => Reply::err("no answer within 600 s"),
-        };
-        let mut line = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
-        line.push('\n');
-        let _ = stream.write_all(line.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        let reply = answer_of(rx).await;
+        write_reply(&mut stream, &reply).await;
     });
     Ok(tx)
 }

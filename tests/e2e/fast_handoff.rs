@@ -158,25 +158,8 @@ fn reloads_under_load_on_the_inherited_listener_refuse_and_fail_nothing() {
 
 #[test]
 fn a_listener_steward_proxy_does_not_claim_fails_the_inherited_start_with_the_key() {
-    let scratch = Scratch::new("inherit-badkey");
-    let a = proxy_settings(&scratch);
-    let stray = format!("127.0.0.1:{}", free_port());
-    let config = scratch.write(
-        "steward.toml",
-        &format!(
-            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"--proxy-config\", \"{}\"]\nhandoff = \"inherit\"\n[ready]\nhttp = \"http://{}/health\"\n[sockets]\nlisten = [\"{}\", \"{}\", \"{stray}\"]\n",
-            scratch.path.display(),
-            bin("steward-proxy").display(),
-            a.settings.display(),
-            a.health,
-            a.proxy,
-            a.origin
-        ),
-    );
-    let mut steward = Steward::start(&scratch.path, &config, &[]);
-    let status = steward.wait(Duration::from_secs(15)).expect("exits");
-    let log = steward.log_text();
-    assert_eq!(status.code(), Some(78), "log:\n{log}");
+    let (code, log, stray) = start_with_a_stray_listener("inherit-badkey", Some("inherit"));
+    assert_eq!(code, Some(78), "log:\n{log}");
     assert!(
         log.contains(&format!("did not claim listener(s) {stray}")),
         "log:\n{log}"

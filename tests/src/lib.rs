@@ -1217,3 +1217,32 @@ pub fn started_child_pids(log: &str) -> Vec<i32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+/// steward-proxy under steward with one `sockets.listen` key it serves nothing on, and
+/// `child.handoff = handoff` when given: steward's exit code, its log and the stray key.
+pub fn start_with_a_stray_listener(
+    name: &str,
+    handoff: Option<&str>,
+) -> (Option<i32>, String, String) {
+    let scratch = Scratch::new(name);
+    let a = proxy_settings(&scratch);
+    let stray = format!("127.0.0.1:{}", free_port());
+    let handoff = handoff
+        .map(|h| format!("handoff = \"{h}\"\n"))
+        .unwrap_or_default();
+    let config = scratch.write(
+        "steward.toml",
+        &format!(
+            "runtime_dir = \"{}/run\"\n[child]\ncommand = [\"{}\", \"--proxy-config\", \"{}\"]\n{handoff}[ready]\nhttp = \"http://{}/health\"\n[sockets]\nlisten = [\"{}\", \"{}\", \"{stray}\"]\n",
+            scratch.path.display(),
+            bin("steward-proxy").display(),
+            a.settings.display(),
+            a.health,
+            a.proxy,
+            a.origin
+        ),
+    );
+    let mut steward = Steward::start(&scratch.path, &config, &[]);
+    let status = steward.wait(Duration::from_secs(15)).expect("exits");
+    (status.code(), steward.log_text(), stray)
+}
