@@ -90,6 +90,16 @@ impl Reply {
         }
     }
 
+    /// The answer to `steward status`.
+    pub fn status(status: Status) -> Reply {
+        Reply {
+            ok: true,
+            error: None,
+            message: None,
+            status: Some(status),
+        }
+    }
+
     pub fn err(error: impl Into<String>) -> Reply {
         Reply {
             ok: false,
@@ -412,6 +422,13 @@ impl Waiters {
     pub fn answer(&mut self, id: u64, reply: Reply) {
         if let Some(tx) = self.waiting.remove(&id) {
             let _ = tx.send(reply);
+        }
+    }
+
+    /// Answers each of `ids` with the same reply.
+    pub fn answer_each(&mut self, ids: impl IntoIterator<Item = u64>, reply: Reply) {
+        for id in ids {
+            self.answer(id, reply.clone());
         }
     }
 

@@ -65,6 +65,36 @@ pub struct Kill {
     pub in_flight: Option<usize>,
 }
 
+impl Kill {
+    /// A generation whose start went wrong (already reported).
+    pub fn rejected(gen: GenId, pid: Pid) -> Kill {
+        Kill {
+            gen,
+            pid: pid.as_raw(),
+            reason: None,
+            elapsed_ms: 0,
+            in_flight: None,
+        }
+    }
+
+    /// The machine's kill of a generation's tree, `drained_for` after its drain began.
+    pub fn tree(
+        gen: GenId,
+        pid: Pid,
+        reason: KillReason,
+        drained_for: Option<std::time::Duration>,
+        in_flight: Option<usize>,
+    ) -> Kill {
+        Kill {
+            gen,
+            pid: pid.as_raw(),
+            reason: Some(reason),
+            elapsed_ms: drained_for.map_or(0, |d| d.as_millis() as u64),
+            in_flight,
+        }
+    }
+}
+
 /// A generation's child runs; its side work, if any, ends when this is dropped.
 pub struct Spawned {
     pub pid: Pid,

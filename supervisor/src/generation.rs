@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::config::Probe;
-use crate::lifecycle::GenId;
-use crate::tcp::{self, Snapshot};
+use crate::lifecycle::{Event, GenId, Unclaimed};
+use crate::tcp::{self, DrainCount, Snapshot};
 use crate::upgrade::{self, HandoffError};
 use crate::worker::{Worker, WorkerError};
 use crate::{inherit, probe, procfs};
@@ -265,6 +265,41 @@ impl Generations {
         true
     }
 
+    /// It serves: its side work ends, and what that work found is the machine's event,
+    /// ready or (listeners of `config` it did not claim) rejected.
+    pub fn served(
+        &mut self,
+        gen: GenId,
+        snap: Snapshot,
+        unclaimed: Vec<String>,
+        config: &std::path::Path,
+    ) -> Event {
+        self.snapshot(gen, snap);
+        self.settle(gen);
+        if unclaimed.is_empty() {
+            return Event::Ready { gen };
+        }
+        let listeners = Unclaimed {
+            keys: unclaimed,
+            config: config.to_path_buf(),
+        };
+        Event::Unclaimed { gen, listeners }
+    }
+
+    /// A drain poll's counts as events, for the generations still here (one that exited
+    /// meanwhile has nothing left to count).
+    pub fn drain_events(&self, counts: Vec<(GenId, DrainCount)>) -> Vec<Event> {
+        counts
+            .into_iter()
+            .filter(|(gen, _)| self.contains(*gen))
+            .map(|(gen, count)| Event::Drain {
+                gen,
+                in_flight: count.in_flight,
+                closed: count.closed,
+            })
+            .collect()
+    }
+
     /// Its side work ends (it served, drains or is killed); its pid, and whether what it
     /// serves is still unknown.
     pub fn settle(&mut self, gen: GenId) -> Option<(Pid, bool)> {
@@ -285,5 +320,61 @@ impl Generations {
             Some((g, h.pid.as_raw(), h.snap.clone()?))
         })
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn table(gens: &[GenId]) -> Generations {
+        let mut t = Generations::default();
+        for &gen in gens {
+            t.insert(gen, Pid::from_raw(1000 + gen as i32), None, None);
+        }
+        t
+    }
+
+    #[test]
+    fn a_generation_that_serves_and_claimed_every_listener_is_ready() {
+        let mut t = table(&[1]);
+        let ev = t.served(
+            1,
+            Snapshot::default(),
+            vec![],
+            Path::new("/etc/steward.toml"),
+        );
+        assert_eq!(ev, Event::Ready { gen: 1 });
+    }
+
+    #[test]
+    fn a_generation_that_serves_but_left_listeners_unclaimed_is_reported_with_them() {
+        let mut t = table(&[2]);
+        let keys = vec!["0.0.0.0:8080".to_string()];
+        let ev = t.served(2, Snapshot::default(), keys.clone(), Path::new("/c.toml"));
+        let listeners = Unclaimed {
+            keys,
+            config: "/c.toml".into(),
+        };
+        assert_eq!(ev, Event::Unclaimed { gen: 2, listeners });
+    }
+
+    #[test]
+    fn a_drain_count_for_a_generation_that_exited_meanwhile_is_dropped() {
+        let t = table(&[3]);
+        let count = |in_flight| DrainCount {
+            in_flight,
+            closed: false,
+        };
+        let events = t.drain_events(vec![(3, count(4)), (2, count(7))]);
+        assert_eq!(
+            events,
+            vec![Event::Drain {
+                gen: 3,
+                in_flight: 4,
+                closed: false
+            }]
+        );
     }
 }

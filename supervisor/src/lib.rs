@@ -80,7 +80,9 @@
 //! one task per generation ([`generation`]), cancelled by dropping it, so a generation
 //! that exits, drains or is killed is never reported ready. A reload's configuration
 //! check is [`reload_check`]; health probes, which alone feed the watchdog while serving,
-//! are [`health`]; the drain count's rhythm is [`drain_poll`]; `steward status`'s memory of the last reload or stop is [`timeline`].
+//! are [`health`]; the drain count's rhythm is [`drain_poll`]; `steward status`'s memory
+//! of the last reload or stop is [`timeline`]; [`kills`] holds a reap back until the kill
+//! that caused it has reported, so the kill's line comes before the exit's.
 //! Nothing slow runs on the loop: every blocking read (`/proc`, netlink, cgroup files,
 //! configuration files, a `-t` run's output) and every kill loop runs on the one I/O
 //! thread of [`worker`], whose context the blocking modules require, so the loop cannot
@@ -122,6 +124,7 @@ pub mod generation;
 pub mod handover;
 pub mod health;
 pub mod inherit;
+pub mod kills;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;

@@ -9,6 +9,9 @@
 use std::fmt;
 use std::time::Duration;
 
+#[path = "render_upgrade.rs"]
+pub mod upgrade;
+
 use crate::lifecycle::{
     ChildStatus, Crash, Fact, GenId, KillReason, Mode, ReloadError, ReloadFailure, StopSignal,
     Unclaimed, Why,
@@ -792,6 +795,73 @@ pub fn log_reload_finished(result: &Result<GenId, ReloadError>) -> String {
             );
             format!("reload failed: {e}")
         }
+    }
+}
+
+/// Who asked for a reload or a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    ReloadBySighup,
+    ReloadOnSocket,
+    RestartOnSocket,
+}
+
+/// The journal line of a reload or restart request, before the machine decides on it.
+pub fn log_asked(asked: Asked) {
+    match asked {
+        Asked::ReloadBySighup => tracing::info!(
+            steward_event = "reload-requested",
+            steward_signal = "SIGHUP",
+            "SIGHUP: reload requested"
+        ),
+        Asked::ReloadOnSocket => tracing::info!(
+            steward_event = "reload-requested",
+            "reload requested on the control socket"
+        ),
+        Asked::RestartOnSocket => tracing::info!(
+            steward_event = "restart-requested",
+            "restart requested on the control socket"
+        ),
+    }
+}
+
+/// A generation whose start went wrong is killed and dropped.
+pub fn log_rejected(gen: GenId, reason: &str) {
+    tracing::error!(
+        steward_event = "rejected",
+        steward_generation = gen,
+        "generation {gen}: {reason}"
+    );
+}
+
+/// A generation's child could not even be spawned.
+pub fn log_spawn_failed(gen: GenId, reason: &str) {
+    tracing::error!(
+        steward_phase = "starting",
+        steward_event = "spawn-failed",
+        steward_generation = gen,
+        "{reason}"
+    );
+}
+
+/// SIGTERM sent to a generation: its drain begins.
+pub fn log_terminate(gen: GenId, pid: nix::unistd::Pid) {
+    tracing::info!(
+        steward_event = "terminate",
+        steward_generation = gen,
+        steward_child_pid = pid.as_raw(),
+        steward_signal = "SIGTERM",
+        "SIGTERM to generation {gen} (child pid {pid}): draining"
+    );
+}
+
+/// Processes the children left behind, killed at steward's exit.
+pub fn log_leftovers(killed: usize) {
+    if killed > 0 {
+        tracing::warn!(
+            steward_killed = killed as u64,
+            "killed {killed} processes the children left behind"
+        );
     }
 }
 

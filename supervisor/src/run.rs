@@ -12,7 +12,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{error, info, warn, Level};
+use tracing::Level;
 
 use crate::config::{Config, DrainMode};
 use crate::control::{Command, Reply, Request, Status, Waiters};
@@ -21,8 +21,9 @@ use crate::drain_poll::DrainPoll;
 use crate::effects::{Conf, Done, Effects, Kill, Notice, KILL_TIMEOUT};
 use crate::generation::{Generations, Progress};
 use crate::health::{self, Health};
-use crate::lifecycle::{Action, Event, GenId, Lifecycle, Mode, StopSignal, Unclaimed, Why};
-use crate::render::{self, KillContext};
+use crate::kills::Kills;
+use crate::lifecycle::{Action, Event, GenId, Lifecycle, Mode, StopSignal, Why};
+use crate::render::{self, Asked, KillContext};
 use crate::signals::Received;
 use crate::timeline::Timeline;
 
@@ -55,10 +56,7 @@ pub struct Driver<E: Effects> {
     watchdog: Option<Duration>,
     gens: Generations,
     started: StdInstant,
-    /// Kills still running. Reaps wait for them, so a kill's log line (with how many
-    /// processes it ended) comes before the exit it caused.
-    kills_pending: usize,
-    reap_due: bool,
+    kills: Kills,
     health: Health,
     drain: DrainPoll,
     waiters: Waiters,
@@ -85,8 +83,7 @@ impl<E: Effects> Driver<E> {
             watchdog: setup.watchdog,
             gens: Generations::default(),
             started: StdInstant::now(),
-            kills_pending: 0,
-            reap_due: false,
+            kills: Kills::default(),
             drain: DrainPoll::default(),
             waiters: Waiters::default(),
             timeline: Timeline::default(),
@@ -155,17 +152,11 @@ impl<E: Effects> Driver<E> {
             Received::Term => Some(Event::Stop(StopSignal::Term)),
             Received::Int => Some(Event::Stop(StopSignal::Int)),
             Received::Hup => {
-                info!(
-                    steward_event = "reload-requested",
-                    steward_signal = "SIGHUP",
-                    "SIGHUP: reload requested"
-                );
+                render::log_asked(Asked::ReloadBySighup);
                 self.reload_requested(None)
             }
             Received::Child => {
-                if self.kills_pending > 0 {
-                    self.reap_due = true;
-                } else {
+                if self.kills.may_reap() {
                     self.reap();
                 }
                 None
@@ -190,18 +181,7 @@ impl<E: Effects> Driver<E> {
                 self.gens.contains(gen).then_some(())?;
                 match progress {
                     Progress::Served { unclaimed, snap } => {
-                        self.gens.snapshot(gen, snap);
-                        self.gens.settle(gen);
-                        match unclaimed.is_empty() {
-                            true => Some(Event::Ready { gen }),
-                            false => Some(Event::Unclaimed {
-                                gen,
-                                listeners: Unclaimed {
-                                    keys: unclaimed,
-                                    config: self.config.path.clone(),
-                                },
-                            }),
-                        }
+                        Some(self.gens.served(gen, snap, unclaimed, &self.config.path))
                     }
                     Progress::Failed { reason, code } => Some(self.spawn_failed(gen, reason, code)),
                 }
@@ -212,22 +192,13 @@ impl<E: Effects> Driver<E> {
             }
             Done::Drained(counts) => {
                 self.drain.counted();
-                for (gen, count) in counts {
-                    // A generation that exited meanwhile has nothing left to count.
-                    if self.gens.contains(gen) {
-                        self.queue.push_back(Event::Drain {
-                            gen,
-                            in_flight: count.in_flight,
-                            closed: count.closed,
-                        });
-                    }
-                }
+                let events = self.gens.drain_events(counts);
+                self.queue.extend(events);
                 None
             }
             Done::Killed(kill, result) => {
-                self.kills_pending = self.kills_pending.saturating_sub(1);
                 render::log_kill(&kill, result, &self.kill_context());
-                if self.kills_pending == 0 && std::mem::take(&mut self.reap_due) {
+                if self.kills.finished() {
                     self.reap();
                 }
                 None
@@ -272,7 +243,7 @@ impl<E: Effects> Driver<E> {
     }
 
     fn kill(&mut self, kill: Kill) {
-        self.kills_pending += 1;
+        self.kills.started();
         self.effects.kill(kill);
     }
 
@@ -294,28 +265,17 @@ impl<E: Effects> Driver<E> {
     fn control_request(&mut self, req: Request) -> Option<Event> {
         let command = req.command;
         if command == Command::Status {
-            let _ = req.reply.send(Reply {
-                ok: true,
-                error: None,
-                message: None,
-                status: Some(self.status()),
-            });
+            let _ = req.reply.send(Reply::status(self.status()));
             return None;
         }
         let id = self.waiters.wait(req.reply);
         match command {
             Command::Restart => {
-                info!(
-                    steward_event = "restart-requested",
-                    "restart requested on the control socket"
-                );
+                render::log_asked(Asked::RestartOnSocket);
                 Some(Event::Restart { waiter: Some(id) })
             }
             _ => {
-                info!(
-                    steward_event = "reload-requested",
-                    "reload requested on the control socket"
-                );
+                render::log_asked(Asked::ReloadOnSocket);
                 self.reload_requested(Some((id, req.conn)))
             }
         }
@@ -354,19 +314,9 @@ impl<E: Effects> Driver<E> {
 
     fn reject(&mut self, gen: GenId, reason: &str) {
         if let Some(pid) = self.gens.remove(gen) {
-            self.kill(Kill {
-                gen,
-                pid: pid.as_raw(),
-                reason: None,
-                elapsed_ms: 0,
-                in_flight: None,
-            });
+            self.kill(Kill::rejected(gen, pid));
         }
-        error!(
-            steward_event = "rejected",
-            steward_generation = gen,
-            "generation {gen}: {reason}"
-        );
+        render::log_rejected(gen, reason);
     }
 
     /// Carries out the machine's actions; `Some(code)` when steward must exit.
@@ -381,22 +331,16 @@ impl<E: Effects> Driver<E> {
                 Action::Spawn { gen, why } => self.spawn(gen, why),
                 Action::NotifyReady(fact) => {
                     let status = fact.to_string();
-                    render::log_ready(
-                        &status,
-                        &fact,
-                        self.machine.current(),
-                        &self.config.ready.probe,
-                    );
-                    self.record(&status);
-                    self.effects.notify(Notice::Ready(&status));
+                    let current = self.machine.current();
+                    render::log_ready(&status, &fact, current, &self.config.ready.probe);
+                    self.publish(&status, Notice::Ready);
                 }
                 Action::NotifyReloading(fact) => {
                     let status = fact.to_string();
                     self.timeline.begin(Instant::now());
                     let text = format!("{status}; RELOADING=1");
                     render::log_fact(Level::INFO, "reloading", self.current_pid(), &fact, &text);
-                    self.record(&status);
-                    self.effects.notify(Notice::Reloading(&status));
+                    self.publish(&status, Notice::Reloading);
                 }
                 Action::NotifyStopping(fact) => {
                     let status = fact.to_string();
@@ -404,14 +348,10 @@ impl<E: Effects> Driver<E> {
                     let signal = self.machine.stop_signal();
                     let pid = self.current_pid();
                     render::log_stopping(&status, &fact, pid, signal, &self.deadline);
-                    self.record(&status);
-                    self.effects.notify(Notice::Stopping(&status));
+                    self.publish(&status, Notice::Stopping);
                 }
                 Action::Status(fact) => {
-                    let status = fact.to_string();
-                    let (phase, pid) = (self.machine.mode().as_str(), self.current_pid());
-                    render::log_fact(Level::INFO, phase, pid, &fact, &status);
-                    self.record(&status);
+                    let status = self.note(Level::INFO, &fact);
                     self.effects.notify(Notice::Status(&status));
                 }
                 Action::Terminate { gen } => self.terminate(gen),
@@ -421,30 +361,19 @@ impl<E: Effects> Driver<E> {
                     drain_began,
                     in_flight,
                 } => {
-                    let Some((pid, _)) = self.gens.settle(gen) else {
-                        continue;
-                    };
-                    let pid = pid.as_raw();
-                    let elapsed = drain_began.map(|t| Instant::now().saturating_duration_since(t));
-                    let elapsed_ms = elapsed.map_or(0, |d| d.as_millis() as u64);
-                    let reason = Some(reason);
-                    self.kill(Kill {
-                        gen,
-                        pid,
-                        reason,
-                        elapsed_ms,
-                        in_flight,
-                    });
+                    if let Some((pid, _)) = self.gens.settle(gen) {
+                        let since =
+                            drain_began.map(|t| Instant::now().saturating_duration_since(t));
+                        self.kill(Kill::tree(gen, pid, reason, since, in_flight));
+                    }
                 }
                 Action::Reject { gen, reason } => self.reject(gen, &reason),
                 Action::CloseSockets => self.effects.close_sockets(),
                 Action::ReloadFinished { waiters, result } => {
                     let text = render::log_reload_finished(&result);
                     self.record(&text);
-                    let reply = Reply::from(render::reload_reply(&result));
-                    for w in waiters {
-                        self.waiters.answer(w, reply.clone());
-                    }
+                    self.waiters
+                        .answer_each(waiters, render::reload_reply(&result).into());
                     self.checking = None;
                     let adopted = result.ok().and_then(|gen| self.gens.take_candidate(gen));
                     if let Some(new) = adopted {
@@ -453,8 +382,8 @@ impl<E: Effects> Driver<E> {
                     }
                 }
                 Action::RestartAnswered { waiter, result } => {
-                    let reply = Reply::from(render::restart_reply(result));
-                    self.waiters.answer(waiter, reply);
+                    self.waiters
+                        .answer(waiter, render::restart_reply(result).into());
                 }
                 Action::WatchdogPing => {
                     if self.watchdog.is_some() {
@@ -462,16 +391,10 @@ impl<E: Effects> Driver<E> {
                     }
                 }
                 Action::Note(fact) => {
-                    let text = fact.to_string();
-                    let (phase, pid) = (self.machine.mode().as_str(), self.current_pid());
-                    render::log_fact(Level::INFO, phase, pid, &fact, &text);
-                    self.record(&text);
+                    self.note(Level::INFO, &fact);
                 }
                 Action::Warn(fact) => {
-                    let text = fact.to_string();
-                    let (phase, pid) = (self.machine.mode().as_str(), self.current_pid());
-                    render::log_fact(Level::WARN, phase, pid, &fact, &text);
-                    self.record(&text);
+                    self.note(Level::WARN, &fact);
                 }
                 Action::Exit(code) => return Some(code),
             }
@@ -481,6 +404,21 @@ impl<E: Effects> Driver<E> {
 
     fn record(&mut self, text: &str) {
         self.timeline.record(Instant::now(), text);
+    }
+
+    /// Remembers a status line and tells systemd.
+    fn publish<'a>(&mut self, status: &'a str, notice: fn(&'a str) -> Notice<'a>) {
+        self.record(status);
+        self.effects.notify(notice(status));
+    }
+
+    /// Journals a fact at `level` and remembers it; returns its words.
+    fn note(&mut self, level: Level, fact: &crate::lifecycle::Fact) -> String {
+        let text = fact.to_string();
+        let (phase, pid) = (self.machine.mode().as_str(), self.current_pid());
+        render::log_fact(level, phase, pid, fact, &text);
+        self.record(&text);
+        text
     }
 
     fn current_pid(&self) -> u32 {
@@ -505,13 +443,7 @@ impl<E: Effects> Driver<E> {
                 self.queue.push_back(Event::Spawned { gen, pid });
             }
             Err(e) => {
-                error!(
-                    steward_phase = "starting",
-                    steward_event = "spawn-failed",
-                    steward_generation = gen,
-                    "{}",
-                    e.reason
-                );
+                render::log_spawn_failed(gen, &e.reason);
                 let (reason, code) = (e.reason, e.code);
                 self.queue
                     .push_back(Event::SpawnFailed { gen, reason, code });
@@ -525,13 +457,7 @@ impl<E: Effects> Driver<E> {
         };
         self.effects
             .terminate(gen, pid, &self.config, snapshot_first);
-        info!(
-            steward_event = "terminate",
-            steward_generation = gen,
-            steward_child_pid = pid.as_raw(),
-            steward_signal = "SIGTERM",
-            "SIGTERM to generation {gen} (child pid {pid}): draining"
-        );
+        render::log_terminate(gen, pid);
         if self.config.stop.drain == DrainMode::Connections {
             self.drain.start(self.config.stop.drain_poll, self.netlink);
         }
@@ -541,10 +467,10 @@ impl<E: Effects> Driver<E> {
     async fn finish(&mut self, code: i32, done: &mut mpsc::UnboundedReceiver<Done>) -> i32 {
         // Kills still running log their lines first.
         let end = Instant::now() + KILL_TIMEOUT;
-        while self.kills_pending > 0 {
+        while !self.kills.idle() {
             match tokio::time::timeout_at(end, done.recv()).await {
                 Ok(Some(Done::Killed(kill, result))) => {
-                    self.kills_pending -= 1;
+                    self.kills.finished();
                     render::log_kill(&kill, result, &self.kill_context());
                 }
                 Ok(Some(_)) => {}
@@ -552,12 +478,7 @@ impl<E: Effects> Driver<E> {
             }
         }
         let (leftovers, reaped) = self.effects.final_cleanup().await;
-        if leftovers > 0 {
-            warn!(
-                steward_killed = leftovers as u64,
-                "killed {leftovers} processes the children left behind"
-            );
-        }
+        render::log_leftovers(leftovers);
         self.waiters.answer_all(Reply::err("steward exited"));
         let elapsed = self.machine.stop_elapsed(Instant::now());
         render::log_exit(code, self.machine.stop_signal().is_some(), elapsed, reaped);

@@ -100,15 +100,11 @@ impl<E: Effects> Driver<E> {
             return as_usual;
         };
         if !steady {
-            warn!("{why}; steward re-executes only while serving one generation with nothing pending: this reload runs in the old binary, ask again once it is over");
+            render::upgrade::log_not_steady(&why);
             return as_usual;
         }
         let (path, config) = (exe.path.clone(), self.config.path.clone());
-        info!(
-            steward_phase = "reloading",
-            "{why}: checking it (`{} handover-check`) before re-executing in place",
-            path.display()
-        );
+        render::upgrade::log_checking(&why, &path);
         let check_path = path.clone();
         u.pending = Some(Pending {
             path,
@@ -136,7 +132,7 @@ impl<E: Effects> Driver<E> {
             return;
         }
         if self.steady().is_none() {
-            warn!("the new steward binary passed its check, but the state moved on (a crash, a stop or a restart): the reload runs in the old binary; reload again once it is over");
+            render::upgrade::log_moved_on();
             self.reload_as_usual(&p);
             return;
         }
@@ -177,17 +173,7 @@ impl<E: Effects> Driver<E> {
             self.reload_as_usual(&p);
             return;
         };
-        info!(
-            steward_phase = "reloading",
-            steward_generation = h.generation.id,
-            steward_child_pid = h.generation.pid,
-            "re-executing in place as {} (pid {} unchanged): generation {} (child pid {}) keeps serving, {} listener(s) and the control socket handed over",
-            p.path.display(),
-            std::process::id(),
-            h.generation.id,
-            h.generation.pid,
-            h.listeners.len()
-        );
+        render::upgrade::log_reexecuting(&p.path, &h);
         let err = reexec::exec(&p.path, &h, &blocked);
         blocked.restore();
         self.upgrade_failed(&p, &err.to_string());
@@ -206,7 +192,7 @@ impl<E: Effects> Driver<E> {
         let Some(p) = self.upgrade.as_mut().and_then(|u| u.pending.take()) else {
             return;
         };
-        warn!("steward's upgrade to {} abandoned: the state moved on while the new binary was checked; the reload runs in the old binary, reload again once it is over", p.path.display());
+        render::upgrade::log_abandoned(&p.path);
         self.reload_as_usual(&p);
     }
 
@@ -214,7 +200,7 @@ impl<E: Effects> Driver<E> {
     /// no reload check (work the exec would cut off). A generation's side work ends when it
     /// serves, so the machine's steady state has none.
     fn steady(&self) -> Option<Adopted> {
-        let idle = self.kills_pending == 0 && self.checking.is_none();
+        let idle = self.kills.idle() && self.checking.is_none();
         idle.then(|| self.machine.steady()).flatten()
     }
 
@@ -251,12 +237,7 @@ impl<E: Effects> Driver<E> {
     /// The reload fails with `reason`; the old binary and its generation go on.
     fn upgrade_failed(&mut self, p: &Pending, reason: &str) {
         let gen = self.machine.current().map(|g| g.id).unwrap_or(0);
-        let text = format!(
-            "reload failed: steward's upgrade to {} failed: {reason}; the running steward (pid {}) and generation {gen} go on unchanged",
-            p.path.display(),
-            std::process::id()
-        );
-        warn!(steward_phase = self.machine.mode().as_str(), "{text}");
+        let text = render::upgrade::log_failed(&p.path, reason, gen, self.machine.mode());
         self.record(&text);
         self.effects.notify(Notice::Status(&text));
         for (id, _) in &p.waiters {
@@ -276,7 +257,7 @@ impl<E: Effects> Driver<E> {
     /// The successor's start: the predecessor's generation, counters and waiting clients
     /// are taken on instead of a first generation, then the reload it was asked for runs
     /// as usual.
-    pub fn adopt(&mut self, h: Handover, policy: Policy) {
+    pub fn adopt(&mut self, mut h: Handover, policy: Policy) {
         self.machine = Lifecycle::adopt(policy, adopted(&h, Instant::now()));
         self.queue.clear();
         self.started = StdInstant::now()
@@ -287,7 +268,7 @@ impl<E: Effects> Driver<E> {
         let pid = Pid::from_raw(h.generation.pid as i32);
         self.gens.insert(h.generation.id, pid, None, None);
         let mut asked = 0;
-        for fd in h.waiters {
+        for fd in std::mem::take(&mut h.waiters) {
             // SAFETY: the predecessor named `fd` as a waiting control connection, and
             // Handover::decode checked it is an open socket named once.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -297,21 +278,13 @@ impl<E: Effects> Driver<E> {
                     self.queue.push_back(Event::Reload { waiter: Some(id) });
                     asked += 1;
                 }
-                Err(e) => warn!("a waiting `steward reload` cannot be answered: {e}"),
+                Err(e) => render::upgrade::log_waiter_lost(&e),
             }
         }
         if asked == 0 {
             self.queue.push_back(Event::Reload { waiter: None });
         }
-        info!(
-            steward_phase = "serving",
-            steward_generation = h.generation.id,
-            steward_child_pid = h.generation.pid,
-            "re-executed in place (pid {} unchanged): adopted generation {} (child pid {pid}), {} listener(s) and the control socket; the reload continues",
-            std::process::id(),
-            h.generation.id,
-            h.listeners.len()
-        );
+        render::upgrade::log_adopted(&h);
         // A child that exited during the exec is a zombie now, its SIGCHLD maybe merged.
         self.reap();
     }
