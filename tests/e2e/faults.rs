@@ -1022,7 +1022,14 @@ fn a_fork_bomb_at_its_pids_limit_is_ended_at_the_deadline_and_steward_keeps_work
     let log = s.log_text();
     assert_eq!(code, Some(0), "log:\n{log}");
     assert!(
-        log_has(&log, &[("steward_escalation", "deadline")]),
+        // The kill itself, not only the decision to kill.
+        log_has(
+            &log,
+            &[
+                ("steward_event", "killed"),
+                ("steward_escalation", "deadline")
+            ]
+        ),
         "log:\n{log}"
     );
     let end = Instant::now() + Duration::from_secs(2);

@@ -263,7 +263,14 @@ fn a_fork_bomb_racing_the_kill_is_ended_at_the_deadline() {
     let survivors = stubborn_survivors(&pids);
     assert!(survivors.is_empty(), "survivors {survivors:?}; log:\n{log}");
     assert!(
-        log_has(&log, &[("steward_escalation", "deadline")]),
+        // The kill itself, not only the decision to kill.
+        log_has(
+            &log,
+            &[
+                ("steward_event", "killed"),
+                ("steward_escalation", "deadline")
+            ]
+        ),
         "log:\n{log}"
     );
 }
