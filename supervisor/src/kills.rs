@@ -66,6 +66,21 @@ mod tests {
     }
 
     #[test]
+    fn an_exit_reaped_at_once_holds_nothing_back() {
+        let mut k = Kills::default();
+        assert!(k.may_reap());
+        k.started();
+        assert!(!k.finished(), "the exit was already reaped");
+    }
+
+    #[test]
+    fn a_kill_under_way_is_not_idle() {
+        let mut k = Kills::default();
+        k.started();
+        assert!(!k.idle());
+    }
+
+    #[test]
     fn a_held_back_reap_is_due_once_only() {
         let mut k = Kills::default();
         k.started();
