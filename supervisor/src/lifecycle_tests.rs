@@ -1575,3 +1575,20 @@ async fn before_the_start_nothing_else_happens() {
         (Mode::Starting, None)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_asked_before_the_start_is_refused_as_starting() {
+    let mut m = Lifecycle::new(policy());
+    let a = m.handle(Event::Restart { waiter: Some(7) }, now());
+    assert_eq!(
+        a,
+        vec![Action::RestartAnswered {
+            waiter: 7,
+            result: Err(Mode::Starting)
+        }]
+    );
+    assert_eq!(
+        spawns(&m.handle(Event::Start, now())),
+        vec![(1, Why::Start)]
+    );
+}
