@@ -143,5 +143,6 @@ pub mod startup;
 pub mod systemd;
 pub mod tcp;
 pub mod timeline;
+pub mod unit;
 pub mod upgrade;
 pub mod worker;
