@@ -207,7 +207,7 @@ async fn platform() -> Platform {
         );
     }
     let unit = match systemd::under_systemd() {
-        true => UnitProps::query_own().await.inspect_err(|e| {
+        true => systemd::own_unit().await.inspect_err(|e| {
             tracing::debug!(error = %e, "unit properties unavailable");
         }),
         false => Err("not a systemd service".to_string()),

@@ -17,12 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use zbus::zvariant::{OwnedValue, Value};
-
-use crate::duration::{from_usec, parse_systemd_span, Span};
+use crate::duration::{parse_systemd_span, Span};
 use crate::files::Location;
 use crate::limits::Nofile;
-use crate::systemd::Decoder;
 
 /// systemd's `DefaultTimeoutStopSec=` as shipped; a unit file alone cannot know a changed
 /// `system.conf`, the live unit can.
@@ -57,7 +54,8 @@ impl<T> Prop<T> {
         }
     }
 
-    fn live(value: T) -> Prop<T> {
+    /// A value systemd reports for the live unit; where it was set is looked up after.
+    pub fn live(value: T) -> Prop<T> {
         Prop {
             value,
             at: None,
@@ -165,7 +163,8 @@ impl UnitProps {
         }
     }
 
-    fn defaults(name: String, via: &'static str, files: Vec<PathBuf>) -> UnitProps {
+    /// A unit that sets nothing: systemd's defaults, for a reader to fill in.
+    pub fn defaults(name: String, via: &'static str, files: Vec<PathBuf>) -> UnitProps {
         UnitProps {
             name,
             via,
@@ -254,27 +253,6 @@ impl UnitProps {
         u
     }
 
-    /// The unit this process runs in, read live: for `steward run`'s start-up check.
-    pub async fn query_own() -> Result<UnitProps, String> {
-        Self::query(None).await
-    }
-
-    /// A unit by name, read live: for `steward check --unit`.
-    pub async fn query_named(name: &str) -> Result<UnitProps, String> {
-        Self::query(Some(name)).await
-    }
-
-    async fn query(name: Option<&str>) -> Result<UnitProps, String> {
-        let decoder = Decoder {
-            show_properties: SHOW_PROPERTIES,
-            from_dbus: UnitProps::from_dbus,
-            from_show: UnitProps::from_systemctl_show,
-        };
-        let mut props = crate::systemd::query_unit(name, &decoder).await?;
-        props.locate_in_files();
-        Ok(props)
-    }
-
     /// Fills in, for live values, the lines of the unit's files that set them.
     pub fn locate_in_files(&mut self) {
         let mut parsed = Parsed::default();
@@ -313,94 +291,6 @@ impl UnitProps {
         locate!(self.delegate, "Delegate");
         locate!(self.limit_nofile, "LimitNOFILE");
         locate!(self.fd_store_max, "FileDescriptorStoreMax");
-    }
-
-    /// From `org.freedesktop.DBus.Properties.GetAll` of the unit's `Unit` and `Service`
-    /// interfaces.
-    pub fn from_dbus(
-        unit: &HashMap<String, OwnedValue>,
-        service: &HashMap<String, OwnedValue>,
-    ) -> Result<UnitProps, String> {
-        let s = |map: &HashMap<String, OwnedValue>, key: &str| -> Result<String, String> {
-            match map.get(key).map(|v| &**v) {
-                Some(Value::Str(s)) => Ok(s.as_str().to_string()),
-                other => Err(format!("{key}: expected a string, got {other:?}")),
-            }
-        };
-        let t = |key: &str| -> Result<u64, String> {
-            match service.get(key).map(|v| &**v) {
-                Some(Value::U64(n)) => Ok(*n),
-                other => Err(format!("{key}: expected a number, got {other:?}")),
-            }
-        };
-        let strv = |map: &HashMap<String, OwnedValue>, key: &str| -> Vec<String> {
-            map.get(key).map(|v| strings(v)).unwrap_or_default()
-        };
-        let name = s(unit, "Id")?;
-        check_loaded(&name, &s(unit, "LoadState")?)?;
-        let mut files: Vec<PathBuf> = s(unit, "FragmentPath")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .into_iter()
-            .collect();
-        files.extend(strv(unit, "DropInPaths").into_iter().map(PathBuf::from));
-        let prevent = match service.get("RestartPreventExitStatus").map(|v| &**v) {
-            Some(Value::Structure(st)) => {
-                let f = st.fields();
-                let codes = f.first().map(ints).unwrap_or_default();
-                let signals = f.get(1).map(ints).unwrap_or_default();
-                codes
-                    .into_iter()
-                    .map(|c| c.to_string())
-                    .chain(signals.into_iter().map(signal_name))
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
-        Ok(UnitProps {
-            service_type: Prop::live(s(service, "Type")?),
-            kill_mode: Prop::live(s(service, "KillMode")?),
-            notify_access: Prop::live(s(service, "NotifyAccess")?),
-            timeout_stop: Prop::live(from_usec(t("TimeoutStopUSec")?)),
-            // Absent before systemd 246, where abort did not exist.
-            timeout_stop_failure_mode: Prop::live(
-                s(service, "TimeoutStopFailureMode").unwrap_or_else(|_| "terminate".into()),
-            ),
-            restart: Prop::live(s(service, "Restart")?),
-            restart_prevent_exit_status: Prop::live(prevent),
-            watchdog: Prop::live(from_usec(t("WatchdogUSec")?)),
-            runtime_directory: Prop::live(strv(service, "RuntimeDirectory")),
-            pid_file: Prop::live(s(service, "PIDFile").ok().filter(|p| !p.is_empty())),
-            exec_start: Prop::live(
-                service
-                    .get("ExecStart")
-                    .map(|v| commands(v))
-                    .unwrap_or_default(),
-            ),
-            exec_reload: Prop::live(
-                service
-                    .get("ExecReload")
-                    .map(|v| commands(v))
-                    .unwrap_or_default(),
-            ),
-            // Absent only before systemd 218, which had no delegation.
-            delegate: Prop::live(matches!(
-                service.get("Delegate").map(|v| &**v),
-                Some(Value::Bool(true))
-            )),
-            // Both exist since systemd 229; a reply without them is judged by the default
-            // rather than refused, since the limit only ever raises warnings.
-            limit_nofile: Prop::live(Nofile {
-                soft: t("LimitNOFILESoft").unwrap_or(SYSTEMD_DEFAULT_NOFILE.soft),
-                hard: t("LimitNOFILE").unwrap_or(SYSTEMD_DEFAULT_NOFILE.hard),
-            }),
-            fd_store_max: Prop::live(match service.get("FileDescriptorStoreMax").map(|v| &**v) {
-                Some(Value::U32(n)) => u64::from(*n),
-                _ => 0,
-            }),
-            ..UnitProps::defaults(name, "D-Bus", files)
-        })
     }
 
     /// From `systemctl show -p <PROPERTIES> <unit>`: `Key=value` lines, one per element for
@@ -481,7 +371,8 @@ impl UnitProps {
 /// reads).
 pub const SHOW_PROPERTIES: &str = "Id,LoadState,FragmentPath,DropInPaths,Type,KillMode,NotifyAccess,TimeoutStopUSec,TimeoutStopFailureMode,Restart,RestartPreventExitStatus,WatchdogUSec,RuntimeDirectory,PIDFile,ExecStart,ExecReload,Delegate,LimitNOFILE,LimitNOFILESoft,FileDescriptorStoreMax";
 
-fn check_loaded(name: &str, load_state: &str) -> Result<(), String> {
+/// A unit systemd could not load (not found, masked, bad) has no properties to read.
+pub fn check_loaded(name: &str, load_state: &str) -> Result<(), String> {
     match load_state {
         "loaded" => Ok(()),
         other => Err(format!("systemd has no unit {name} (LoadState={other})")),
@@ -670,63 +561,6 @@ fn argv_of_show(entry: &str) -> Option<Command> {
     let end = rest.find(" ; ").unwrap_or(rest.len());
     let argv = split_words(&rest[..end]);
     (!argv.is_empty()).then_some(argv)
-}
-
-fn strings(v: &Value<'_>) -> Vec<String> {
-    match v {
-        Value::Array(a) => a
-            .inner()
-            .iter()
-            .filter_map(|e| match e {
-                Value::Str(s) => Some(s.as_str().to_string()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn ints(v: &Value<'_>) -> Vec<i32> {
-    match v {
-        Value::Array(a) => a
-            .inner()
-            .iter()
-            .filter_map(|e| match e {
-                Value::I32(n) => Some(*n),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn signal_name(n: i32) -> String {
-    nix::sys::signal::Signal::try_from(n)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {n}"))
-}
-
-/// `a(sasbttttuii)`: per command (path, argv, ignore errors, times, pid, code, status).
-fn commands(v: &Value<'_>) -> Vec<Command> {
-    let Value::Array(a) = v else {
-        return Vec::new();
-    };
-    a.inner()
-        .iter()
-        .filter_map(|e| match e {
-            Value::Structure(st) => {
-                let mut argv = st.fields().get(1).map(strings).unwrap_or_default();
-                // argv[0] may be a name chosen with `@`; the path is what runs.
-                if let (Some(Value::Str(path)), Some(first)) =
-                    (st.fields().first(), argv.first_mut())
-                {
-                    *first = path.as_str().to_string();
-                }
-                (!argv.is_empty()).then_some(argv)
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// One `Key=value` line of a unit file or drop-in.
@@ -1142,34 +976,6 @@ mod tests {
         };
         assert_eq!(show("yes"), Ok(true));
         assert_eq!(show("no"), Ok(false));
-    }
-
-    #[test]
-    fn dbus_reads_delegate_as_a_boolean() {
-        let unit: HashMap<String, OwnedValue> = [
-            ("Id", Value::from("x.service")),
-            ("LoadState", Value::from("loaded")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), OwnedValue::try_from(v).expect("owned")))
-        .collect();
-        let service = |delegate: bool| -> HashMap<String, OwnedValue> {
-            [
-                ("Type", Value::from("notify")),
-                ("KillMode", Value::from("mixed")),
-                ("NotifyAccess", Value::from("main")),
-                ("TimeoutStopUSec", Value::from(30_000_000u64)),
-                ("Restart", Value::from("no")),
-                ("WatchdogUSec", Value::from(0u64)),
-                ("Delegate", Value::from(delegate)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), OwnedValue::try_from(v).expect("owned")))
-            .collect()
-        };
-        let read = |d| UnitProps::from_dbus(&unit, &service(d)).map(|p| p.delegate.value);
-        assert_eq!(read(true), Ok(true));
-        assert_eq!(read(false), Ok(false));
     }
 
     #[test]

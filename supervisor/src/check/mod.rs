@@ -557,7 +557,7 @@ fn live_unit(name: &str) -> Result<UnitProps, Box<Finding>> {
         .enable_all()
         .build()
         .map_err(|e| Box::new(failed(e.to_string())))?;
-    rt.block_on(UnitProps::query_named(&name))
+    rt.block_on(crate::systemd::named_unit(&name))
         .map_err(|e| Box::new(failed(e)))
 }
 
