@@ -96,12 +96,12 @@
 //! `steward reload` handed over in a versioned document ([`handover`]). The successor's
 //! start adopts them (`Lifecycle::adopt`) instead of spawning, then runs the reload.
 //!
-//! **Reading the unit.** [`unit`] is the bottom of the reading side and uses none of the
-//! modules above it: a [`unit::UnitProps`] holds the properties that decide a start, a stop
-//! and a restart, each with the line that set it, read offline from a unit file and its
-//! drop-ins or from the text `systemctl show` prints. [`systemd`] asks systemd (D-Bus, then
-//! `systemctl show`) and decodes its answer into the same `UnitProps`; [`check`] judges
-//! them and never the other way round (the ◀ below).
+//! **Reading the unit.** [`unit`](mod@unit) is the bottom of the reading side and uses
+//! none of the modules above it: a [`unit::UnitProps`] holds the properties that decide a
+//! start, a stop and a restart, each with the line that set it, read offline from a unit
+//! file and its drop-ins or from the text `systemctl show` prints. [`systemd`] asks systemd
+//! (D-Bus, then `systemctl show`) and decodes its answer into the same `UnitProps`;
+//! [`check`] judges them, and never the other way round (the ◀ below).
 //!
 //! ```text
 //!  main ─ config ─ startup ──(Plan)──▶ run (driver) ◀──events── signals, control, timers

@@ -108,7 +108,7 @@ pub enum Problem {
     Syntax {
         at: Location,
         line: String,
-        /// What would have been read: "Key=value", "a section header such as [Service]".
+        /// What would have been read: `Key=value`, `a section header such as [Service]`.
         expected: &'static str,
     },
     /// An assignment whose value systemd refuses: the previous value or the default stays.
