@@ -978,6 +978,69 @@ mod tests {
         assert_eq!(show("no"), Ok(false));
     }
 
+    /// A unit file `x.service` in a scratch directory of its own, with `dropins` in
+    /// `x.service.d/` (a `None` text: a directory where the file would be).
+    fn unit_dir(tag: &str, unit: &str, dropins: &[(&str, Option<&str>)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("steward-unit-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = dir.join("x.service.d");
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        std::fs::write(dir.join("x.service"), unit).expect("unit file");
+        for (name, text) in dropins {
+            match text {
+                Some(t) => std::fs::write(d.join(name), t).expect("drop-in"),
+                None => std::fs::create_dir(d.join(name)).expect("drop-in dir"),
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn drop_ins_apply_after_the_unit_in_file_name_order() {
+        let dir = unit_dir(
+            "order",
+            "[Service]\nKillMode=process\n",
+            &[
+                ("20-b.conf", Some("[Service]\nKillMode=mixed\n")),
+                ("10-a.conf", Some("[Service]\nKillMode=none\n")),
+            ],
+        );
+        let p = load_unit_file(&dir.join("x.service"), &[]).expect("unit");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(p.kill_mode.value, "mixed");
+        let names: Vec<_> = p.files.iter().filter_map(|f| f.file_name()).collect();
+        assert_eq!(names, ["x.service", "10-a.conf", "20-b.conf"]);
+    }
+
+    #[test]
+    fn an_unreadable_drop_in_is_a_problem_and_the_others_still_apply() {
+        let dir = unit_dir(
+            "unreadable",
+            "[Service]\nKillMode=process\n",
+            &[
+                ("10-a.conf", None),
+                ("20-b.conf", Some("[Service]\nKillMode=mixed\n")),
+            ],
+        );
+        let p = load_unit_file(&dir.join("x.service"), &[]).expect("unit");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(p.kill_mode.value, "mixed");
+        let [Problem::Unreadable(u)] = p.problems.as_slice() else {
+            panic!("{:?}", p.problems);
+        };
+        assert_eq!(
+            (u.file.file_name(), u.what),
+            (Some(std::ffi::OsStr::new("10-a.conf")), "drop-in")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_unit_file_is_an_error_naming_it() {
+        let path = Path::new("/nonexistent/x.service");
+        let e = load_unit_file(path, &[]).expect_err("no such file");
+        assert_eq!((e.file.as_path(), e.what), (path, "unit file"));
+    }
+
     #[test]
     fn an_unknown_unit_is_an_error() {
         let e =
