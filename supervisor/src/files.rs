@@ -5,11 +5,17 @@
 //! and `/dev/zero` or a runaway `-t` would fill memory. So a file is opened without
 //! blocking, must be a regular file, and is read up to a cap; anything else is an error
 //! that names the file and what it is.
+//!
+//! A place in such a file is a [`Location`]: where `steward check` points a finding, and
+//! where the unit reader saw a setting.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
 
 /// Caps for steward's own files: far above any real configuration.
 pub const CONFIG_MAX: u64 = 1024 * 1024;
@@ -107,6 +113,57 @@ fn read_capped_from(mut f: File, max: u64, tail: bool) -> Result<Vec<u8>, ReadEr
     Ok(buf)
 }
 
+/// A place in a file. `line` and `column` are 1-based; either may be unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+/// `./pingora.yaml` as `pingora.yaml`, `/etc/./x` as `/etc/x`: paths as an operator writes them.
+pub fn tidy(path: &Path) -> PathBuf {
+    let tidy: PathBuf = path
+        .components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect();
+    if tidy.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        tidy
+    }
+}
+
+impl Location {
+    pub fn file(file: &Path) -> Location {
+        Location {
+            file: tidy(file),
+            line: None,
+            column: None,
+        }
+    }
+
+    pub fn line(file: &Path, line: Option<usize>) -> Location {
+        Location {
+            line,
+            ..Location::file(file)
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn describe_type(ft: &std::fs::FileType) -> &'static str {
     if ft.is_dir() {
         "directory"
@@ -171,6 +228,23 @@ mod tests {
         text.push_str("the reason");
         std::fs::write(d.join("out"), &text).expect("write");
         assert_eq!(read_tail(&d.join("out"), 10).expect("read"), "the reason");
+    }
+
+    #[test]
+    fn location_shows_the_column_only_with_a_line() {
+        let mut at = Location::line(Path::new("p.yaml"), Some(2));
+        at.column = Some(7);
+        assert_eq!(at.to_string(), "p.yaml:2:7");
+        assert_eq!(Location::file(Path::new("p.yaml")).to_string(), "p.yaml");
+    }
+
+    #[test]
+    fn paths_lose_their_dot_components() {
+        assert_eq!(tidy(Path::new("./p.yaml")), PathBuf::from("p.yaml"));
+        assert_eq!(
+            tidy(Path::new("/etc/./steward/p.yaml")),
+            PathBuf::from("/etc/steward/p.yaml")
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!    the plan the driver runs (or an exit code). [`systemd`] asks systemd for the unit's
 //!    `TimeoutStopUSec` (or the environment states the platform's stop timeout) and
 //!    [`deadline`] turns it into steward's own stop deadline (timeout minus a margin),
-//!    logged with its provenance. [`pingora_conf`] writes an
+//!    logged with its provenance. [`systemd`] also reads the unit's other properties into
+//!    a [`unit::UnitProps`], for [`check`]'s start-up rules (the same rules as
+//!    `steward check`). [`pingora_conf`] writes an
 //!    effective copy of the operator's Pingora YAML into the private [`runtime_dir`], with
 //!    the grace period clamped to fit the deadline and the upgrade socket moved out of
 //!    /tmp. [`sockets`] binds `sockets.listen` once (or takes them from systemd), and every
@@ -96,12 +98,19 @@
 //! `steward reload` handed over in a versioned document ([`handover`]). The successor's
 //! start adopts them (`Lifecycle::adopt`) instead of spawning, then runs the reload.
 //!
+//! **Reading the unit.** [`unit`](mod@unit) is the bottom of the reading side and uses
+//! none of the modules above it: a [`unit::UnitProps`] holds the properties that decide a
+//! start, a stop and a restart, each with the line that set it, read offline from a unit
+//! file and its drop-ins or from the text `systemctl show` prints. [`systemd`] asks systemd
+//! (D-Bus, then `systemctl show`) and decodes its answer into the same `UnitProps`;
+//! [`check`] judges them, and never the other way round (the ◀ below).
+//!
 //! ```text
 //!  main ─ config ─ startup ──(Plan)──▶ run (driver) ◀──events── signals, control, timers
 //!           │        │                   │    │
-//!           │        ├ systemd, unit     │    └─ lifecycle (no I/O) ─ render (words)
-//!           │        ├ deadline          │
-//!           │        ├ check (findings)  └─ effects (System | fake) ─┬─ generation ─ upgrade, probe
+//!           │        ├ systemd ─ unit ◀┐ │    └─ lifecycle (no I/O) ─ render (words)
+//!           │        ├ deadline        │ │
+//!           │        ├ check (findings)┘ └─ effects (System | fake) ─┬─ generation ─ upgrade, probe
 //!           │        ├ runtime_dir,                                  ├─ reload_check, health
 //!           │        │ pingora_conf                                  ├─ child, cgroup, notify
 //!           │        ├ sockets, limits                               └─ worker ─ tcp, sockdiag,
@@ -146,5 +155,6 @@ pub mod startup;
 pub mod systemd;
 pub mod tcp;
 pub mod timeline;
+pub mod unit;
 pub mod upgrade;
 pub mod worker;

@@ -33,7 +33,6 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::cgroup::Cgroups;
-use crate::check::UnitProps;
 use crate::config::{fmt_duration, Config, ConfigError, DrainMode};
 use crate::control::{self, Request};
 use crate::deadline::{self, Deadline, Outer};
@@ -45,6 +44,7 @@ use crate::pingora_conf::{EFFECTIVE_CONF, UPGRADE_SOCK};
 use crate::runtime_dir::RuntimeDir;
 use crate::signals::{Received, Signals};
 use crate::sockets::{Origin, Sockets};
+use crate::unit::UnitProps;
 use crate::worker::Worker;
 use crate::{check, child, container, exit, files, pingora_conf, runtime_dir, systemd};
 
@@ -207,7 +207,7 @@ async fn platform() -> Platform {
         );
     }
     let unit = match systemd::under_systemd() {
-        true => UnitProps::query_own().await.inspect_err(|e| {
+        true => systemd::own_unit().await.inspect_err(|e| {
             tracing::debug!(error = %e, "unit properties unavailable");
         }),
         false => Err("not a systemd service".to_string()),
@@ -554,7 +554,7 @@ pub fn log_nofile(config: &Config, n: &ChildNofile) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::unit::load_unit_file;
+    use crate::unit::load_unit_file;
 
     fn config(listeners: usize) -> Config {
         let listen: Vec<String> = (0..listeners)

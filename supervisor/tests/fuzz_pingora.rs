@@ -11,8 +11,8 @@ use fuzz_common::{any_text, config, mutate, mutations, position_is_inside};
 use proptest::prelude::*;
 use serde_yaml::Value;
 use steward::check::pingora::PingoraConf;
-use steward::check::unit::{split_words, UnitProps};
 use steward::pingora_conf::{effective, Effective};
+use steward::unit::{split_words, UnitProps};
 
 const SOCK: &str = "/run/steward/upgrade.sock";
 

@@ -36,7 +36,7 @@ fn q(text: &str) -> String {
 /// would open it, with `.` components dropped: the output names each file once, exactly.
 fn path(p: &Path) -> String {
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    q(&super::tidy(&abs).to_string_lossy())
+    q(&crate::files::tidy(&abs).to_string_lossy())
 }
 
 /// A duration as the configuration accepts it back ("30s", "1m 30s", "250ms").

@@ -2,11 +2,12 @@
 //! why, and the line that fixes it.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::ConfigError;
+use crate::files::{tidy, Location};
 
 /// How sure the outcome is. Ordered so that the worst sorts last (`max()` is the verdict).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -33,57 +34,6 @@ impl Severity {
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A place in a file. `line` and `column` are 1-based; either may be unknown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Location {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-}
-
-/// `./pingora.yaml` as `pingora.yaml`, `/etc/./x` as `/etc/x`: paths as an operator writes them.
-pub fn tidy(path: &Path) -> PathBuf {
-    let tidy: PathBuf = path
-        .components()
-        .filter(|c| *c != std::path::Component::CurDir)
-        .collect();
-    if tidy.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        tidy
-    }
-}
-
-impl Location {
-    pub fn file(file: &Path) -> Location {
-        Location {
-            file: tidy(file),
-            line: None,
-            column: None,
-        }
-    }
-
-    pub fn line(file: &Path, line: Option<usize>) -> Location {
-        Location {
-            line,
-            ..Location::file(file)
-        }
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-            if let Some(c) = self.column {
-                write!(f, ":{c}")?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -251,23 +201,6 @@ mod tests {
     #[test]
     fn errors_sort_above_warnings_above_infos() {
         assert!(Severity::Error > Severity::Warning && Severity::Warning > Severity::Info);
-    }
-
-    #[test]
-    fn location_shows_the_column_only_with_a_line() {
-        let mut at = Location::line(Path::new("p.yaml"), Some(2));
-        at.column = Some(7);
-        assert_eq!(at.to_string(), "p.yaml:2:7");
-        assert_eq!(Location::file(Path::new("p.yaml")).to_string(), "p.yaml");
-    }
-
-    #[test]
-    fn paths_lose_their_dot_components() {
-        assert_eq!(tidy(Path::new("./p.yaml")), PathBuf::from("p.yaml"));
-        assert_eq!(
-            tidy(Path::new("/etc/./steward/p.yaml")),
-            PathBuf::from("/etc/steward/p.yaml")
-        );
     }
 
     #[test]

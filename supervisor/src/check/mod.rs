@@ -7,8 +7,9 @@
 //! nothing or harm under a supervisor, a readiness address that is not one of the child's
 //! listeners, and files that do not parse.
 //!
-//! Reading ([`unit`](mod@unit), [`pingora`], [`crate::systemd`]) is kept apart from judging
-//! ([`rules`], pure functions) and from showing ([`report`]). `steward run` asks the same
+//! Reading ([`crate::unit`], [`crate::systemd`], [`pingora`]) is kept apart from judging
+//! ([`rules`], pure functions; [`unit`](mod@unit) words what the unit reader found) and
+//! from showing ([`report`]). `steward run` asks the same
 //! rules at start-up through [`startup_findings`] and stops with exit 78 on an error.
 
 pub mod effective;
@@ -22,13 +23,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use findings::{tidy, Finding, Location, Severity, ALL_IDS};
+pub use findings::{Finding, Severity, ALL_IDS};
 pub use rules::{PingoraVersion, PlatformTimeout};
-pub use unit::UnitProps;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::deadline::{self, fmt_span, STOP_TIMEOUT_ENV};
 use crate::duration::Span;
+use crate::files::tidy;
+use crate::unit::{UnitProps, SYSTEMD_DEFAULT_TIMEOUT_STOP};
 use findings::{
     DEADLINE_BEYOND_TIMEOUT, GRACE_CLAMPED, LISTENER_MISMATCH, MARGIN_EXCEEDS_TIMEOUT, NO_UNIT,
     PARSE_ERROR, UNREADABLE,
@@ -177,7 +179,10 @@ pub fn check(args: &CheckArgs) -> Checked {
     let unit_requested = args.unit.is_some() || args.unit_file.is_some();
     let loaded = match (&args.unit, &args.unit_file) {
         (Some(name), _) => Some(live_unit(name)),
-        (None, Some(path)) => Some(unit::load_unit_file(path, &args.dropin_dir)),
+        (None, Some(path)) => Some(
+            crate::unit::load_unit_file(path, &args.dropin_dir)
+                .map_err(|e| Box::new(unit::unreadable(&e))),
+        ),
         (None, None) => None,
     };
     let unit = match loaded {
@@ -194,7 +199,7 @@ pub fn check(args: &CheckArgs) -> Checked {
             via: u.via,
             files: u.files.iter().map(|f| tidy(f)).collect(),
         });
-        out.extend(u.problems.iter().cloned());
+        out.extend(u.problems.iter().map(unit::finding));
     }
     // Only without a unit: with one, its TimeoutStopSec is the timer that fires, and the
     // environment of `steward check` is not the service's.
@@ -521,7 +526,7 @@ fn no_unit(platform: Option<PlatformTimeout>, timeout_unusable: bool) -> Finding
         (None, true) => format!("the stop checks are skipped: {STOP_TIMEOUT_ENV} is unusable"),
         (None, false) => format!(
             "the stop checks assume TimeoutStopSec {} s, systemd's default",
-            unit::SYSTEMD_DEFAULT_TIMEOUT_STOP.as_secs()
+            SYSTEMD_DEFAULT_TIMEOUT_STOP.as_secs()
         ),
     };
     let fix = match platform {
@@ -552,7 +557,7 @@ fn live_unit(name: &str) -> Result<UnitProps, Box<Finding>> {
         .enable_all()
         .build()
         .map_err(|e| Box::new(failed(e.to_string())))?;
-    rt.block_on(UnitProps::query_named(&name))
+    rt.block_on(crate::systemd::named_unit(&name))
         .map_err(|e| Box::new(failed(e)))
 }
 
@@ -561,7 +566,7 @@ mod tests {
     use super::*;
 
     fn cmd(s: &str) -> Vec<String> {
-        unit::split_words(s)
+        crate::unit::split_words(s)
     }
 
     #[test]
@@ -581,7 +586,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let path = dir.join("s.service");
         std::fs::write(&path, text).expect("unit file");
-        let unit = unit::load_unit_file(&path, &[]).expect("unit");
+        let unit = crate::unit::load_unit_file(&path, &[]).expect("unit");
         let _ = std::fs::remove_dir_all(&dir);
         unit
     }

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use super::findings::{Finding, Location, Severity, PARSE_ERROR};
+use super::findings::{Finding, Severity, PARSE_ERROR};
 use crate::config::{column_of, line_of};
+use crate::files::Location;
 use crate::pingora_conf::{self, key_line};
 
 pub const GRACE: &str = "grace_period_seconds";

@@ -18,12 +18,13 @@ use super::findings::*;
 use super::pingora::{
     PingoraConf, ProxyListeners, DEFAULT_PID_FILE, DEFAULT_UPGRADE_SOCK, GRACE, SHUTDOWN_TIMEOUT,
 };
-use super::unit::{Prop, UnitProps, SYSTEMD_DEFAULT_TIMEOUT_STOP};
 use crate::config::{find_key_line, fmt_duration, Config, DrainMode, Handoff, Probe};
 use crate::deadline::{self, fmt_span, Deadline, DeadlineError, Outer, UnitTimeout};
 use crate::duration::Span;
+use crate::files::Location;
 use crate::limits::{self, Nofile, NofileSetting};
 use crate::pingora_conf::{self, PINGORA_DEFAULT_GRACE, PINGORA_DEFAULT_SHUTDOWN_TIMEOUT};
+use crate::unit::{Prop, UnitProps, SYSTEMD_DEFAULT_TIMEOUT_STOP};
 
 /// After its deadline steward SIGKILLs the child's tree and waits this long to reap it;
 /// systemd's timer must not fire inside that window.
@@ -1235,7 +1236,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::check::unit::load_unit_file;
+    use crate::unit::load_unit_file;
 
     /// A steward service's unit with nothing to report.
     const STEWARD_UNIT: &str = "[Service]\nType=notify\nKillMode=mixed\nDelegate=yes\nRuntimeDirectory=steward\nExecStart=/usr/local/bin/steward run --config /etc/steward/steward.toml\n";
