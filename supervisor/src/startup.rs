@@ -245,7 +245,7 @@ fn checks(config: &Config, unit: Option<&UnitProps>) -> Result<ChildNofile, Stri
     })?;
     // Logged once here, and again only when a reload changes it.
     log_nofile(config, &nofile);
-    if check::log_startup(&check::startup_findings(config, unit)) {
+    if check::at_startup(config, unit) {
         return Err("configuration error: see the log (steward check)".into());
     }
     Ok(nofile)

@@ -10,7 +10,7 @@
 //! Reading ([`crate::unit`], [`crate::systemd`], [`pingora`]) is kept apart from judging
 //! ([`rules`], pure functions; [`unit`](mod@unit) words what the unit reader found) and
 //! from showing ([`report`]). `steward run` asks the same
-//! rules at start-up through [`startup_findings`] and stops with exit 78 on an error.
+//! rules at start-up through [`at_startup`] and stops with exit 78 on an error.
 
 pub mod effective;
 pub mod findings;
@@ -279,10 +279,17 @@ fn runtime_dir_of(config: &Config, unit: Option<&UnitProps>) -> PathBuf {
     crate::runtime_dir::choose(config.runtime_dir.as_deref().or(from_unit.as_deref()))
 }
 
+/// `steward run`'s start-up check, the one way in from start-up: the findings of
+/// [`startup_findings`], logged; `true` when one is an error, which must stop the start
+/// (exit 78).
+pub fn at_startup(config: &Config, unit: Option<&UnitProps>) -> bool {
+    log_startup(&startup_findings(config, unit))
+}
+
 /// The checks `steward run` makes at start-up, after it has read its config and asked
 /// systemd for the unit (`None` outside systemd). Findings that run already logs in its
 /// own words, or that already stopped it, are left out.
-pub fn startup_findings(config: &Config, unit: Option<&UnitProps>) -> Vec<Finding> {
+fn startup_findings(config: &Config, unit: Option<&UnitProps>) -> Vec<Finding> {
     let text = crate::files::read_to_string(&config.path).unwrap_or_default();
     // run resolved STEWARD_STOP_TIMEOUT into its deadline already, and logged it.
     let s = Surroundings {
@@ -308,7 +315,7 @@ const REPORTED_BY_RUN: &[findings::Id] = &[
 
 /// Logs start-up findings with `steward_check` and `steward_severity` fields; `true` when
 /// one is an error, which must stop the start (exit 78).
-pub fn log_startup(findings: &[Finding]) -> bool {
+fn log_startup(findings: &[Finding]) -> bool {
     for f in findings {
         let line = f.one_line();
         let severity = f.severity.as_str();
