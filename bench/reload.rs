@@ -9,6 +9,7 @@
 
 #[path = "../tests/e2e/common.rs"]
 mod common;
+mod report;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -234,20 +235,18 @@ fn measure(
     }
 }
 
-fn steward_setup(sockets: bool, handoff: &str) -> Setup {
-    let mut s = Setup::start_opts(
-        Kind::StewardProxy,
-        YAML,
-        "",
-        sockets,
-        "",
-        common::Opts {
-            handoff: Some(handoff),
-            ..common::Opts::default()
-        },
-    );
+fn steward_setup(handoff: &str) -> Setup {
+    let mut s = Setup::start_handoff(Kind::StewardProxy, YAML, Some(handoff));
     s.wait_ready();
     s
+}
+
+/// `steward reload`; a failure is printed (as `what`), and shows in the row's figures.
+fn reload(control: &std::path::Path, what: &str) {
+    let (code, out) = steward_cli("reload", control);
+    if code != Some(0) {
+        eprintln!("{what} failed: {out}");
+    }
 }
 
 /// `BENCH_ONLY=crash` (a part of a row's key) runs only the rows it names; unset, all.
@@ -256,10 +255,11 @@ fn wanted(key: &str) -> bool {
 }
 
 fn main() {
+    let load = report::load_average();
     let mut rows = vec![];
 
     if wanted("steady reload crash-upgrade") {
-        let mut s = steward_setup(true, "upgrade");
+        let s = steward_setup("upgrade");
         let addr = s.proxy.clone();
         if wanted("steady") {
             rows.push(measure("steady (no event)", &addr, 4.0, 100.0, || {
@@ -273,17 +273,7 @@ fn main() {
                 &addr,
                 9.0,
                 2.0,
-                || {
-                    event_now(
-                        || {
-                            let (code, out) = steward_cli("reload", &control);
-                            if code != Some(0) {
-                                eprintln!("reload failed: {out}");
-                            }
-                        },
-                        || (),
-                    )
-                },
+                || event_now(|| reload(&control, "reload"), || ()),
             ));
         }
         if wanted("crash-upgrade") {
@@ -292,17 +282,15 @@ fn main() {
                 "crash (kill -9 of the child) under steward, once",
             ));
         }
-        s.steward.signal(Signal::SIGTERM);
-        let _ = s.steward.wait(Duration::from_secs(10));
+        s.stop();
     }
     if wanted("crash-inherit") {
-        let mut s = steward_setup(true, "inherit");
+        let s = steward_setup("inherit");
         rows.push(crash(
             &s,
             "the same crash with `child.handoff = \"inherit\"`",
         ));
-        s.steward.signal(Signal::SIGTERM);
-        let _ = s.steward.wait(Duration::from_secs(10));
+        s.stop();
     }
 
     if wanted("steward-upgrade") {
@@ -316,10 +304,8 @@ fn main() {
     }
 
     println!(
-        "clients: {CLIENTS}, a new connection per request; machine: {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        "clients: {CLIENTS}, a new connection per request; machine: {}; load average at the start: {load}",
+        report::machine()
     );
     println!();
     println!(
@@ -332,20 +318,20 @@ fn main() {
     if wanted("keep-alive") {
         keep_alive_table();
     }
-    write_csv(&rows);
+    // A partial run would leave bench/plot.py only its rows.
+    if std::env::var_os("BENCH_ONLY").is_none() {
+        write_csv(&rows);
+    }
 }
 
 /// A kill -9 of steward's child under load, once; the event lasts until a request on a
 /// fresh connection is served again.
 fn crash(s: &Setup, name: &'static str) -> Row {
     let addr = s.proxy.clone();
-    let control = s.control();
     measure(name, &addr, 6.0, 4.0, || {
         // The pid first: the event begins with the kill itself, so that a request is
         // counted as in flight at the kill only if it was.
-        let pid = status_json(&control)["status"]["child_pid"]
-            .as_i64()
-            .unwrap_or(0) as i32;
+        let (_, pid) = s.generation();
         event_now(
             || {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -375,7 +361,7 @@ fn keep_alive_table() {
         ("the same server with steward-pingora", Kind::Library),
         ("steward-proxy", Kind::StewardProxy),
     ] {
-        let mut s = Setup::start_with(kind, YAML, "", true, "");
+        let mut s = Setup::start_handoff(kind, YAML, None);
         s.wait_ready();
         let c = s.keep_alive_reloads(KEEP_ALIVE_CLIENTS, KEEP_ALIVE_RELOADS, KEEP_ALIVE_PAUSE);
         println!(
@@ -388,8 +374,7 @@ fn keep_alive_table() {
         for e in c.errors.iter().take(3) {
             eprintln!("{name}: {e}");
         }
-        s.steward.signal(Signal::SIGTERM);
-        let _ = s.steward.wait(Duration::from_secs(10));
+        s.stop();
     }
 }
 
@@ -447,10 +432,7 @@ fn steward_upgrade() -> Row {
                     let new = program.with_extension("new");
                     std::fs::copy(bin("steward"), &new).expect("copy");
                     std::fs::rename(&new, &program).expect("rename");
-                    let (code, out) = steward_cli("reload", &control);
-                    if code != Some(0) {
-                        eprintln!("upgrade failed: {out}");
-                    }
+                    reload(&control, "upgrade");
                 },
                 || (),
             )
@@ -463,8 +445,7 @@ fn steward_upgrade() -> Row {
             process_alive(pid)
         );
     }
-    s.steward.signal(Signal::SIGTERM);
-    let _ = s.steward.wait(Duration::from_secs(10));
+    s.stop();
     row
 }
 
@@ -526,7 +507,9 @@ fn pingora_upgrade() -> Row {
 
 /// A plain restart: stop steward (no owned sockets), start a new one.
 fn stop_start() -> Row {
-    let mut s = steward_setup(false, "upgrade");
+    // No `[sockets]`: steward-proxy binds its own listeners.
+    let mut s = Setup::start(Kind::StewardProxy, YAML, "");
+    s.wait_ready();
     let addr = s.proxy.clone();
     let config = s.scratch.path.join("steward.toml");
     let dir = s.scratch.path.clone();
