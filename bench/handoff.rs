@@ -12,44 +12,18 @@
 
 #[path = "../tests/e2e/common.rs"]
 mod common;
+mod report;
 
 use std::time::{Duration, Instant};
 
-use common::{Kind, Opts, Setup, USER_YAML};
+use common::{Kind, Setup, USER_YAML};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use report::{ms, MedianTable};
 use steward_e2e::*;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn start(kind: Kind, handoff: &'static str) -> Setup {
-    Setup::start_opts(
-        kind,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            handoff: Some(handoff),
-            ..Opts::default()
-        },
-    )
-}
-
-fn stop(mut s: Setup) {
-    s.steward.signal(Signal::SIGTERM);
-    s.wait_exit(Duration::from_secs(30));
+    Setup::start_handoff(kind, USER_YAML, Some(handoff))
 }
 
 /// steward started to its `READY=1` datagram.
@@ -60,7 +34,7 @@ fn start_to_ready(kind: Kind, handoff: &'static str) -> f64 {
         panic!("no READY=1; log:\n{}", s.steward.log_text())
     };
     let v = ms(ready.saturating_duration_since(t));
-    stop(s);
+    s.stop();
     v
 }
 
@@ -69,8 +43,7 @@ fn start_to_ready(kind: Kind, handoff: &'static str) -> f64 {
 fn crash_to_serving(kind: Kind, handoff: &'static str) -> f64 {
     let mut s = start(kind, handoff);
     s.wait_ready();
-    let v = status_json(&s.control());
-    let pid = v["status"]["child_pid"].as_i64().expect("child pid") as i32;
+    let (_, pid) = s.generation();
     let t = Instant::now();
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9 the child");
     let served = loop {
@@ -81,7 +54,7 @@ fn crash_to_serving(kind: Kind, handoff: &'static str) -> f64 {
         }
     };
     let v = ms(served - t);
-    stop(s);
+    s.stop();
     v
 }
 
@@ -92,30 +65,12 @@ fn reload_returns(kind: Kind, handoff: &'static str) -> f64 {
     let t = Instant::now();
     s.reload(1);
     let v = ms(t.elapsed());
-    stop(s);
+    s.stop();
     v
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let row = |name: &str, target: &str, f: &dyn Fn() -> f64| {
-        let v: Vec<f64> = (0..runs).map(|_| f()).collect();
-        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        println!(
-            "| {name} | {:.1} ms | {:.1} .. {:.1} ms | {target} |",
-            median(v),
-            min,
-            max
-        );
-    };
-    println!("runs per row: {runs}");
-    println!();
-    println!("| measure | median | min .. max | target |");
-    println!("|---|---|---|---|");
+    let table = MedianTable::start("");
     let cases = [
         (
             "steward-proxy, handoff = \"inherit\"",
@@ -135,20 +90,20 @@ fn main() {
     ];
     for (what, kind, handoff) in cases {
         let fast = handoff == "inherit";
-        row(
+        table.row(
             &format!("start to READY=1, {what}"),
             if fast { "<= 100 ms" } else { "-" },
-            &|| start_to_ready(kind, handoff),
+            || start_to_ready(kind, handoff),
         );
-        row(
+        table.row(
             &format!("kill -9 of the child to a request served, {what}"),
             if fast { "<= 150 ms" } else { "-" },
-            &|| crash_to_serving(kind, handoff),
+            || crash_to_serving(kind, handoff),
         );
-        row(
+        table.row(
             &format!("`steward reload` returning, {what}"),
             if fast { "<= 300 ms" } else { "-" },
-            &|| reload_returns(kind, handoff),
+            || reload_returns(kind, handoff),
         );
     }
 }

@@ -21,7 +21,8 @@ fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.6 * len(rows)), sharey=Tru
 if len(rows) == 1:
     axes = [axes]
 for ax, (name, pts) in zip(axes, rows.items()):
-    for outcome, color, marker in (("ok", "tab:blue", "."), ("failed", "tab:red", "x"), ("refused", "tab:orange", "v")):
+    # "cut": in flight when the event began (a kill -9 of the child cuts those).
+    for outcome, color, marker in (("ok", "tab:blue", "."), ("cut", "tab:purple", "+"), ("failed", "tab:red", "x"), ("refused", "tab:orange", "v")):
         xs = [t for t, _, o in pts if o == outcome]
         ys = [max(l, 0.01) for _, l, o in pts if o == outcome]
         if xs:

@@ -9,6 +9,7 @@
 
 #[path = "../tests/e2e/common.rs"]
 mod common;
+mod report;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -41,6 +42,23 @@ struct Sample {
     at: f64,
     latency_ms: f64,
     outcome: Outcome,
+    /// What went wrong, for a failed request (the bench prints a tally of these).
+    error: Option<String>,
+}
+
+impl Sample {
+    /// Whether this request had begun when an event at `event_at` (seconds from the
+    /// origin) began, and ended after it: a kill -9 of the child necessarily cuts those.
+    fn spans(&self, event_at: f64) -> bool {
+        self.at <= event_at && self.at + self.latency_ms / 1000.0 >= event_at
+    }
+}
+
+/// One event of a row: when its disruptive act began (the kill, the reload's request,
+/// the SIGTERM) and how long it took.
+struct Event {
+    at: Instant,
+    took_ms: f64,
 }
 
 /// Load on `addr` until `stop`; every sample timed from `origin`.
@@ -58,15 +76,17 @@ fn run_load(
                     let mut mine = vec![];
                     while !stop.load(Ordering::SeqCst) {
                         let t = Instant::now();
-                        let outcome = match http_get(&addr, "/", Duration::from_secs(10)) {
-                            Ok((200, _)) => Outcome::Ok,
-                            Err(e) if e.contains("refused") => Outcome::Refused,
-                            _ => Outcome::Failed,
+                        let (outcome, error) = match http_get(&addr, "/", Duration::from_secs(10)) {
+                            Ok((200, _)) => (Outcome::Ok, None),
+                            Err(e) if e.contains("refused") => (Outcome::Refused, None),
+                            Ok((code, _)) => (Outcome::Failed, Some(format!("HTTP {code}"))),
+                            Err(e) => (Outcome::Failed, Some(e)),
                         };
                         mine.push(Sample {
                             at: t.duration_since(origin).as_secs_f64(),
                             latency_ms: t.elapsed().as_secs_f64() * 1000.0,
                             outcome,
+                            error,
                         });
                         if matches!(outcome, Outcome::Refused) {
                             std::thread::sleep(Duration::from_millis(5));
@@ -92,7 +112,20 @@ struct Row {
     name: &'static str,
     samples: Vec<Sample>,
     seconds: f64,
-    event_ms: Vec<f64>,
+    /// Each event's start, in seconds from the origin, and how long it took.
+    events: Vec<(f64, f64)>,
+}
+
+impl Row {
+    /// Failed requests split in two: those in flight when an event began (a kill -9 of
+    /// the child cuts them, whatever the supervisor does) and all others (begun after
+    /// the event began, or failed away from any event), which steward must keep at 0.
+    fn failures(&self) -> (Vec<&Sample>, Vec<&Sample>) {
+        self.samples
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Failed))
+            .partition(|s| self.events.iter().any(|&(at, _)| s.spans(at)))
+    }
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -115,31 +148,59 @@ fn print_row(r: &Row) {
         .iter()
         .filter(|s| matches!(s.outcome, Outcome::Refused))
         .count();
-    let failed = r
-        .samples
-        .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Failed))
-        .count();
-    let events = if r.event_ms.is_empty() {
+    let (cut, failed) = r.failures();
+    let events = if r.events.is_empty() {
         "-".to_string()
     } else {
-        r.event_ms
+        r.events
             .iter()
-            .map(|m| format!("{m:.0}"))
+            .map(|(_, m)| format!("{m:.0}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
     println!(
-        "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+        "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
         r.name,
         lat.len() as f64 / r.seconds,
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN),
-        failed,
+        cut.len(),
+        failed.len(),
         refused,
         events
     );
+    // What each failure was, and when it began and ended around the nearest event: a
+    // request cut by a kill began before it and ended within milliseconds after it.
+    for (what, list) in [("in flight at the event", cut), ("other", failed)] {
+        for smp in list {
+            let at = r
+                .events
+                .iter()
+                .map(|&(at, _)| at)
+                .min_by(|a, b| (a - smp.at).abs().total_cmp(&(b - smp.at).abs()))
+                .unwrap_or(f64::NAN);
+            eprintln!(
+                "{}: failed, {what}: {} (began {:.1} ms before the event, ended {:.1} ms after)",
+                r.name,
+                smp.error.as_deref().unwrap_or("?"),
+                (at - smp.at) * 1000.0,
+                (smp.at + smp.latency_ms / 1000.0 - at) * 1000.0
+            );
+        }
+    }
+}
+
+/// An event whose disruptive act begins now: `act` runs, then `until` (waiting for
+/// its effect); the event took both.
+fn event_now(act: impl FnOnce(), until: impl FnOnce()) -> Event {
+    let at = Instant::now();
+    act();
+    until();
+    Event {
+        at,
+        took_ms: at.elapsed().as_secs_f64() * 1000.0,
+    }
 }
 
 /// Load for `seconds`, with `event` run at 1 s and then every `every` seconds.
@@ -148,19 +209,18 @@ fn measure(
     addr: &str,
     seconds: f64,
     every: f64,
-    mut event: impl FnMut() -> f64,
+    mut event: impl FnMut() -> Event,
 ) -> Row {
     let origin = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let load = run_load(addr.to_string(), stop.clone(), origin);
-    let mut event_ms = vec![];
+    let mut events = vec![];
     std::thread::sleep(Duration::from_secs(1));
     while origin.elapsed().as_secs_f64() + every < seconds {
-        event_ms.push(event());
+        let e = event();
+        events.push((e.at.duration_since(origin).as_secs_f64(), e.took_ms));
         let next = Duration::from_secs_f64(every);
-        std::thread::sleep(next.saturating_sub(Duration::from_millis(
-            event_ms.last().copied().unwrap_or(0.0) as u64,
-        )));
+        std::thread::sleep(next.saturating_sub(Duration::from_millis(e.took_ms as u64)));
     }
     std::thread::sleep(Duration::from_secs_f64(
         (seconds - origin.elapsed().as_secs_f64()).max(0.5),
@@ -171,82 +231,121 @@ fn measure(
         name,
         samples,
         seconds: origin.elapsed().as_secs_f64(),
-        event_ms,
+        events,
     }
 }
 
-fn steward_setup(sockets: bool) -> Setup {
-    let mut s = Setup::start_with(Kind::StewardProxy, YAML, "", sockets, "");
+fn steward_setup(handoff: &str) -> Setup {
+    let mut s = Setup::start_handoff(Kind::StewardProxy, YAML, Some(handoff));
     s.wait_ready();
     s
 }
 
+/// `steward reload`; a failure is printed (as `what`), and shows in the row's figures.
+fn reload(control: &std::path::Path, what: &str) {
+    let (code, out) = steward_cli("reload", control);
+    if code != Some(0) {
+        eprintln!("{what} failed: {out}");
+    }
+}
+
+/// `BENCH_ONLY=crash` (a part of a row's key) runs only the rows it names; unset, all.
+fn wanted(key: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| key.contains(&only))
+}
+
 fn main() {
+    let load = report::load_average();
     let mut rows = vec![];
 
-    let mut s = steward_setup(true);
-    let addr = s.proxy.clone();
-    rows.push(measure("steady (no event)", &addr, 4.0, 100.0, || 0.0));
-    let control = s.control();
-    rows.push(measure(
-        "steward reload (every 2 s)",
-        &addr,
-        9.0,
-        2.0,
-        || {
-            let t = Instant::now();
-            let (code, out) = steward_cli("reload", &control);
-            if code != Some(0) {
-                eprintln!("reload failed: {out}");
-            }
-            t.elapsed().as_secs_f64() * 1000.0
-        },
-    ));
-    let child = || -> i32 {
-        let out = Command::new(bin("steward"))
-            .args(["status", "--json", "--socket"])
-            .arg(s.control())
-            .output()
-            .expect("status");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["status"]["child_pid"].as_i64().unwrap_or(0) as i32
-    };
-    rows.push(measure(
-        "crash (kill -9 of the child) under steward, once",
-        &addr,
-        6.0,
-        4.0,
-        || {
-            let t = Instant::now();
-            let _ = kill(Pid::from_raw(child()), Signal::SIGKILL);
-            // Time until a request is served again.
-            while http_get(&addr, "/", Duration::from_secs(5)).map(|r| r.0) != Ok(200) {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            t.elapsed().as_secs_f64() * 1000.0
-        },
-    ));
-    s.steward.signal(Signal::SIGTERM);
-    let _ = s.steward.wait(Duration::from_secs(10));
+    if wanted("steady reload crash-upgrade") {
+        let s = steward_setup("upgrade");
+        let addr = s.proxy.clone();
+        if wanted("steady") {
+            rows.push(measure("steady (no event)", &addr, 4.0, 100.0, || {
+                event_now(|| (), || ())
+            }));
+        }
+        if wanted("reload") {
+            let control = s.control();
+            rows.push(measure(
+                "steward reload (every 2 s)",
+                &addr,
+                9.0,
+                2.0,
+                || event_now(|| reload(&control, "reload"), || ()),
+            ));
+        }
+        if wanted("crash-upgrade") {
+            rows.push(crash(
+                &s,
+                "crash (kill -9 of the child) under steward, once",
+            ));
+        }
+        s.stop();
+    }
+    if wanted("crash-inherit") {
+        let s = steward_setup("inherit");
+        rows.push(crash(
+            &s,
+            "the same crash with `child.handoff = \"inherit\"`",
+        ));
+        s.stop();
+    }
 
-    rows.push(steward_upgrade());
-    rows.push(pingora_upgrade());
-    rows.push(stop_start());
+    if wanted("steward-upgrade") {
+        rows.push(steward_upgrade());
+    }
+    if wanted("pingora-upgrade") {
+        rows.push(pingora_upgrade());
+    }
+    if wanted("stop-start") {
+        rows.push(stop_start());
+    }
 
     println!(
-        "clients: {CLIENTS}, a new connection per request; machine: {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        "clients: {CLIENTS}, a new connection per request; machine: {}; load average at the start: {load}",
+        report::machine()
     );
     println!();
     println!(
-        "| scenario | req/s | p50 ms | p99 ms | max ms | failed | refused | event took (ms) |"
+        "| scenario | req/s | p50 ms | p99 ms | max ms | failed: in flight at the event | failed: others | refused | event took (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         print_row(r);
     }
+    if wanted("keep-alive") {
+        keep_alive_table();
+    }
+    // A partial run would leave bench/plot.py only its rows.
+    if std::env::var_os("BENCH_ONLY").is_none() {
+        write_csv(&rows);
+    }
+}
+
+/// A kill -9 of steward's child under load, once; the event lasts until a request on a
+/// fresh connection is served again.
+fn crash(s: &Setup, name: &'static str) -> Row {
+    let addr = s.proxy.clone();
+    measure(name, &addr, 6.0, 4.0, || {
+        // The pid first: the event begins with the kill itself, so that a request is
+        // counted as in flight at the kill only if it was.
+        let (_, pid) = s.generation();
+        event_now(
+            || {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            },
+            || {
+                while http_get(&addr, "/", Duration::from_secs(5)).map(|r| r.0) != Ok(200) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            },
+        )
+    })
+}
+
+fn keep_alive_table() {
     println!();
     println!(
         "keep-alive: {KEEP_ALIVE_CLIENTS} clients, each a persistent HTTP/1.1 connection (a new one after `Connection: close` or an error), {KEEP_ALIVE_RELOADS} steward reloads {} s apart",
@@ -262,7 +361,7 @@ fn main() {
         ("the same server with steward-pingora", Kind::Library),
         ("steward-proxy", Kind::StewardProxy),
     ] {
-        let mut s = Setup::start_with(kind, YAML, "", true, "");
+        let mut s = Setup::start_handoff(kind, YAML, None);
         s.wait_ready();
         let c = s.keep_alive_reloads(KEEP_ALIVE_CLIENTS, KEEP_ALIVE_RELOADS, KEEP_ALIVE_PAUSE);
         println!(
@@ -275,20 +374,27 @@ fn main() {
         for e in c.errors.iter().take(3) {
             eprintln!("{name}: {e}");
         }
-        s.steward.signal(Signal::SIGTERM);
-        let _ = s.steward.wait(Duration::from_secs(10));
+        s.stop();
     }
+}
+
+/// Every sample, for `bench/plot.py`.
+fn write_csv(rows: &[Row]) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/reload-latency.csv");
     if let Ok(mut f) = std::fs::File::create(&path) {
         let _ = writeln!(f, "scenario,t_s,latency_ms,outcome");
-        for r in &rows {
+        for r in rows {
+            let (cut, _) = r.failures();
             for smp in &r.samples {
                 let o = match smp.outcome {
                     Outcome::Ok => "ok",
                     Outcome::Refused => "refused",
+                    Outcome::Failed if cut.iter().any(|c| std::ptr::eq(*c, smp)) => "cut",
                     Outcome::Failed => "failed",
                 };
-                let _ = writeln!(f, "\"{}\",{:.4},{:.3},{o}", r.name, smp.at, smp.latency_ms);
+                // CSV quoting: a quote inside the name is doubled.
+                let name = r.name.replace('"', "\"\"");
+                let _ = writeln!(f, "\"{name}\",{:.4},{:.3},{o}", smp.at, smp.latency_ms);
             }
         }
         println!("\nsamples: {}", path.display());
@@ -321,15 +427,15 @@ fn steward_upgrade() -> Row {
         9.0,
         2.0,
         || {
-            let t = Instant::now();
-            let new = program.with_extension("new");
-            std::fs::copy(bin("steward"), &new).expect("copy");
-            std::fs::rename(&new, &program).expect("rename");
-            let (code, out) = steward_cli("reload", &control);
-            if code != Some(0) {
-                eprintln!("upgrade failed: {out}");
-            }
-            t.elapsed().as_secs_f64() * 1000.0
+            event_now(
+                || {
+                    let new = program.with_extension("new");
+                    std::fs::copy(bin("steward"), &new).expect("copy");
+                    std::fs::rename(&new, &program).expect("rename");
+                    reload(&control, "upgrade");
+                },
+                || (),
+            )
         },
     );
     let upgrades = s.steward.log_text().matches("re-executed in place").count();
@@ -339,8 +445,7 @@ fn steward_upgrade() -> Row {
             process_alive(pid)
         );
     }
-    s.steward.signal(Signal::SIGTERM);
-    let _ = s.steward.wait(Duration::from_secs(10));
+    s.stop();
     row
 }
 
@@ -379,12 +484,15 @@ fn pingora_upgrade() -> Row {
         9.0,
         2.0,
         || {
-            let t = Instant::now();
-            let mut cur = current.lock().expect("lock");
-            let _ = kill(Pid::from_raw(cur.id() as i32), Signal::SIGQUIT);
-            let new = start(true);
-            retired.push(std::mem::replace(&mut *cur, new));
-            t.elapsed().as_secs_f64() * 1000.0
+            event_now(
+                || {
+                    let mut cur = current.lock().expect("lock");
+                    let _ = kill(Pid::from_raw(cur.id() as i32), Signal::SIGQUIT);
+                    let new = start(true);
+                    retired.push(std::mem::replace(&mut *cur, new));
+                },
+                || (),
+            )
         },
     );
     let mut cur = current.lock().expect("lock");
@@ -399,7 +507,9 @@ fn pingora_upgrade() -> Row {
 
 /// A plain restart: stop steward (no owned sockets), start a new one.
 fn stop_start() -> Row {
-    let mut s = steward_setup(false);
+    // No `[sockets]`: steward-proxy binds its own listeners.
+    let mut s = Setup::start(Kind::StewardProxy, YAML, "");
+    s.wait_ready();
     let addr = s.proxy.clone();
     let config = s.scratch.path.join("steward.toml");
     let dir = s.scratch.path.clone();
@@ -410,14 +520,18 @@ fn stop_start() -> Row {
         9.0,
         2.0,
         || {
-            let t = Instant::now();
-            s.steward.signal(Signal::SIGTERM);
-            let _ = s.steward.wait(Duration::from_secs(10));
-            s.steward = Steward::start(&dir, &config, &[("NOTIFY_SOCKET", notify.clone())]);
-            while http_get(&s.proxy, "/", Duration::from_secs(5)).map(|r| r.0) != Ok(200) {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            t.elapsed().as_secs_f64() * 1000.0
+            event_now(
+                || {
+                    s.steward.signal(Signal::SIGTERM);
+                    let _ = s.steward.wait(Duration::from_secs(10));
+                    s.steward = Steward::start(&dir, &config, &[("NOTIFY_SOCKET", notify.clone())]);
+                },
+                || {
+                    while http_get(&addr, "/", Duration::from_secs(5)).map(|r| r.0) != Ok(200) {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                },
+            )
         },
     )
 }

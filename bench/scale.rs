@@ -12,6 +12,7 @@
 
 #[path = "../tests/e2e/common.rs"]
 mod common;
+mod report;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::USER_YAML;
 use nix::sys::signal::Signal;
+use report::load_average;
 use steward_e2e::*;
 
 const DEFAULT_LEVELS: [usize; 4] = [0, 20_000, 50_000, 100_000];
@@ -706,28 +708,10 @@ fn main() {
     }
 }
 
-/// Other work on the machine skews every figure here (two cores): shown with the table.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
+/// The machine, with its kernel.
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    format!("{cores} cores, {cpu}, Linux {kernel}")
+    format!("{}, Linux {kernel}", report::machine())
 }

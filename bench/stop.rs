@@ -6,6 +6,7 @@
 
 #[path = "../tests/e2e/common.rs"]
 mod common;
+mod report;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,24 +14,8 @@ use std::time::{Duration, Instant};
 use common::{Kind, Setup, USER_YAML};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use report::{machine, ms, MedianTable};
 use steward_e2e::*;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn idle_stop(kind: Kind) -> f64 {
     let mut s = Setup::start(kind, USER_YAML, "");
@@ -139,57 +124,39 @@ fn pingora_alone() -> f64 {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let row = |name: &str, target: &str, f: &dyn Fn() -> f64| {
-        let v: Vec<f64> = (0..runs).map(|_| f()).collect();
-        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        println!(
-            "| {name} | {:.1} ms | {:.1} .. {:.1} ms | {target} |",
-            median(v),
-            min,
-            max
-        );
-    };
-    println!("runs per row: {runs}; machine: {}", machine());
-    println!();
-    println!("| measure | median | min .. max | target |");
-    println!("|---|---|---|---|");
-    row(
+    let table = MedianTable::start(&format!("; machine: {}", machine()));
+    table.row(
         "idle stop, steward-proxy child (SIGTERM to steward's exit)",
         "< 100 ms",
-        &|| idle_stop(Kind::StewardProxy),
+        || idle_stop(Kind::StewardProxy),
     );
-    row("idle stop, stock Pingora child", "< 250 ms", &|| {
+    table.row("idle stop, stock Pingora child", "< 250 ms", || {
         idle_stop(Kind::StockPingora)
     });
-    row(
+    table.row(
         "drain overshoot after the last response, steward-proxy",
         "< 100 ms",
-        &|| drain_overshoot(Kind::StewardProxy),
+        || drain_overshoot(Kind::StewardProxy),
     );
-    row(
+    table.row(
         "drain overshoot after the last response, stock Pingora",
         "< 100 ms",
-        &|| drain_overshoot(Kind::StockPingora),
+        || drain_overshoot(Kind::StockPingora),
     );
-    row(
+    table.row(
         "deadline precision (exit minus 1 s deadline), steward-proxy",
         "within 50 ms",
-        &|| deadline_precision(Kind::StewardProxy),
+        || deadline_precision(Kind::StewardProxy),
     );
-    row(
+    table.row(
         "deadline precision (exit minus 1 s deadline), stock Pingora",
         "within 50 ms",
-        &|| deadline_precision(Kind::StockPingora),
+        || deadline_precision(Kind::StockPingora),
     );
-    row(
+    table.row(
         "READY=1 after the port first accepts (stock Pingora, tcp probe)",
         "< 100 ms",
-        &ready_after_accept,
+        ready_after_accept,
     );
     let (rss, cpu) = rss_and_cpu();
     println!("| steward RSS while serving | {rss:.1} MiB | - | < 8 MiB |");
@@ -203,20 +170,4 @@ fn main() {
     } else {
         println!("| Pingora alone, same YAML, SIGTERM to exit | 300 s (grace_period_seconds; BENCH_PINGORA_ALONE=1 measures it) | - | (the problem) |");
     }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{cores} cores, {cpu}")
 }

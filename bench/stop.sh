@@ -7,6 +7,8 @@ cargo bench --locked -p steward-e2e --bench stop 2>/dev/null
 cargo bench --locked -p steward-e2e --bench reload 2>/dev/null
 # Start, crash recovery and reload by child.handoff (issue 15).
 cargo bench --locked -p steward-e2e --bench handoff 2>/dev/null
+# steward as PID 1 under podman, reloaded by `podman kill -s HUP` (needs root, podman, runc).
+cargo bench --locked -p steward-e2e --bench podman 2>/dev/null
 # steward-pingora's drain watcher with 1k to 19k clients left (about 40 s).
 cargo bench --locked -p steward-pingora --bench drain-scan 2>/dev/null
 if python3 -c "import matplotlib" 2>/dev/null; then python3 bench/plot.py; else echo "(pip install matplotlib to plot bench/reload-latency.csv)"; fi

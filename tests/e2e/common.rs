@@ -193,9 +193,74 @@ impl Setup {
         }
     }
 
+    /// steward supervising `kind` with this Pingora YAML on steward-owned listeners,
+    /// handed to every generation by `handoff` (`child.handoff`; steward's default when
+    /// `None`). Not yet waited for.
+    pub fn start_handoff(kind: Kind, yaml: &str, handoff: Option<&str>) -> Setup {
+        Setup::start_opts(
+            kind,
+            yaml,
+            "",
+            true,
+            "",
+            Opts {
+                handoff,
+                ..Opts::default()
+            },
+        )
+    }
+
     /// steward's control socket.
     pub fn control(&self) -> std::path::PathBuf {
         self.scratch.path.join("run/control.sock")
+    }
+
+    /// The current generation and its child's pid, from `steward status --json`.
+    pub fn generation(&self) -> (u64, i32) {
+        let v = status_json(&self.control());
+        assert!(!v.is_null(), "steward status gave no JSON");
+        (
+            v["status"]["generation"].as_u64().unwrap_or(0),
+            v["status"]["child_pid"].as_i64().unwrap_or(0) as i32,
+        )
+    }
+
+    /// `clients` clients on the proxy, each opening a fresh connection per request
+    /// ([`load`]), for 300 ms, then while `event` runs, then 300 ms more: their counts
+    /// and errors.
+    pub fn load_across(&self, clients: usize, event: impl FnOnce()) -> (LoadCounts, Vec<String>) {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = load(&self.proxy, "/", clients, stop.clone());
+        std::thread::sleep(Duration::from_millis(300));
+        event();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        load.join().expect("load")
+    }
+
+    /// A kill -9 of the current child under [`Setup::load_across`], which lasts until the
+    /// next generation serves.
+    pub fn crash_under_load(&self, clients: usize) -> (LoadCounts, Vec<String>) {
+        let (gen, pid) = self.generation();
+        let next = (gen + 1).to_string();
+        self.load_across(clients, || {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill -9 the child");
+            let serving = [
+                ("steward_event", "serving"),
+                ("steward_generation", next.as_str()),
+            ];
+            self.steward.expect_fact(&serving, Duration::from_secs(10));
+        })
+    }
+
+    /// SIGTERM to steward, which must exit within 30 s.
+    pub fn stop(mut self) {
+        self.steward.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(30));
     }
 
     /// Waits for READY=1, failing the test with steward's log if it does not come.

@@ -7,27 +7,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Kind, Opts, Setup, USER_YAML};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use steward_e2e::*;
 
 fn start(kind: Kind, handoff: Option<&str>) -> Setup {
-    let mut s = Setup::start_opts(
-        kind,
-        USER_YAML,
-        "",
-        true,
-        "",
-        Opts {
-            handoff,
-            ..Opts::default()
-        },
-    );
+    let mut s = Setup::start_handoff(kind, USER_YAML, handoff);
     s.wait_ready();
     s
 }
@@ -68,14 +54,6 @@ fn holds(pid: i32, inode: u64) -> bool {
         .unwrap_or(false)
 }
 
-fn current_child(s: &Setup) -> (u64, i32) {
-    let v = status_json(&s.control());
-    (
-        v["status"]["generation"].as_u64().unwrap_or(0),
-        v["status"]["child_pid"].as_i64().unwrap_or(0) as i32,
-    )
-}
-
 /// The command line steward logged for generation `gen`.
 fn command_line(s: &Setup, gen: u64) -> String {
     let log = s.steward.log_text();
@@ -88,7 +66,7 @@ fn command_line(s: &Setup, gen: u64) -> String {
 #[test]
 fn steward_proxy_inherits_steward_s_listener_and_is_started_without_u() {
     let s = start(Kind::StewardProxy, Some("inherit"));
-    let (_, pid) = current_child(&s);
+    let (_, pid) = s.generation();
     let inode = listener_inode(port(&s.proxy));
     assert!(holds(s.steward.pid(), inode), "steward holds its listener");
     assert!(holds(pid, inode), "the child serves steward's listener");
@@ -104,25 +82,12 @@ fn steward_proxy_inherits_steward_s_listener_and_is_started_without_u() {
 fn a_crash_under_load_on_the_inherited_listener_refuses_nothing_and_the_next_generation_serves_the_same_socket(
 ) {
     let s = start(Kind::StewardProxy, Some("inherit"));
-    let (_, old) = current_child(&s);
     let inode = listener_inode(port(&s.proxy));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = load(&s.proxy, "/", 4, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
-    kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill -9 the child");
-    assert!(
-        s.steward
-            .wait_log("serving: generation 2", Duration::from_secs(10)),
-        "log:\n{}",
-        s.steward.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    let (counts, errors) = load.join().expect("load");
+    let (counts, errors) = s.crash_under_load(4);
     assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
     // Only requests inside the killed child can fail: at most one per client.
     assert!(counts.failed <= 4, "{counts:?} {errors:?}");
-    let (gen, new) = current_child(&s);
+    let (gen, new) = s.generation();
     assert_eq!(gen, 2);
     assert_eq!(listener_inode(port(&s.proxy)), inode, "the same socket");
     assert!(holds(new, inode), "generation 2 serves steward's listener");
@@ -133,15 +98,7 @@ fn a_crash_under_load_on_the_inherited_listener_refuses_nothing_and_the_next_gen
 fn reloads_under_load_on_the_inherited_listener_refuse_and_fail_nothing() {
     let s = start(Kind::StewardProxy, Some("inherit"));
     let inode = listener_inode(port(&s.proxy));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = load(&s.proxy, "/", 4, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 1..=5 {
-        s.reload(i);
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    let (counts, errors) = load.join().expect("load");
+    let (counts, errors) = s.load_across(4, || (1..=5).for_each(|i| s.reload(i)));
     assert!(counts.ok > 50, "{counts:?}");
     assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
     assert_eq!(
@@ -150,7 +107,7 @@ fn reloads_under_load_on_the_inherited_listener_refuse_and_fail_nothing() {
         "{counts:?} {errors:?}\nlog:\n{}",
         s.steward.log_text()
     );
-    let (gen, pid) = current_child(&s);
+    let (gen, pid) = s.generation();
     assert_eq!(gen, 6);
     assert!(holds(pid, inode), "generation 6 serves steward's listener");
     assert!(!command_line(&s, 6).contains(" -u "));
@@ -169,12 +126,12 @@ fn a_listener_steward_proxy_does_not_claim_fails_the_inherited_start_with_the_ke
 #[test]
 fn a_stock_pingora_child_keeps_pingoras_upgrade_hand_off_and_serves_steward_s_listener() {
     let s = start(Kind::StockPingora, None);
-    let (_, old) = current_child(&s);
+    let (_, old) = s.generation();
     let inode = listener_inode(port(&s.proxy));
     assert!(command_line(&s, 1).contains(" -u "));
     assert!(holds(old, inode));
     s.reload(1);
-    let (gen, new) = current_child(&s);
+    let (gen, new) = s.generation();
     assert_eq!(gen, 2);
     assert!(command_line(&s, 2).contains(" -u "));
     assert!(holds(new, inode), "generation 2 serves steward's listener");
@@ -247,7 +204,7 @@ fn a_child_that_never_reports_its_inherited_listeners_fails_its_start_naming_the
 #[test]
 fn a_user_s_binary_with_steward_pingora_inherits_steward_s_listener() {
     let s = start(Kind::Library, Some("inherit"));
-    let (_, pid) = current_child(&s);
+    let (_, pid) = s.generation();
     let inode = listener_inode(port(&s.proxy));
     assert!(holds(pid, inode), "the example serves steward's listener");
     assert!(!command_line(&s, 1).contains(" -u "));
@@ -280,7 +237,7 @@ fn held_above_stdio(pid: i32) -> Vec<String> {
 #[test]
 fn a_child_on_inherited_listeners_shares_no_descriptor_with_steward_but_the_listeners() {
     let s = start(Kind::StewardProxy, Some("inherit"));
-    let (_, pid) = current_child(&s);
+    let (_, pid) = s.generation();
     // Every sockets.listen entry: the proxy's and the demo origin's.
     let config = std::fs::read_to_string(s.scratch.path.join("steward.toml")).expect("config");
     let listeners: Vec<String> = config

@@ -18,14 +18,6 @@ fn status_json(s: &Setup) -> serde_json::Value {
     v
 }
 
-fn generation(s: &Setup) -> (u64, i32) {
-    let v = status_json(s);
-    (
-        v["status"]["generation"].as_u64().unwrap_or(0),
-        v["status"]["child_pid"].as_i64().unwrap_or(0) as i32,
-    )
-}
-
 fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let end = Instant::now() + timeout;
     while process_alive(pid) {
@@ -41,12 +33,12 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
 fn reload_starts_the_next_generation_and_retires_the_old_one() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
-    let (gen, old) = generation(&s);
+    let (gen, old) = s.generation();
     assert_eq!(gen, 1);
     let (code, out) = steward_cli("reload", &s.control());
     assert_eq!(code, Some(0), "{out}\nlog:\n{}", s.steward.log_text());
     assert!(out.contains("reloaded: generation 2 serves"), "{out}");
-    let (gen, new) = generation(&s);
+    let (gen, new) = s.generation();
     assert_eq!(gen, 2);
     assert_ne!(new, old);
     assert!(
@@ -73,16 +65,8 @@ fn reload_starts_the_next_generation_and_retires_the_old_one() {
 fn ten_reloads_under_load_drop_nothing() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = load(&s.proxy, "/", 4, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 1..=10 {
-        s.reload(i);
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    let (counts, errors) = load.join().expect("load");
-    assert_eq!(generation(&s).0, 11);
+    let (counts, errors) = s.load_across(4, || (1..=10).for_each(|i| s.reload(i)));
+    assert_eq!(s.generation().0, 11);
     assert!(counts.ok > 100, "{counts:?}");
     assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
     assert_eq!(
@@ -128,11 +112,11 @@ fn health_checks_during_a_drain_reach_the_successor(kind: Kind) {
     let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
     s.wait_ready();
     let health = s.health.clone().expect("a health endpoint");
-    let (_, old) = generation(&s);
+    let (_, old) = s.generation();
     let slow = s.slow_request(5000);
     std::thread::sleep(Duration::from_millis(300));
     s.reload(1);
-    let (_, new) = generation(&s);
+    let (_, new) = s.generation();
     // The retired generation has had its SIGTERM.
     std::thread::sleep(Duration::from_millis(300));
     let answers: Vec<(u16, Option<i32>)> = (0..20).map(|_| health_answer(&health)).collect();
@@ -165,7 +149,7 @@ fn keep_alive_clients_across_three_reloads(kind: Kind) -> (KeepAliveCounts, Stri
     let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
     s.wait_ready();
     let counts = s.keep_alive_reloads(8, 3, Duration::from_millis(700));
-    assert_eq!(generation(&s).0, 4);
+    assert_eq!(s.generation().0, 4);
     assert!(counts.ok > 100, "{counts:?}");
     assert_eq!(counts.refused, 0, "{counts:?}");
     (counts, s.steward.log_text())
@@ -215,7 +199,7 @@ fn keep_alive_clients_see_errors_across_reloads_of_a_stock_pingora_server() {
 fn reload_with_a_broken_configuration_fails_and_the_old_generation_keeps_serving() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
-    let (_, old) = generation(&s);
+    let (_, old) = s.generation();
     s.scratch
         .write("pingora.yaml", "version: 1\ngrace_period_seconds: [oops\n");
     let (code, out) = steward_cli("reload", &s.control());
@@ -224,7 +208,7 @@ fn reload_with_a_broken_configuration_fails_and_the_old_generation_keeps_serving
         out.contains("reload failed") && out.contains("invalid YAML"),
         "{out}"
     );
-    assert_eq!(generation(&s), (1, old));
+    assert_eq!(s.generation(), (1, old));
     assert_eq!(
         http_get(&s.proxy, "/", Duration::from_secs(2)).map(|r| r.0),
         Ok(200)
@@ -237,7 +221,7 @@ fn reload_with_a_broken_configuration_fails_and_the_old_generation_keeps_serving
     let (code, out) = steward_cli("reload", &s.control());
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("-t` failed"), "{out}");
-    assert_eq!(generation(&s), (1, old));
+    assert_eq!(s.generation(), (1, old));
     std::fs::write(&settings, good).expect("write");
     let (code, out) = steward_cli("reload", &s.control());
     assert_eq!(code, Some(0), "{out}");
@@ -247,19 +231,13 @@ fn reload_with_a_broken_configuration_fails_and_the_old_generation_keeps_serving
 fn sighup_reloads() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
-    let (_, old) = generation(&s);
+    let (_, old) = s.generation();
     s.steward.signal(Signal::SIGHUP);
-    assert!(
-        s.steward
-            .wait_fact(
-                &[("steward_event", "serving"), ("steward_generation", "2")],
-                Duration::from_secs(10)
-            )
-            .is_some(),
-        "log:\n{}",
-        s.steward.log_text()
+    s.steward.expect_fact(
+        &[("steward_event", "serving"), ("steward_generation", "2")],
+        Duration::from_secs(10),
     );
-    let (gen, new) = generation(&s);
+    let (gen, new) = s.generation();
     assert_eq!(gen, 2);
     assert_ne!(new, old);
     assert!(
@@ -277,10 +255,10 @@ fn sighup_reloads() {
 fn a_stock_pingora_binary_takes_the_listeners_and_reloads() {
     let mut s = Setup::start_with(Kind::StockPingora, USER_YAML, "", true, "");
     s.wait_ready();
-    let (_, old) = generation(&s);
+    let (_, old) = s.generation();
     let (code, out) = steward_cli("reload", &s.control());
     assert_eq!(code, Some(0), "{out}\nlog:\n{}", s.steward.log_text());
-    let (gen, new) = generation(&s);
+    let (gen, new) = s.generation();
     assert_eq!(gen, 2);
     assert_ne!(new, old);
     // Left to itself the old stock child sleeps out its grace period (clamped to the 25 s
@@ -296,13 +274,7 @@ fn a_stock_pingora_binary_takes_the_listeners_and_reloads() {
         ("steward_generation", "1"),
         ("steward_child_pid", old_s.as_str()),
     ];
-    assert!(
-        s.steward
-            .wait_fact(&retired, Duration::from_secs(5))
-            .is_some(),
-        "log:\n{}",
-        s.steward.log_text()
-    );
+    s.steward.expect_fact(&retired, Duration::from_secs(5));
     assert_eq!(
         http_get(&s.proxy, "/x", Duration::from_secs(2)).map(|r| r.0),
         Ok(200)
@@ -313,24 +285,7 @@ fn a_stock_pingora_binary_takes_the_listeners_and_reloads() {
 fn crashed_child_is_restarted_without_refusing_a_connection() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
-    let (_, old) = generation(&s);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = load(&s.proxy, "/", 4, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
-    kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill -9 the child");
-    assert!(
-        s.steward
-            .wait_fact(
-                &[("steward_event", "spawned"), ("steward_generation", "2")],
-                Duration::from_secs(10)
-            )
-            .is_some(),
-        "log:\n{}",
-        s.steward.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    let (counts, errors) = load.join().expect("load");
+    let (counts, errors) = s.crash_under_load(4);
     assert_eq!(counts.refused, 0, "{counts:?} {errors:?}");
     // Only requests inside the killed child can fail: at most one per client.
     assert!(counts.failed <= 4, "{counts:?} {errors:?}");
@@ -372,17 +327,11 @@ fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
         "[health]\ninterval = \"200ms\"\ntimeout = \"300ms\"\nfailures = 3\n",
     );
     s.wait_ready();
-    let (_, old) = generation(&s);
+    let (_, old) = s.generation();
     kill(Pid::from_raw(old), Signal::SIGSTOP).expect("SIGSTOP the child");
-    assert!(
-        s.steward
-            .wait_fact(
-                &[("steward_event", "spawned"), ("steward_generation", "2")],
-                Duration::from_secs(10)
-            )
-            .is_some(),
-        "log:\n{}",
-        s.steward.log_text()
+    s.steward.expect_fact(
+        &[("steward_event", "spawned"), ("steward_generation", "2")],
+        Duration::from_secs(10),
     );
     assert!(
         wait_gone(old, Duration::from_secs(2)),
@@ -397,10 +346,7 @@ fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
         ("steward_escalation", "unhealthy"),
         ("steward_generation", "1"),
     ];
-    assert!(s
-        .steward
-        .wait_fact(&unhealthy, Duration::from_secs(5))
-        .is_some());
+    s.steward.expect_fact(&unhealthy, Duration::from_secs(5));
     let log = s.steward.log_text();
     let third = [
         ("steward_event", "health-failed"),
@@ -413,19 +359,16 @@ fn a_stopped_child_fails_its_health_probe_and_is_replaced() {
 fn operator_restart_keeps_the_listeners() {
     let mut s = Setup::start_with(Kind::StewardProxy, USER_YAML, "", true, "");
     s.wait_ready();
-    let (_, old) = generation(&s);
+    let (_, old) = s.generation();
     let stop = Arc::new(AtomicBool::new(false));
     let load = load(&s.proxy, "/", 2, stop.clone());
     let (code, out) = steward_cli("restart", &s.control());
     assert_eq!(code, Some(0), "{out}");
-    assert!(s
-        .steward
-        .wait_fact(
-            &[("steward_event", "serving"), ("steward_generation", "2")],
-            Duration::from_secs(10)
-        )
-        .is_some());
-    let (_, new) = generation(&s);
+    s.steward.expect_fact(
+        &[("steward_event", "serving"), ("steward_generation", "2")],
+        Duration::from_secs(10),
+    );
+    let (_, new) = s.generation();
     assert!(
         wait_gone(old, Duration::from_secs(10)),
         "generation 1 (pid {old}) still running; log:\n{}",
@@ -514,7 +457,7 @@ fn control_socket_refuses_other_users() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("permission denied: uid 65534"), "{text}");
-    assert_eq!(generation(&s).0, 1, "nothing was reloaded");
+    assert_eq!(s.generation().0, 1, "nothing was reloaded");
 }
 
 #[test]
@@ -655,7 +598,7 @@ fn request_and_its_server(
 fn retired_generation_drains_while_the_next_serves(kind: Kind) {
     let mut s = Setup::start_with(kind, USER_YAML, "", true, "");
     s.wait_ready();
-    let (_, old) = generation(&s);
+    let (_, old) = s.generation();
     // Long enough that the reload (the new child takes its listeners about 1 s after it
     // starts) and a request to the new generation (held 1.5 s, so its server end is seen
     // on a loaded machine) both fit inside it.
@@ -663,7 +606,7 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
     std::thread::sleep(Duration::from_millis(300));
     let (code, out) = steward_cli("reload", &s.control());
     assert_eq!(code, Some(0), "{out}\nlog:\n{}", s.steward.log_text());
-    let (gen, new) = generation(&s);
+    let (gen, new) = s.generation();
     assert_eq!(gen, 2);
     assert_ne!(new, old);
     // During the drain: the old child still runs, its request is still in flight, and a
@@ -700,13 +643,7 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
         ("steward_generation", "1"),
         ("steward_child_pid", old_s.as_str()),
     ];
-    assert!(
-        s.steward
-            .wait_fact(&retired, Duration::from_secs(5))
-            .is_some(),
-        "log:\n{}",
-        s.steward.log_text()
-    );
+    s.steward.expect_fact(&retired, Duration::from_secs(5));
     if kind == Kind::StockPingora {
         // Ended by steward once drained, not by its own grace period.
         let drained = [
@@ -720,7 +657,7 @@ fn retired_generation_drains_while_the_next_serves(kind: Kind) {
             s.steward.log_text()
         );
     }
-    assert_eq!(generation(&s), (2, new), "log:\n{}", s.steward.log_text());
+    assert_eq!(s.generation(), (2, new), "log:\n{}", s.steward.log_text());
 }
 
 #[test]

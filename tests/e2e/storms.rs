@@ -51,15 +51,6 @@ fn wait_status(
     }
 }
 
-fn wait_fact(s: &Setup, facts: &[(&str, &str)], timeout: Duration) {
-    if s.steward.wait_fact(facts, timeout).is_none() {
-        panic!(
-            "no record of {facts:?} in the log within {timeout:?}:\n{}",
-            s.steward.log_text()
-        );
-    }
-}
-
 /// The words the operator's guide quotes for this row of its signal table: the message
 /// is the interface there, so this one assertion per key message pins its wording; the
 /// test's other assertions are about facts.
@@ -317,7 +308,8 @@ fn sighups_during_a_reload_become_one_more_reload_after_it() {
         s.steward.signal(Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_fact(&s, &QUEUED_DURING_A_RELOAD, Duration::from_secs(5));
+    s.steward
+        .expect_fact(&QUEUED_DURING_A_RELOAD, Duration::from_secs(5));
     // The reload they asked for reads the configuration as it is when it runs.
     std::fs::write(&toml, good).expect("write");
     let (code, out) = reload.join().expect("reload client");
@@ -555,7 +547,8 @@ fn second_sigint_during_a_reload_kills_both_generations_and_exits_0() {
         ("steward_signal", "SIGINT"),
         ("steward_during", "reloading"),
     ];
-    wait_fact(&s, &stop_in_reload, Duration::from_secs(5));
+    s.steward
+        .expect_fact(&stop_in_reload, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         s.steward.wait(Duration::ZERO).is_none(),

@@ -516,6 +516,17 @@ impl Steward {
         }
     }
 
+    /// [`Steward::wait_fact`], failing the test with steward's log when no record states
+    /// all of `facts` within `timeout`.
+    pub fn expect_fact(&self, facts: &[(&str, &str)], timeout: Duration) -> Record {
+        self.wait_fact(facts, timeout).unwrap_or_else(|| {
+            panic!(
+                "no record of {facts:?} in the log within {timeout:?}:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
     /// The child pid steward logged at start.
     pub fn child_pid(&self, timeout: Duration) -> Option<i32> {
         let end = Instant::now() + timeout;

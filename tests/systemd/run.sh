@@ -132,6 +132,51 @@ wait_active() {
 
 http_code() { sd_run curl -s -o /dev/null -m 10 -w '%{http_code}' "http://$PROXY$1" || true; }
 
+# fresh_connection_load SECONDS EVENT [ARG...]: a client inside the container opening a
+# fresh connection per request to $PROXY for SECONDS, sequentially (so at most one request
+# is in flight at any instant), while EVENT ARG... runs in this shell 1 s in. Prints what
+# EVENT printed, then "N ok, R refused, F failed [the first errors]": refused is a
+# connection the kernel refused (nothing listened); failed, one that got anything but a
+# 200 (a reset, a close before the response, a timeout).
+fresh_connection_load() {
+  local seconds=$1 out load
+  shift
+  out=$(mktemp)
+  sd_run python3 - "$seconds" "$PROXY" >"$out" 2>&1 <<'PY' &
+import socket, sys, time
+end = time.monotonic() + float(sys.argv[1])
+host, port = sys.argv[2].rsplit(":", 1)
+ok = refused = failed = 0
+errors = []
+while time.monotonic() < end:
+    try:
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        if data.startswith(b"HTTP/1.1 200"):
+            ok += 1
+        else:
+            failed += 1
+            errors.append(repr(data[:40]))
+    except ConnectionRefusedError:
+        refused += 1
+        time.sleep(0.01)
+    except OSError as e:
+        failed += 1
+        errors.append(str(e))
+print(f"{ok} ok, {refused} refused, {failed} failed {errors[:3]}")
+PY
+  load=$!
+  sleep 1
+  "$@"
+  wait "$load" || true
+  cat "$out"
+  rm -f "$out"
+}
+
 # ---------------------------------------------------------------------------------------
 # --system-call-filter: systemd-nspawn's own seccomp allow-list lacks pidfd_getfd (as
 # systemd's @system-service does), so inside the container steward's drain would always
@@ -719,46 +764,10 @@ c=$(cursor)
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 main=$(show MainPID)
 expect_match "journal: stored" "$(journal_since "$c" -u "$UNIT" -o cat)" "listener 127.0.0.1:6188 bound by steward, kept in systemd's fd store"
-# Fresh connections for 5 s while steward is SIGKILLed 1 s in; prints "N ok, R refused,
-# F failed [errors]".
-kill_steward_under_load() {
-  local out load
-  out=$(mktemp)
-  sd_run python3 - >"$out" 2>&1 <<'PY' &
-import socket, time
-end = time.monotonic() + 5.0
-ok = refused = failed = 0
-errors = []
-while time.monotonic() < end:
-    try:
-        s = socket.create_connection(("127.0.0.1", 6188), timeout=10)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        s.close()
-        if data.startswith(b"HTTP/1.1 200"):
-            ok += 1
-        else:
-            failed += 1
-            errors.append(repr(data[:40]))
-    except ConnectionRefusedError:
-        refused += 1
-        time.sleep(0.01)
-    except OSError as e:
-        failed += 1
-        errors.append(str(e))
-print(f"{ok} ok, {refused} refused, {failed} failed {errors[:3]}")
-PY
-  load=$!
-  sleep 1
-  sd_systemctl kill --kill-whom=main --signal=SIGKILL "$UNIT"
-  wait "$load" || true
-  cat "$out"
-  rm -f "$out"
-}
+# Fresh connections for 5 s while steward is SIGKILLed 1 s in.
+kill_steward() { sd_systemctl kill --kill-whom=main --signal=SIGKILL "$UNIT"; }
 c=$(cursor)
-verdict=$(kill_steward_under_load)
+verdict=$(fresh_connection_load 5 kill_steward)
 # The child dies with steward (its parent-death signal), so the one request it may be
 # serving at that instant is cut (a reset); the client is sequential, so at most one.
 expect_match "fresh connections across steward's SIGKILL and restart ($verdict)" "$verdict" '^[1-9][0-9]* ok, 0 refused, [01] failed'
@@ -795,7 +804,7 @@ sd_dropin "$UNIT" 50-no-store $'[Service]\nFileDescriptorStoreMax=0\n'
 c=$(cursor)
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 expect_match "journal: not stored" "$(journal_since "$c" -u "$UNIT" -o cat)" "listeners not kept in systemd's fd store \\(FileDescriptorStoreMax=0\\)"
-verdict=$(kill_steward_under_load)
+verdict=$(fresh_connection_load 5 kill_steward)
 expect_match "without the store, refused ($verdict)" "$verdict" '^[0-9]+ ok, [1-9][0-9]* refused'
 wait_active || fail "not restarted by Restart=on-failure"
 sd_systemctl stop "$UNIT" || fail "systemctl stop failed"
@@ -817,49 +826,18 @@ sd_run cp /usr/local/bin/steward /opt/steward-upgrade/steward
 sd_dropin "$UNIT" 50-upgradable $'[Service]\nExecStart=\nExecStart=/opt/steward-upgrade/steward run --config /etc/steward/steward.toml\nWatchdogSec=2s\n'
 sd_systemctl start "$UNIT" || fail "systemctl start failed"
 main=$(show MainPID)
-# upgrade_under_load NEW: fresh connections for 4 s; 1 s in, NEW replaces steward's binary
-# and `systemctl reload` runs. Prints "reload exit E; N ok, R refused, F failed [errors]".
-upgrade_under_load() {
-  local out load rc=0
-  out=$(mktemp)
-  sd_run python3 - >"$out" 2>&1 <<'PY' &
-import socket, time
-end = time.monotonic() + 4.0
-ok = refused = failed = 0
-errors = []
-while time.monotonic() < end:
-    try:
-        s = socket.create_connection(("127.0.0.1", 6188), timeout=10)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        s.close()
-        if data.startswith(b"HTTP/1.1 200"):
-            ok += 1
-        else:
-            failed += 1
-            errors.append(repr(data[:40]))
-    except ConnectionRefusedError:
-        refused += 1
-        time.sleep(0.01)
-    except OSError as e:
-        failed += 1
-        errors.append(str(e))
-print(f"{ok} ok, {refused} refused, {failed} failed {errors[:3]}")
-PY
-  load=$!
-  sleep 1
+# upgrade NEW: NEW replaces steward's binary (renamed over it, as a package does) and
+# `systemctl reload` runs; prints "reload exit E; ". Run under fresh connections for 4 s.
+upgrade() {
+  local rc=0
   sd_run cp "$1" /opt/steward-upgrade/steward.new
   sd_run chmod 755 /opt/steward-upgrade/steward.new
   sd_run mv /opt/steward-upgrade/steward.new /opt/steward-upgrade/steward
   sd_systemctl reload "$UNIT" >/dev/null 2>&1 || rc=$?
-  wait "$load" || true
-  echo "reload exit $rc; $(cat "$out")"
-  rm -f "$out"
+  printf 'reload exit %s; ' "$rc"
 }
 c=$(cursor)
-verdict=$(upgrade_under_load /usr/local/bin/steward)
+verdict=$(fresh_connection_load 4 upgrade /usr/local/bin/steward)
 expect_match "upgrade under fresh connections ($verdict)" "$verdict" '^reload exit 0; [1-9][0-9]* ok, 0 refused, 0 failed'
 expect_eq MainPID "$(show MainPID)" "$main"
 expect_eq "/proc/MainPID/exe" "$(sd_run readlink "/proc/$main/exe")" /opt/steward-upgrade/steward
@@ -871,7 +849,7 @@ expect_eq NRestarts "$(show NRestarts)" 0
 # A broken new binary: the reload fails with the reason, nothing else changes.
 sd_write_file /opt/steward-upgrade/broken $'#!/bin/sh\necho "steward: broken build" >&2\nexit 1\n'
 c=$(cursor)
-verdict=$(upgrade_under_load /opt/steward-upgrade/broken)
+verdict=$(fresh_connection_load 4 upgrade /opt/steward-upgrade/broken)
 expect_match "broken binary under fresh connections ($verdict)" "$verdict" '^reload exit [1-9][0-9]*; [1-9][0-9]* ok, 0 refused, 0 failed'
 expect_eq MainPID "$(show MainPID)" "$main"
 expect_match "/proc/MainPID/exe" "$(sd_run readlink "/proc/$main/exe")" '\(deleted\)$'
