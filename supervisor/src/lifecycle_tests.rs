@@ -1592,3 +1592,26 @@ async fn a_restart_asked_before_the_start_is_refused_as_starting() {
         vec![(1, Why::Start)]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_stop_has_ended_the_machine_still_tells_its_signal_and_when_it_began() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    advance(Duration::from_millis(300)).await;
+    let status = ChildStatus::Code(0);
+    m.handle(Event::Exited { gen: 1, status }, now());
+    assert_eq!(m.mode(), Mode::Exited);
+    assert_eq!(m.stop_signal(), Some(StopSignal::Term));
+    assert_eq!(m.stop_elapsed(now()), Some(Duration::from_millis(300)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_a_stop_drains_the_machine_wakes_to_refresh_its_status() {
+    let mut m = starting_with(Policy {
+        drain_quiet: None,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    m.handle(Event::Stop(StopSignal::Term), now());
+    assert_eq!(m.next_wakeup(), Some(now() + STATUS_REFRESH));
+}
