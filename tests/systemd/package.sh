@@ -17,7 +17,7 @@ UNIT=steward-proxy.service
 STEPS=(
   "P1 dpkg -i: user, files, conffiles; enabled, not started"
   "P2 systemctl enable --now serves, as the steward user"
-  "P3 upgrade while running: restarted, edited conffile kept"
+  "P3 upgrade while running: re-executed in place, nothing refused, edited conffile kept"
   "P4 upgrade while stopped: stays stopped; disable kept"
   "P5 dpkg -r stops and masks; dpkg -P forgets"
 )
@@ -45,6 +45,9 @@ failures=0
 summary=()
 # shellcheck source=tests/systemd/expect.sh
 source "$repo/tests/systemd/expect.sh"
+# shellcheck source=tests/systemd/load.sh
+source "$repo/tests/systemd/load.sh"
+PROXY=127.0.0.1:6188
 begin() {
   current=$1
   scenario_failed=0
@@ -111,10 +114,22 @@ end
 # P3 ------------------------------------------------------------------------------------
 begin "${STEPS[2]}"
 sd_run sh -c 'echo "# edited by the operator" >> /etc/steward/proxy.toml'
-if out=$(dpkg_i); then ok "dpkg -i over the running package exits 0"; else fail "dpkg -i: $out"; fi
+child=$(sd_run pgrep -P "$main" -x steward-proxy || true)
+# Prints "dpkg exit E; " for fresh_connection_load's verdict.
+upgrade_package() {
+  local rc=0
+  dpkg_i >/dev/null || rc=$?
+  printf 'dpkg exit %s; ' "$rc"
+}
+verdict=$(fresh_connection_load 8 upgrade_package)
+expect_match "dpkg -i over the running package, under fresh connections ($verdict)" "$verdict" '^dpkg exit 0; [1-9][0-9]* ok, 0 refused, 0 failed'
 expect_eq "ActiveState after the upgrade" "$(show ActiveState)" active
-new_main=$(show MainPID)
-if [[ $new_main != "$main" && $new_main != 0 ]]; then ok "restarted: MainPID $main -> $new_main"; else fail "not restarted: MainPID $main -> $new_main"; fi
+expect_eq "MainPID after the upgrade (re-executed in place)" "$(show MainPID)" "$main"
+expect_eq "/proc/MainPID/exe: the new file, not a deleted one" "$(sd_run readlink "/proc/$main/exe")" /usr/bin/steward
+new_child=$(sd_run pgrep -P "$main" -x steward-proxy || true)
+if [[ -n $new_child && $new_child != "$child" ]]; then ok "a new generation serves: child pid $child -> $new_child"; else fail "the child was not replaced: $child -> $new_child"; fi
+expect_eq "the child's program" "$(sd_run readlink "/proc/$new_child/exe")" /usr/bin/steward-proxy
+expect_eq NRestarts "$(show NRestarts)" 0
 expect_eq "GET / after the upgrade" "$(http_code /)" 200
 expect_eq "the operator's edit" "$(sd_run tail -n 1 /etc/steward/proxy.toml)" "# edited by the operator"
 end
