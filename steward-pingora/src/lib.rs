@@ -5,9 +5,10 @@
 //! gets an error), and then sleeps out `grace_period_seconds` however little is left to
 //! do. With this crate the same server:
 //!
-//! - exits by itself the moment its last connection is done after SIGTERM, instead of
-//!   sleeping out the grace period (which still bounds the drain: Pingora's own shutdown
-//!   continues underneath);
+//! - ends the moment its last connection is done after SIGTERM, instead of sleeping out the
+//!   grace period (which still bounds the drain): [`Steward::run`] returns, so `main`
+//!   returns and the process ends as any program does, destructors and Pingora's runtime
+//!   shutdown included;
 //! - closes keep-alive connections gracefully: a request arriving after SIGTERM is served
 //!   and its response carries `Connection: close`, and connections still idle are closed
 //!   [`CLEANUP_DELAY`] after the listeners close, not at once;
@@ -25,8 +26,9 @@
 //!
 //! # Use
 //!
-//! One call on the [`Server`] after `bootstrap()`, and the proxy service made by the
-//! returned [`Steward`] in place of [`pingora::proxy::http_proxy_service`]:
+//! One call on the [`Server`] after `bootstrap()`, the proxy service made by the returned
+//! [`Steward`] in place of [`pingora::proxy::http_proxy_service`], and
+//! [`steward.run(server)`](Steward::run) in place of `server.run_forever()`:
 //!
 //! ```no_run
 //! use async_trait::async_trait;
@@ -52,9 +54,16 @@
 //!     let mut proxy = steward.http_proxy_service(&server.configuration, MyProxy);
 //!     proxy.add_tcp("127.0.0.1:6188");
 //!     server.add_service(proxy);
-//!     server.run_forever();
+//!     steward.run(server);
+//!     Ok(())
 //! }
 //! ```
+//!
+//! A server started with Pingora's own `server.run_forever()` still drains and ends at its
+//! last connection, but there Pingora would sleep out its grace period after the drain and
+//! gives the library no place to wait instead: a thread of the library ends the process
+//! with `exit(0)`, which skips destructors, buffered output and Pingora's runtime shutdown.
+//! Call `steward.run(server)` for the clean path.
 //!
 //! Pingora 0.9.1 gives no access to a service once it has been added to the server, so the
 //! services whose connections must be counted and closed gracefully are made through the

@@ -164,7 +164,10 @@ impl Signals {
     /// the drain had not finished; so the hand-off is done here, with Pingora's own sender
     /// ([`pingora::server::Fds::send_to_sock`]), and Pingora is told only once drained.
     async fn upgrade(&self, int: &mut Option<Signal>) -> ShutdownSignal {
-        log::info!("SIGQUIT: sending the listening sockets to {}", self.upgrade_sock);
+        log::info!(
+            "SIGQUIT: sending the listening sockets to {}",
+            self.upgrade_sock
+        );
         let sent = match self.listeners.get() {
             Some(table) if !table.lock().is_empty() => {
                 let (table, path) = (table.clone(), self.upgrade_sock.clone());

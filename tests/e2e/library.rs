@@ -94,11 +94,11 @@ impl Drop for Alone {
     }
 }
 
-/// `GET path` on `addr` from another thread: its outcome and when it ended.
-fn request(
-    addr: &str,
-    path: &str,
-) -> std::thread::JoinHandle<(Result<(u16, String), String>, Instant)> {
+/// A request's outcome and when it ended.
+type Outcome = (Result<(u16, String), String>, Instant);
+
+/// `GET path` on `addr` from another thread.
+fn request(addr: &str, path: &str) -> std::thread::JoinHandle<Outcome> {
     let (addr, path) = (addr.to_string(), path.to_string());
     std::thread::spawn(move || {
         let r = http_get(&addr, &path, Duration::from_secs(60));
@@ -204,4 +204,31 @@ fn sigquit_hands_the_listeners_to_the_new_process_and_the_old_one_finishes_its_r
     new.signal(Signal::SIGTERM);
     let status = new.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "new process's log:\n{}", new.log());
+}
+
+#[test]
+fn the_grace_period_bounds_the_drain_and_run_still_returns() {
+    let scratch = Scratch::new("library-grace-bound");
+    let origin = Origin::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let yaml = "---\nversion: 1\nthreads: 2\ngrace_period_seconds: 1\n";
+    let mut server = Alone::start(&scratch, "server", yaml, &origin, &listen);
+    assert!(
+        wait_accepting(&listen, Duration::from_secs(10)),
+        "the example never listened; log:\n{}",
+        server.log()
+    );
+    let req = request(&listen, "/delay/10000");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(20));
+    let log = server.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    // Past the 1 s grace period the request is cut, not waited for.
+    let (result, _) = req.join().expect("request thread");
+    assert!(
+        result.as_ref().map_or(true, |(code, _)| *code != 200),
+        "the request in flight was answered: {result:?}; log:\n{log}"
+    );
+    assert!(log.contains(&server.stopped_line()), "log:\n{log}");
 }
