@@ -471,6 +471,17 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_made_after_the_drain_began_wakes_its_first_wait() {
+        // Pingora's accept loop waits for a change before it reads the value: a receiver
+        // that had already seen "true" would keep a service accepting through the drain.
+        let drain = Drain::default();
+        drain.begin();
+        let mut late = drain.begun();
+        assert!(late.has_changed().is_ok_and(|changed| changed));
+        assert!(*late.borrow_and_update());
+    }
+
+    #[test]
     fn a_connection_from_the_process_to_itself_is_no_client() {
         let service = TcpListener::bind("127.0.0.1:0").expect("service");
         let _own_client = TcpStream::connect(service.local_addr().expect("addr")).expect("connect");
