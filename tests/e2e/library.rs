@@ -36,9 +36,29 @@ impl Alone {
         listen: &str,
         args: &[&str],
     ) -> Alone {
+        Alone::start_program(
+            &example("graceful-proxy"),
+            scratch,
+            name,
+            yaml,
+            origin,
+            listen,
+            args,
+        )
+    }
+
+    fn start_program(
+        program: &std::path::Path,
+        scratch: &Scratch,
+        name: &str,
+        yaml: &str,
+        origin: &Origin,
+        listen: &str,
+        args: &[&str],
+    ) -> Alone {
         let yaml = scratch.write(&format!("{name}.yaml"), yaml);
         let log = scratch.path.join(format!("{name}.log"));
-        let child = Command::new(example("graceful-proxy"))
+        let child = Command::new(program)
             .arg("-c")
             .arg(&yaml)
             .args(args)
@@ -231,4 +251,39 @@ fn the_grace_period_bounds_the_drain_and_run_still_returns() {
         "the request in flight was answered: {result:?}; log:\n{log}"
     );
     assert!(log.contains(&server.stopped_line()), "log:\n{log}");
+}
+
+#[test]
+fn a_server_that_keeps_run_forever_still_ends_when_drained() {
+    // The library's fallback: Pingora's run_forever() would sleep out the 300 s grace
+    // period after the drain; the library's thread ends the process once drained.
+    let scratch = Scratch::new("library-run-forever");
+    let origin = Origin::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Alone::start_program(
+        &bin("library-run-forever"),
+        &scratch,
+        "server",
+        GRACE_300,
+        &origin,
+        &listen,
+        &[],
+    );
+    assert!(
+        wait_accepting(&listen, Duration::from_secs(10)),
+        "the server never listened; log:\n{}",
+        server.log()
+    );
+    let req = request(&listen, "/delay/1000");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(20));
+    let log = server.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let (result, _) = req.join().expect("request thread");
+    assert_eq!(
+        result.map(|(code, _)| code),
+        Ok(200),
+        "the request in flight; log:\n{log}"
+    );
 }
