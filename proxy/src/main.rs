@@ -16,7 +16,7 @@ use std::sync::Arc;
 use clap::Parser;
 use pingora::lb::LoadBalancer;
 use pingora::server::configuration::Opt;
-use pingora::server::{RunArgs, Server};
+use pingora::server::Server;
 
 /// Configuration errors exit with EX_CONFIG, like steward.
 const EX_CONFIG: i32 = 78;
@@ -103,7 +103,8 @@ fn main() {
         "steward-proxy pid {} starting",
         std::process::id()
     );
-    server.run(RunArgs::default());
-    tracing::info!("grace period over; exiting");
-    std::process::exit(0);
+    steward.run(server);
+    // `run` returned: drained (or stopped by SIGINT); main returns, so the process ends
+    // as any program does.
+    tracing::info!("steward-proxy pid {} stopped", std::process::id());
 }

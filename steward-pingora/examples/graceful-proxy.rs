@@ -2,8 +2,10 @@
 //!
 //! It is `tests/src/bin/stock-pingora.rs` (a stock Pingora server: `Opt::parse_args()`,
 //! `Server::new`, one proxy service, `run_forever()`) with `steward_pingora::install` after
-//! `bootstrap()`, and the proxy service made by the `Steward` it returns. It takes
-//! Pingora's usual flags (`-c`, `-u`, `-t`, `-d`).
+//! `bootstrap()`, the proxy service made by the `Steward` it returns, and `steward.run(server)`
+//! in place of `run_forever()`. It takes Pingora's usual flags (`-c`, `-u`, `-t`, `-d`).
+//!
+//! Once stopped it says so on stderr and `main` returns.
 //!
 //! Environment: `LISTEN` (default 127.0.0.1:6188), `UPSTREAM` (default 127.0.0.1:6189),
 //! `HEALTH` (default 127.0.0.1:6190).
@@ -42,5 +44,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut proxy = steward.http_proxy_service(&server.configuration, MyProxy { upstream });
     proxy.add_tcp(&listen);
     server.add_service(proxy);
-    server.run_forever();
+    steward.run(server);
+    eprintln!("graceful-proxy pid {}: stopped", std::process::id());
+    Ok(())
 }

@@ -2,8 +2,14 @@
 //!
 //! Pingora 0.9.1 on SIGTERM closes its listeners and then sleeps `grace_period_seconds`
 //! however little is left. This keeps Pingora's first half and replaces the sleep: it counts
-//! the connections being served and exits the moment none is left. The grace period still
-//! bounds the drain, because Pingora's own shutdown continues underneath.
+//! the connections being served and ends the wait the moment none is left.
+//!
+//! Two ways to end it. Under [`crate::Steward::run`] the wait is [`Drain::drained`], awaited
+//! by the shutdown signal watch before it hands over to Pingora (see `run.rs`): `main`
+//! returns. A server started with Pingora's own `run_forever()` gives the library no such
+//! place, so there a thread waits and ends the process with `exit(0)`
+//! ([`Drain::exit_when_drained`]); the grace period still bounds that drain, because
+//! Pingora's own shutdown continues underneath.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -14,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 /// How often the drain watcher looks at what is left.
 const POLL: Duration = Duration::from_millis(5);
@@ -33,6 +40,14 @@ const SCAN_SPACING: u32 = 10;
 #[derive(Debug, Default)]
 pub(crate) struct Drain {
     draining: AtomicBool,
+    /// Turns true when the drain begins: the services made through the `Steward` stop
+    /// accepting on it (it stands in for Pingora's shutdown watch, which turns true only
+    /// once the drain is over under [`crate::Steward::run`]).
+    begun: watch::Sender<bool>,
+    /// Set by [`crate::Steward::run`]: the process ends by `run` returning, so no thread
+    /// may end it.
+    run_owned: AtomicBool,
+    exit_watcher: AtomicBool,
     next_id: AtomicU64,
     /// The connections the wrapped services are serving, by id: their local and peer
     /// addresses, when both are IP addresses.
@@ -174,20 +189,81 @@ impl Drain {
         (served.max(sockets), own_served)
     }
 
-    /// Marks the drain as begun (the health endpoint answers 503) and starts the thread
-    /// that ends the process once nothing is left.
-    pub(crate) fn begin(self: &Arc<Self>) {
+    /// Marks the drain as begun: the health endpoint answers 503, and the services made
+    /// through the `Steward` stop accepting and close their idle keep-alive connections.
+    /// Whether this call began it.
+    pub(crate) fn begin(&self) -> bool {
         if self.draining.swap(true, Ordering::SeqCst) {
-            return;
+            return false;
         }
         log::info!(
             "draining: listeners close, exiting when the last request is done ({} connection(s) open)",
             self.connections()
         );
+        self.begun.send_replace(true);
+        true
+    }
+
+    /// A receiver that turns true when the drain begins. Its first `changed()` returns at
+    /// once (Pingora's accept loop then reads the value and goes on if it is false), so a
+    /// drain begun before the receiver was made is not missed.
+    pub(crate) fn begun(&self) -> watch::Receiver<bool> {
+        let mut rx = self.begun.subscribe();
+        rx.mark_changed();
+        rx
+    }
+
+    /// From now on the process ends by [`crate::Steward::run`] returning.
+    pub(crate) fn set_run_owned(&self) {
+        self.run_owned.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn run_owned(&self) -> bool {
+        self.run_owned.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no client connection has been left for [`IDLE_POLLS`] polls in a row
+    /// (true), or until `bound` has passed since the call (false).
+    pub(crate) async fn drained(&self, bound: Option<Duration>) -> bool {
+        let started = Instant::now();
+        let mut idle_polls = 0;
+        let mut watch = Watch::default();
+        loop {
+            tokio::time::sleep(POLL).await;
+            if self.left(&mut watch, Instant::now()) == 0 {
+                idle_polls += 1;
+            } else {
+                idle_polls = 0;
+            }
+            if idle_polls >= IDLE_POLLS {
+                log::info!(
+                    "drained: no request in flight; exiting after {} ms ({} socket scans)",
+                    started.elapsed().as_millis(),
+                    self.scans.load(Ordering::Relaxed)
+                );
+                return true;
+            }
+            if bound.is_some_and(|b| started.elapsed() >= b) {
+                log::warn!(
+                    "grace period over with {} connection(s) still open: Pingora's shutdown ends them",
+                    self.connections()
+                );
+                return false;
+            }
+        }
+    }
+
+    /// For a server started with Pingora's `run_forever()`, which sleeps out its grace
+    /// period after the drain and offers no place to wait instead: starts the thread that
+    /// ends the process with `exit(0)` once nothing is left, or at once on SIGINT. Once.
+    pub(crate) fn exit_when_drained(self: &Arc<Self>) {
+        if self.exit_watcher.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let drain = self.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("steward-drain".into())
-            .spawn(move || watch(drain))
+            .spawn(move || exit_when_drained(drain))
         {
             log::error!("cannot start the drain watcher: {e}; Pingora's grace period applies");
         }
@@ -203,10 +279,11 @@ fn addr(sa: SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
-/// Exits the process once no client connection has been left for [`IDLE_POLLS`] polls in a
-/// row,
-/// or at once on SIGINT (Pingora no longer listens for signals after the first one).
-fn watch(drain: Arc<Drain>) {
+/// Exits the process once [`Drain::drained`], or at once on SIGINT (Pingora no longer
+/// listens for signals after the first one). Only for servers started with Pingora's
+/// `run_forever()`: the exit skips destructors and Pingora's runtime shutdown, which
+/// [`crate::Steward::run`] does not.
+fn exit_when_drained(drain: Arc<Drain>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -219,32 +296,14 @@ fn watch(drain: Arc<Drain>) {
     };
     rt.block_on(async move {
         let mut int = signal(SignalKind::interrupt()).ok();
-        let started = Instant::now();
-        let mut idle_polls = 0;
-        let mut watch = Watch::default();
-        loop {
-            tokio::select! {
-                _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                    log::warn!("SIGINT while draining ({} connection(s) open): exiting now", drain.connections());
-                    std::process::exit(0);
-                }
-                _ = tokio::time::sleep(POLL) => {}
+        tokio::select! {
+            _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                log::warn!("SIGINT while draining ({} connection(s) open): exiting now", drain.connections());
             }
-            if drain.left(&mut watch, Instant::now()) == 0 {
-                idle_polls += 1;
-            } else {
-                idle_polls = 0;
-            }
-            if idle_polls >= IDLE_POLLS {
-                log::info!(
-                    "drained: no request in flight; exiting after {} ms ({} socket scans)",
-                    started.elapsed().as_millis(),
-                    drain.scans.load(Ordering::Relaxed)
-                );
-                std::process::exit(0);
-            }
+            _ = drain.drained(None) => {}
         }
     });
+    std::process::exit(0);
 }
 
 /// What a drain's polling costs with `connections` client connections open in this
@@ -409,6 +468,17 @@ mod tests {
         // One served connection, and it is the process's own: each poll scans again.
         assert_eq!(drain.left(&mut watch, t0 + Duration::from_millis(5)), 0);
         assert_eq!(drain.scans.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_watch_made_after_the_drain_began_wakes_its_first_wait() {
+        // Pingora's accept loop waits for a change before it reads the value: a receiver
+        // that had already seen "true" would keep a service accepting through the drain.
+        let drain = Drain::default();
+        drain.begin();
+        let mut late = drain.begun();
+        assert!(late.has_changed().is_ok_and(|changed| changed));
+        assert!(*late.borrow_and_update());
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! gets an error), and then sleeps out `grace_period_seconds` however little is left to
 //! do. With this crate the same server:
 //!
-//! - exits by itself the moment its last connection is done after SIGTERM, instead of
-//!   sleeping out the grace period (which still bounds the drain: Pingora's own shutdown
-//!   continues underneath);
+//! - ends the moment its last connection is done after SIGTERM, instead of sleeping out the
+//!   grace period (which still bounds the drain): [`Steward::run`] returns, so `main`
+//!   returns and the process ends as any program does, destructors and Pingora's runtime
+//!   shutdown included;
 //! - closes keep-alive connections gracefully: a request arriving after SIGTERM is served
 //!   and its response carries `Connection: close`, and connections still idle are closed
 //!   [`CLEANUP_DELAY`] after the listeners close, not at once;
@@ -25,8 +26,9 @@
 //!
 //! # Use
 //!
-//! One call on the [`Server`] after `bootstrap()`, and the proxy service made by the
-//! returned [`Steward`] in place of [`pingora::proxy::http_proxy_service`]:
+//! One call on the [`Server`] after `bootstrap()`, the proxy service made by the returned
+//! [`Steward`] in place of [`pingora::proxy::http_proxy_service`], and
+//! [`steward.run(server)`](Steward::run) in place of `server.run_forever()`:
 //!
 //! ```no_run
 //! use async_trait::async_trait;
@@ -52,9 +54,16 @@
 //!     let mut proxy = steward.http_proxy_service(&server.configuration, MyProxy);
 //!     proxy.add_tcp("127.0.0.1:6188");
 //!     server.add_service(proxy);
-//!     server.run_forever();
+//!     steward.run(server);
+//!     Ok(())
 //! }
 //! ```
+//!
+//! A server started with Pingora's own `server.run_forever()` still drains and ends at its
+//! last connection, but there Pingora would sleep out its grace period after the drain and
+//! gives the library no place to wait instead: a thread of the library ends the process
+//! with `exit(0)`, which skips destructors, buffered output and Pingora's runtime shutdown.
+//! Call `steward.run(server)` for the clean path.
 //!
 //! Pingora 0.9.1 gives no access to a service once it has been added to the server, so the
 //! services whose connections must be counted and closed gracefully are made through the
@@ -73,17 +82,18 @@ mod graceful;
 mod health;
 mod inherit;
 mod listening;
+mod run;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::{ListenFds, Server, ShutdownWatch};
 use pingora::services::listening::Service;
+use pingora::services::Service as ServiceTrait;
 
 use inherit::Inherited;
 
@@ -142,6 +152,9 @@ pub struct Steward {
     drain: Arc<drain::Drain>,
     health: Option<SocketAddr>,
     inherited: Arc<Inherited>,
+    /// Pingora's table of listening sockets, once the server runs: what a graceful
+    /// upgrade sends ([`Steward::run`]).
+    listeners: Arc<OnceLock<ListenFds>>,
 }
 
 /// Sets `server` up to drain and exit as soon as its last connection is done, and to
@@ -162,18 +175,18 @@ pub fn install(server: &mut Server, settings: Settings) -> Result<Steward, Error
     let drain = Arc::new(drain::Drain::default());
     let listener = settings.health.as_deref().map(bind_health).transpose()?;
     let health = listener.as_ref().and_then(|l| l.local_addr().ok());
-    server.add_service(background_service(
-        "steward-pingora",
-        Watch {
-            drain: drain.clone(),
-            health: Mutex::new(listener),
-            inherited: inherited.clone(),
-        },
-    ));
+    let listeners = Arc::new(OnceLock::new());
+    server.add_service(Watch {
+        drain: drain.clone(),
+        health: Mutex::new(listener),
+        inherited: inherited.clone(),
+        listeners: listeners.clone(),
+    });
     Ok(Steward {
         drain,
         health,
         inherited,
+        listeners,
     })
 }
 
@@ -219,6 +232,7 @@ impl Steward {
         StewardService::new(
             Service::new(name.to_string(), Graceful::new(app, self.drain.clone())),
             self.inherited.clone(),
+            self.drain.clone(),
         )
     }
 
@@ -229,37 +243,77 @@ impl Steward {
     }
 }
 
-/// The background service [`install`] adds: the health endpoint, and the start of the
-/// drain when Pingora's shutdown begins.
+/// The background service [`install`] adds: the health endpoint, the start of the drain
+/// when Pingora's shutdown begins, and, for [`Steward::run`], Pingora's table of listening
+/// sockets. A service of its own rather than Pingora's `background_service`, which does not
+/// pass the table on.
 struct Watch {
     drain: Arc<drain::Drain>,
     health: Mutex<Option<TcpListener>>,
     inherited: Arc<Inherited>,
+    listeners: Arc<OnceLock<ListenFds>>,
 }
 
 #[async_trait]
-impl BackgroundService for Watch {
+impl ServiceTrait for Watch {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        if let Some(fds) = fds {
+            let _ = self.listeners.set(fds);
+        }
+        self.start(shutdown).await
+    }
+
+    fn name(&self) -> &str {
+        "BG steward-pingora"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    /// No listening address of its own, said so: `None` would keep Pingora from closing
+    /// the inherited sockets no service claims, as Pingora's background services say.
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
+}
+
+impl Watch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut begun = self.drain.begun();
         // Healthy means serving: not before every service has its inherited listeners
         // (a shutdown meanwhile ends the wait: the drain must still begin).
         self.inherited.running();
         tokio::select! {
             _ = self.inherited.settled() => {}
             _ = shutdown.wait_for(|&down| down) => {}
+            _ = begun.wait_for(|&b| b) => {}
         }
         let listener = self.health.lock().ok().and_then(|mut l| l.take());
         let health = listener.map(|l| {
             let addr = l.local_addr().ok();
             (addr, tokio::spawn(health::serve(l, self.drain.clone())))
         });
-        // Pingora sets the watch on SIGTERM, and on SIGQUIT once it has handed its
-        // listeners over: then its listeners close.
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                return;
+        // The drain begins on SIGTERM under `Steward::run`; under Pingora's own
+        // `run_forever()` when Pingora sets its watch: on SIGTERM, and on SIGQUIT once it
+        // has handed its listeners over.
+        tokio::select! {
+            down = shutdown.wait_for(|&down| down) => {
+                if down.is_err() {
+                    return;
+                }
             }
+            _ = begun.wait_for(|&b| b) => {}
         }
         self.drain.begin();
+        if !self.drain.run_owned() {
+            self.drain.exit_when_drained();
+        }
         // A successor bound to the same health port (a reload: it is ready before this
         // process is told to stop) answers for the server from now on. Were this process
         // to go on answering 503 beside it, the kernel would hand it about half the health

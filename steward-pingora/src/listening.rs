@@ -11,6 +11,7 @@ use pingora::server::{ListenFds, RuntimeOpts, ShutdownWatch};
 use pingora::services::listening::Service;
 use pingora::services::Service as ServiceTrait;
 
+use crate::drain::Drain;
 use crate::graceful::Graceful;
 use crate::inherit::Inherited;
 
@@ -20,18 +21,27 @@ use crate::inherit::Inherited;
 /// reached through `Deref`. When the server starts it, the listening sockets the process
 /// inherited from steward under this service's keys go into Pingora's table of listeners
 /// first, so Pingora listens on them instead of binding new ones.
+///
+/// It stops accepting when the drain begins, which is before Pingora's own shutdown under
+/// [`crate::Steward::run`] (Pingora is told once the drain is over).
 pub struct StewardService<A> {
     inner: Service<Graceful<A>>,
     inherited: Arc<Inherited>,
+    drain: Arc<Drain>,
     started: bool,
 }
 
 impl<A> StewardService<A> {
-    pub(crate) fn new(inner: Service<Graceful<A>>, inherited: Arc<Inherited>) -> Self {
+    pub(crate) fn new(
+        inner: Service<Graceful<A>>,
+        inherited: Arc<Inherited>,
+        drain: Arc<Drain>,
+    ) -> Self {
         inherited.service_made();
         StewardService {
             inner,
             inherited,
+            drain,
             started: false,
         }
     }
@@ -71,7 +81,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for StewardService<A> {
         self.started = true;
         let keys = ServiceTrait::listen_addresses(&self.inner).unwrap_or_default();
         self.inherited.claim(&keys, fds.as_ref());
-        ServiceTrait::start_service(&mut self.inner, fds, shutdown, listeners_per_fd).await
+        // The service's accept loops and its app (which turns keep-alive off once the
+        // watch is true) see the drain's watch, not Pingora's: it turns true when the
+        // drain begins, and Pingora's shutdown begins the drain.
+        let drain = self.drain.clone();
+        let mut pingora = shutdown;
+        tokio::spawn(async move {
+            if pingora.wait_for(|&down| down).await.is_ok() {
+                drain.begin();
+            }
+        });
+        let begun = self.drain.begun();
+        ServiceTrait::start_service(&mut self.inner, fds, begun, listeners_per_fd).await
     }
 
     fn name(&self) -> &str {

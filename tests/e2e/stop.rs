@@ -593,6 +593,11 @@ fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_with
         after < EXIT_AFTER_LAST_RESPONSE,
         "steward exited {after:?} after the last response; log:\n{log}"
     );
+    // The example's line after `steward.run(server)` returned.
+    assert!(
+        log.contains(&format!("graceful-proxy pid {child}: stopped")),
+        "log:\n{log}"
+    );
 }
 
 #[test]
@@ -654,4 +659,32 @@ fn library_stop_without_steward_returns_the_request_in_flight_and_ends_right_aft
         after < EXIT_AFTER_LAST_RESPONSE,
         "the server exited {after:?} after the last response"
     );
+}
+
+#[test]
+fn steward_proxy_returns_from_run_after_its_drain_and_main_ends_with_0() {
+    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "");
+    s.wait_ready();
+    let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
+    let req = s.slow_request(1000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.steward.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(20));
+    let log = s.steward.log_text();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let (result, _) = req.join().expect("request thread");
+    assert_eq!(result.map(|r| r.0), Ok(200), "log:\n{log}");
+    // steward-proxy's line after `steward.run(server)` returned: an exit from a side
+    // thread would never write it.
+    assert!(
+        log.contains(&format!("steward-proxy pid {child} stopped")),
+        "log:\n{log}"
+    );
+    let child_s = child.to_string();
+    let stopped = [
+        ("steward_event", "stopped"),
+        ("steward_child_pid", child_s.as_str()),
+        ("steward_child_exit_code", "0"),
+    ];
+    assert!(log_has(&log, &stopped), "log:\n{log}");
 }
