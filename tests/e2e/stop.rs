@@ -557,10 +557,12 @@ fn idle_keep_alive_and_silent_clients_do_not_hold_the_stop_library() {
     idle_and_silent_clients_do_not_hold_the_stop(Kind::Library);
 }
 
-/// How long after its last response a server with steward-pingora may take to exit: its
-/// drain watcher polls every 5 ms and wants two empty polls in a row. A stock server
-/// would take its grace period (300 s in [`USER_YAML`]).
-const EXIT_AFTER_LAST_RESPONSE: Duration = Duration::from_millis(250);
+/// How long after its last response a server with steward-pingora may take to exit. Its
+/// drain polls every 5 ms and wants two empty polls in a row, then Pingora shuts its
+/// runtimes down: tens of milliseconds (bench/stop.rs measures it). A stock server would
+/// take its grace period (300 s in [`USER_YAML`]); the bound tells the two apart with
+/// room for a loaded CI host, and asserts no figure.
+const EXIT_AFTER_LAST_RESPONSE: Duration = Duration::from_secs(3);
 
 #[test]
 fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_without_sigkill() {
