@@ -730,6 +730,7 @@ mod tests {
             backoff_max: Duration::from_secs(10),
             stable_after: Duration::from_secs(60),
             health_failures: 3,
+            self_ending: false,
         };
         let killed = |a: Vec<Action>| {
             a.iter().any(|a| {

@@ -402,7 +402,18 @@ pub struct Policy {
     pub stable_after: Duration,
     /// Failed health probes in a row before the child is replaced; 0: never.
     pub health_failures: u32,
+    /// The child ends itself once drained (it runs steward-pingora: `child.handoff =
+    /// "inherit"`, which the check refuses for any other binary). Its drained generation
+    /// is then given [`SELF_EXIT_GRACE`] to exit on its own (destructors, buffered logs)
+    /// before steward ends it; a stock child, which would sleep out its grace period, is
+    /// ended at once.
+    pub self_ending: bool,
 }
+
+/// How long a drained self-ending child may take to exit by itself before steward ends
+/// it: its own drain sees the last connection gone within milliseconds, then Pingora
+/// stops its runtimes. Ample on a loaded host; a child that hangs costs the stop this.
+pub const SELF_EXIT_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenState {
@@ -718,7 +729,7 @@ impl Lifecycle {
                 GenState::Starting => times.push(g.spawned + self.policy.start_timeout),
                 GenState::Draining => {
                     times.extend(g.deadline_at);
-                    if let (Some(q), Some(quiet)) = (g.quiet_since, self.policy.drain_quiet) {
+                    if let (Some(q), Some(quiet)) = (g.quiet_since, self.quiet()) {
                         times.push(q + quiet);
                     }
                 }
@@ -824,7 +835,9 @@ impl Lifecycle {
         }
         match role {
             Role::Next => self.reload_failed(ReloadFailure::DidNotStart { gen, reason }, now),
-            Role::Current if g.why == Why::Start && !self.served_once => {
+            // Before anything served, any failure of the current generation is the
+            // start's (the first generation's; none is restarted before it served).
+            Role::Current if !self.served_once => {
                 let waiters = self.take_waiters();
                 self.leave(
                     code,
@@ -1271,11 +1284,21 @@ impl Lifecycle {
                 out.push(Action::Status(self.draining_fact(now)));
             }
         }
-        if in_flight == 0 && closed {
+        if in_flight == 0 && closed && !self.policy.self_ending {
             out.extend(self.kill(gen, KillReason::Drained));
         }
         out.extend(self.tick(now));
         out
+    }
+
+    /// How long a draining generation with nothing in flight is left before steward ends
+    /// it; `None`: never for that (it exits by itself or meets the deadline).
+    fn quiet(&self) -> Option<Duration> {
+        let quiet = self.policy.drain_quiet?;
+        Some(match self.policy.self_ending {
+            true => quiet.max(SELF_EXIT_GRACE),
+            false => quiet,
+        })
     }
 
     fn draining_fact(&self, now: Instant) -> Fact {
@@ -1474,9 +1497,7 @@ impl Lifecycle {
                 GenState::Draining => {
                     if g.deadline_at.is_some_and(|d| now >= d) {
                         out.extend(self.kill(id, KillReason::Deadline));
-                    } else if let (Some(since), Some(quiet)) =
-                        (g.quiet_since, self.policy.drain_quiet)
-                    {
+                    } else if let (Some(since), Some(quiet)) = (g.quiet_since, self.quiet()) {
                         if now >= since + quiet {
                             out.extend(self.kill(id, KillReason::Drained));
                         }

@@ -93,6 +93,7 @@ mod tests {
             backoff_max: Duration::from_secs(10),
             stable_after: Duration::from_secs(60),
             health_failures: 3,
+            self_ending: false,
         }
     }
 

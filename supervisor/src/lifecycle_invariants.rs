@@ -65,18 +65,22 @@ fn policy() -> impl Strategy<Value = Policy> {
         prop::option::of(10..200u64),
         0..3u32,
         0..3u32,
+        any::<bool>(),
     )
-        .prop_map(|(deadline, quiet, max_crashes, health_failures)| Policy {
-            deadline: deadline.map(Duration::from_secs),
-            start_timeout: Duration::from_secs(5),
-            drain_quiet: quiet.map(Duration::from_millis),
-            max_crashes,
-            crash_window: Duration::from_secs(10),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            stable_after: Duration::from_secs(5),
-            health_failures,
-        })
+        .prop_map(
+            |(deadline, quiet, max_crashes, health_failures, self_ending)| Policy {
+                deadline: deadline.map(Duration::from_secs),
+                start_timeout: Duration::from_secs(5),
+                drain_quiet: quiet.map(Duration::from_millis),
+                max_crashes,
+                crash_window: Duration::from_secs(10),
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                stable_after: Duration::from_secs(5),
+                health_failures,
+                self_ending,
+            },
+        )
 }
 
 /// What the checks need to remember across events.

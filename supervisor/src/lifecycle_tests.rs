@@ -17,6 +17,7 @@ fn policy() -> Policy {
         backoff_max: Duration::from_secs(10),
         stable_after: Duration::from_secs(60),
         health_failures: 3,
+        self_ending: false,
     }
 }
 
@@ -1614,4 +1615,80 @@ async fn while_a_stop_drains_the_machine_wakes_to_refresh_its_status() {
     m.handle(Event::Ready { gen: 1 }, now());
     m.handle(Event::Stop(StopSignal::Term), now());
     assert_eq!(m.next_wakeup(), Some(now() + STATUS_REFRESH));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_generation_killed_at_its_deadline_is_news_not_a_note() {
+    let mut m = starting_with(Policy {
+        drain_quiet: None,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    next_generation_started(&mut m, None);
+    m.handle(Event::Ready { gen: 2 }, now());
+    advance(DEADLINE).await;
+    let a = m.handle(Event::Tick, now());
+    assert_eq!(kills(&a), vec![(1, KillReason::Deadline)], "{a:?}");
+    assert!(
+        a.iter().any(|x| matches!(
+            x,
+            Action::Status(Fact::Killing {
+                gen: 1,
+                reason: KillReason::Deadline,
+                ..
+            })
+        )),
+        "{a:?}"
+    );
+}
+
+fn self_ending_stop() -> Lifecycle {
+    let mut m = starting_with(Policy {
+        self_ending: true,
+        ..policy()
+    });
+    m.handle(Event::Ready { gen: 1 }, now());
+    m.handle(Event::Stop(StopSignal::Term), now());
+    m
+}
+
+fn drained(gen: GenId) -> Event {
+    Event::Drain {
+        gen,
+        in_flight: 0,
+        closed: true,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_self_ending_child_is_left_to_exit_by_itself() {
+    let mut m = self_ending_stop();
+    assert!(kills(&m.handle(drained(1), now())).is_empty());
+    advance(SELF_EXIT_GRACE - Duration::from_millis(1)).await;
+    assert!(kills(&m.handle(Event::Tick, now())).is_empty());
+    let status = ChildStatus::Code(0);
+    let a = m.handle(Event::Exited { gen: 1, status }, now());
+    assert_eq!(exit_code(&a), Some(exit::OK), "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_self_ending_child_that_does_not_exit_is_ended_after_its_grace() {
+    let mut m = self_ending_stop();
+    m.handle(drained(1), now());
+    assert_eq!(m.next_wakeup(), Some(now() + SELF_EXIT_GRACE));
+    advance(SELF_EXIT_GRACE).await;
+    assert_eq!(
+        kills(&m.handle(Event::Tick, now())),
+        vec![(1, KillReason::Drained)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_stock_child_is_ended_at_once() {
+    let mut m = serving();
+    m.handle(Event::Stop(StopSignal::Term), now());
+    assert_eq!(
+        kills(&m.handle(drained(1), now())),
+        vec![(1, KillReason::Drained)]
+    );
 }

@@ -459,6 +459,7 @@ pub fn policy(config: &Config, deadline: &Deadline) -> Policy {
         backoff_max: config.restart.backoff_max,
         stable_after: config.restart.stable_after,
         health_failures: config.health.failures,
+        self_ending: config.child.handoff == crate::config::Handoff::Inherit,
     }
 }
 

@@ -484,7 +484,7 @@ fn idle_keep_alive(addr: &str) -> std::net::TcpStream {
 /// one that never sent a byte are closed by the child, so they hold no drain. The stop
 /// ends drained while a request in flight still gets its 200.
 fn idle_and_silent_clients_do_not_hold_the_stop(kind: Kind) {
-    let mut s = Setup::start(kind, USER_YAML, "");
+    let mut s = self_ending_or_stock(kind);
     s.wait_ready();
     let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
     let keep_alive = watch_close(idle_keep_alive(&s.proxy));
@@ -557,6 +557,16 @@ fn idle_keep_alive_and_silent_clients_do_not_hold_the_stop_library() {
     idle_and_silent_clients_do_not_hold_the_stop(Kind::Library);
 }
 
+/// steward over `kind`: a child built on steward-pingora with `child.handoff = "inherit"`,
+/// which tells steward it ends itself once drained (steward then leaves it time to, instead
+/// of ending it the moment its count reaches 0 as it does a stock child).
+fn self_ending_or_stock(kind: Kind) -> Setup {
+    match kind {
+        Kind::StockPingora => Setup::start(kind, USER_YAML, ""),
+        _ => Setup::start_handoff(kind, USER_YAML, Some("inherit")),
+    }
+}
+
 /// How long after its last response a server with steward-pingora may take to exit. Its
 /// drain polls every 5 ms and wants two empty polls in a row, then Pingora shuts its
 /// runtimes down: tens of milliseconds (bench/stop.rs measures it). A stock server would
@@ -566,7 +576,7 @@ const EXIT_AFTER_LAST_RESPONSE: Duration = Duration::from_secs(3);
 
 #[test]
 fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_without_sigkill() {
-    let mut s = Setup::start(Kind::Library, USER_YAML, "");
+    let mut s = self_ending_or_stock(Kind::Library);
     s.wait_ready();
     let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
     let req = s.slow_request(1000);
@@ -665,7 +675,7 @@ fn library_stop_without_steward_returns_the_request_in_flight_and_ends_right_aft
 
 #[test]
 fn steward_proxy_returns_from_run_after_its_drain_and_main_ends_with_0() {
-    let mut s = Setup::start(Kind::StewardProxy, USER_YAML, "");
+    let mut s = self_ending_or_stock(Kind::StewardProxy);
     s.wait_ready();
     let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
     let req = s.slow_request(1000);
