@@ -126,29 +126,49 @@ fn request(addr: &str, path: &str) -> std::thread::JoinHandle<Outcome> {
     })
 }
 
-#[test]
-fn after_sigterm_and_the_drain_run_returns_and_main_ends_the_process_with_0() {
-    let scratch = Scratch::new("library-run-returns");
-    let origin = Origin::start();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut server = Alone::start(&scratch, "server", GRACE_300, &origin, &listen);
+/// The example, alone, listening on `listen`.
+fn listening(scratch: &Scratch, yaml: &str, origin: &Origin, listen: &str) -> Alone {
+    let server = Alone::start(scratch, "server", yaml, origin, listen);
     assert!(
-        wait_accepting(&listen, Duration::from_secs(10)),
+        wait_accepting(listen, Duration::from_secs(10)),
         "the example never listened; log:\n{}",
         server.log()
     );
-    let req = request(&listen, "/delay/1000");
-    std::thread::sleep(Duration::from_millis(300));
-    server.signal(Signal::SIGTERM);
-    let status = server.wait_exit(Duration::from_secs(20));
-    let log = server.log();
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    server
+}
+
+type Request = std::thread::JoinHandle<Outcome>;
+
+fn assert_answered(req: Request, log: &str) {
     let (result, _) = req.join().expect("request thread");
     assert_eq!(
         result.map(|(code, _)| code),
         Ok(200),
         "the request in flight; log:\n{log}"
     );
+}
+
+fn assert_cut(req: Request, log: &str) {
+    let (result, _) = req.join().expect("request thread");
+    assert!(
+        result.as_ref().map_or(true, |(code, _)| *code != 200),
+        "the request in flight was answered: {result:?}; log:\n{log}"
+    );
+}
+
+#[test]
+fn after_sigterm_and_the_drain_run_returns_and_main_ends_the_process_with_0() {
+    let scratch = Scratch::new("library-run-returns");
+    let origin = Origin::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = listening(&scratch, GRACE_300, &origin, &listen);
+    let req = request(&listen, "/delay/1000");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(20));
+    let log = server.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert_answered(req, &log);
     assert!(log.contains(&server.stopped_line()), "log:\n{log}");
 }
 
@@ -157,12 +177,7 @@ fn sigint_while_draining_stops_at_once_cutting_the_request_in_flight() {
     let scratch = Scratch::new("library-sigint-draining");
     let origin = Origin::start();
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut server = Alone::start(&scratch, "server", GRACE_300, &origin, &listen);
-    assert!(
-        wait_accepting(&listen, Duration::from_secs(10)),
-        "the example never listened; log:\n{}",
-        server.log()
-    );
+    let mut server = listening(&scratch, GRACE_300, &origin, &listen);
     let req = request(&listen, "/delay/10000");
     std::thread::sleep(Duration::from_millis(300));
     server.signal(Signal::SIGTERM);
@@ -172,11 +187,7 @@ fn sigint_while_draining_stops_at_once_cutting_the_request_in_flight() {
     let log = server.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     // Waited for, the 10 s request would have been answered.
-    let (result, _) = req.join().expect("request thread");
-    assert!(
-        result.as_ref().map_or(true, |(code, _)| *code != 200),
-        "the request in flight was answered: {result:?}; log:\n{log}"
-    );
+    assert_cut(req, &log);
     assert!(log.contains(&server.stopped_line()), "log:\n{log}");
 }
 
@@ -232,12 +243,7 @@ fn the_grace_period_bounds_the_drain_and_run_still_returns() {
     let origin = Origin::start();
     let listen = format!("127.0.0.1:{}", free_port());
     let yaml = "---\nversion: 1\nthreads: 2\ngrace_period_seconds: 1\n";
-    let mut server = Alone::start(&scratch, "server", yaml, &origin, &listen);
-    assert!(
-        wait_accepting(&listen, Duration::from_secs(10)),
-        "the example never listened; log:\n{}",
-        server.log()
-    );
+    let mut server = listening(&scratch, yaml, &origin, &listen);
     let req = request(&listen, "/delay/10000");
     std::thread::sleep(Duration::from_millis(300));
     server.signal(Signal::SIGTERM);
@@ -245,11 +251,7 @@ fn the_grace_period_bounds_the_drain_and_run_still_returns() {
     let log = server.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     // Past the 1 s grace period the request is cut, not waited for.
-    let (result, _) = req.join().expect("request thread");
-    assert!(
-        result.as_ref().map_or(true, |(code, _)| *code != 200),
-        "the request in flight was answered: {result:?}; log:\n{log}"
-    );
+    assert_cut(req, &log);
     assert!(log.contains(&server.stopped_line()), "log:\n{log}");
 }
 
@@ -280,10 +282,5 @@ fn a_server_that_keeps_run_forever_still_ends_when_drained() {
     let status = server.wait_exit(Duration::from_secs(20));
     let log = server.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let (result, _) = req.join().expect("request thread");
-    assert_eq!(
-        result.map(|(code, _)| code),
-        Ok(200),
-        "the request in flight; log:\n{log}"
-    );
+    assert_answered(req, &log);
 }
