@@ -14,7 +14,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 mod facts;
+mod upstream;
 pub use facts::{count_facts, fact_values, find_fact, log_has, parse_fields, records_with, Record};
+pub use upstream::FixedUpstream;
 
 /// A binary of this workspace, built in the same profile as the running test.
 pub fn bin(name: &str) -> PathBuf {

@@ -5,26 +5,8 @@
 //!
 //! Environment: `LISTEN`, `UPSTREAM`, `HEALTH`, as for the example.
 
-use async_trait::async_trait;
 use pingora::prelude::*;
-
-struct MyProxy {
-    upstream: String,
-}
-
-#[async_trait]
-impl ProxyHttp for MyProxy {
-    type CTX = ();
-    fn new_ctx(&self) {}
-
-    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream.as_str(),
-            false,
-            String::new(),
-        )))
-    }
-}
+use steward_e2e::FixedUpstream;
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let env = |key: &str, default: &str| std::env::var(key).unwrap_or_else(|_| default.into());
@@ -35,7 +17,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         steward_pingora::Settings::health(env("HEALTH", "127.0.0.1:6190")),
     )?;
     let upstream = env("UPSTREAM", "127.0.0.1:6189");
-    let mut proxy = steward.http_proxy_service(&server.configuration, MyProxy { upstream });
+    let mut proxy = steward.http_proxy_service(&server.configuration, FixedUpstream { upstream });
     proxy.add_tcp(&env("LISTEN", "127.0.0.1:6188"));
     server.add_service(proxy);
     server.run_forever();

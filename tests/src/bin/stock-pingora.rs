@@ -5,33 +5,16 @@
 //! Environment (tests set it on steward, the child inherits it):
 //! `STOCK_LISTEN` (default 127.0.0.1:6288), `STOCK_UPSTREAM` (default 127.0.0.1:6289).
 
-use async_trait::async_trait;
 use pingora::prelude::*;
-
-struct Stock {
-    upstream: String,
-}
-
-#[async_trait]
-impl ProxyHttp for Stock {
-    type CTX = ();
-    fn new_ctx(&self) {}
-
-    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream.as_str(),
-            false,
-            String::new(),
-        )))
-    }
-}
+use steward_e2e::FixedUpstream;
 
 fn main() {
     let listen = std::env::var("STOCK_LISTEN").unwrap_or_else(|_| "127.0.0.1:6288".into());
     let upstream = std::env::var("STOCK_UPSTREAM").unwrap_or_else(|_| "127.0.0.1:6289".into());
     let mut server = Server::new(Some(Opt::parse_args())).expect("server");
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Stock { upstream });
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, FixedUpstream { upstream });
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     server.run_forever();
