@@ -19,8 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 use tokio::sync::watch;
+
+use crate::signal::{handler, received};
 
 /// How often the drain watcher looks at what is left.
 const POLL: Duration = Duration::from_millis(5);
@@ -295,9 +297,9 @@ fn exit_when_drained(drain: Arc<Drain>) {
         }
     };
     rt.block_on(async move {
-        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut int = handler(SignalKind::interrupt(), "SIGINT");
         tokio::select! {
-            _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+            _ = received(&mut int) => {
                 log::warn!("SIGINT while draining ({} connection(s) open): exiting now", drain.connections());
             }
             _ = drain.drained(None) => {}

@@ -83,6 +83,7 @@ mod health;
 mod inherit;
 mod listening;
 mod run;
+mod signal;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex, OnceLock};

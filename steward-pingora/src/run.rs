@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{Signal, SignalKind};
 
 use crate::drain::Drain;
+use crate::signal::{handler, received};
 use crate::Steward;
 
 /// Pingora 0.9.1's grace period when `grace_period_seconds` is not set (`EXIT_TIMEOUT` in
@@ -101,21 +102,6 @@ struct Signals {
     /// Whether Pingora is told to shut down fast once drained (its grace sleep could not
     /// be set to 0), instead of gracefully.
     fast_after_drain: bool,
-}
-
-fn handler(kind: SignalKind, name: &str) -> Option<Signal> {
-    signal(kind)
-        .map_err(|e| log::error!("cannot handle {name}: {e}; it keeps its default action"))
-        .ok()
-}
-
-async fn received(s: &mut Option<Signal>) {
-    match s {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 #[async_trait]
