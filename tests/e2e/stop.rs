@@ -574,9 +574,22 @@ fn self_ending_or_stock(kind: Kind) -> Setup {
 /// room for a loaded CI host, and asserts no figure.
 const EXIT_AFTER_LAST_RESPONSE: Duration = Duration::from_secs(3);
 
-#[test]
-fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_without_sigkill() {
-    let mut s = self_ending_or_stock(Kind::Library);
+/// What a stop of steward over a self-ending `kind` left, once SIGTERM came with a 1 s
+/// request in flight: steward exited 0, the request got its whole 200, and the child
+/// ended itself with exit code 0 (a child ended by steward's kill would show
+/// "stopped (signal 9 (SIGKILL))").
+struct StoppedWithARequest {
+    log: String,
+    /// The request's response body.
+    body: String,
+    child: i32,
+    /// When the request's response was complete, and when steward had exited.
+    done: Instant,
+    exited: Instant,
+}
+
+fn sigterm_with_a_1s_request_in_flight(kind: Kind) -> StoppedWithARequest {
+    let mut s = self_ending_or_stock(kind);
     s.wait_ready();
     let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
     let req = s.slow_request(1000);
@@ -589,10 +602,6 @@ fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_with
     let (result, done) = req.join().expect("request thread");
     let (code, body) = result.expect("the in-flight request completes");
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("/delay/1000"), "{body}");
-    // The child ended itself, with its own exit code: steward's drain count may see it gone
-    // and send its kill in the same moment, but a child ended by that kill (or at the
-    // deadline) would show "stopped (signal 9 (SIGKILL))".
     let child_s = child.to_string();
     let stopped = [
         ("steward_event", "stopped"),
@@ -600,14 +609,29 @@ fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_with
         ("steward_child_exit_code", "0"),
     ];
     assert!(log_has(&log, &stopped), "log:\n{log}");
-    let after = exited.saturating_duration_since(done);
+    StoppedWithARequest {
+        log,
+        body,
+        child,
+        done,
+        exited,
+    }
+}
+
+#[test]
+fn library_stop_with_a_1s_request_in_flight_returns_it_and_ends_right_after_without_sigkill() {
+    let stop = sigterm_with_a_1s_request_in_flight(Kind::Library);
+    let log = &stop.log;
+    // The example's origin names the path it answered.
+    assert!(stop.body.contains("/delay/1000"), "{}", stop.body);
+    let after = stop.exited.saturating_duration_since(stop.done);
     assert!(
         after < EXIT_AFTER_LAST_RESPONSE,
         "steward exited {after:?} after the last response; log:\n{log}"
     );
     // The example's line after `steward.run(server)` returned.
     assert!(
-        log.contains(&format!("graceful-proxy pid {child}: stopped")),
+        log.contains(&format!("graceful-proxy pid {}: stopped", stop.child)),
         "log:\n{log}"
     );
 }
@@ -675,28 +699,12 @@ fn library_stop_without_steward_returns_the_request_in_flight_and_ends_right_aft
 
 #[test]
 fn steward_proxy_returns_from_run_after_its_drain_and_main_ends_with_0() {
-    let mut s = self_ending_or_stock(Kind::StewardProxy);
-    s.wait_ready();
-    let child = s.steward.child_pid(Duration::ZERO).expect("child pid");
-    let req = s.slow_request(1000);
-    std::thread::sleep(Duration::from_millis(300));
-    s.steward.signal(Signal::SIGTERM);
-    let status = s.wait_exit(Duration::from_secs(20));
-    let log = s.steward.log_text();
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let (result, _) = req.join().expect("request thread");
-    assert_eq!(result.map(|r| r.0), Ok(200), "log:\n{log}");
+    let stop = sigterm_with_a_1s_request_in_flight(Kind::StewardProxy);
+    let log = &stop.log;
     // steward-proxy's line after `steward.run(server)` returned: an exit from a side
     // thread would never write it.
     assert!(
-        log.contains(&format!("steward-proxy pid {child} stopped")),
+        log.contains(&format!("steward-proxy pid {} stopped", stop.child)),
         "log:\n{log}"
     );
-    let child_s = child.to_string();
-    let stopped = [
-        ("steward_event", "stopped"),
-        ("steward_child_pid", child_s.as_str()),
-        ("steward_child_exit_code", "0"),
-    ];
-    assert!(log_has(&log, &stopped), "log:\n{log}");
 }
