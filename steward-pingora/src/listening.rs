@@ -75,7 +75,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for StewardService<A> {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
-        shutdown: ShutdownWatch,
+        _pingora_shutdown: ShutdownWatch,
         listeners_per_fd: usize,
     ) {
         self.started = true;
@@ -83,14 +83,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for StewardService<A> {
         self.inherited.claim(&keys, fds.as_ref());
         // The service's accept loops and its app (which turns keep-alive off once the
         // watch is true) see the drain's watch, not Pingora's: it turns true when the
-        // drain begins, and Pingora's shutdown begins the drain.
-        let drain = self.drain.clone();
-        let mut pingora = shutdown;
-        tokio::spawn(async move {
-            if pingora.wait_for(|&down| down).await.is_ok() {
-                drain.begin();
-            }
-        });
+        // drain begins. Pingora's shutdown begins the drain through the background
+        // service `install` always adds (`Watch` in lib.rs), which waits on it.
         let begun = self.drain.begun();
         ServiceTrait::start_service(&mut self.inner, fds, begun, listeners_per_fd).await
     }
